@@ -1,0 +1,1 @@
+"""Configuration: environment-driven settings and fixed constants."""

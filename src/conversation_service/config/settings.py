@@ -1,0 +1,118 @@
+"""Service settings read from the environment (prefix ``CONVERSATION_``).
+
+Unsafe values are refused at start-up outside development: a missing or placeholder JWT secret,
+no internal API keys, or an embedded database/Redis in production stop the process with a message
+saying which variable to set.
+"""
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from conversation_service.config import constants
+
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "secret", "dev-secret", "development"}
+)
+DEV_JWT_SECRET = "dev-secret"  # noqa: S105 - refused outside development by the validator below
+DEV_INTERNAL_API_KEY = "dev-internal-key"
+
+
+class Environment(StrEnum):
+    """Where the service runs; production turns on every safety check."""
+
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+def default_database_url() -> str:
+    """SQLite file under ``.data/`` in the working directory (the embedded default)."""
+    return f"sqlite+aiosqlite:///{Path('.data') / 'conversations.db'}"
+
+
+class ConversationSettings(BaseSettings):
+    """Every tunable of the service; env variables are the field names upper-cased."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CONVERSATION_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    environment: Environment = Environment.DEVELOPMENT
+    database_url: str = Field(default_factory=default_database_url)
+    # None means "the embedded Valkey server" that the launcher starts on EMBEDDED_REDIS_PORT.
+    redis_url: str | None = None
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: SecretStr | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    internal_api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    max_body_bytes: int = Field(default=constants.MAX_REQUEST_BODY_BYTES, ge=1024)
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    log_level: str = "INFO"
+    log_json: bool = True
+    # One structured line per request; off by default because it costs a third of throughput.
+    access_log: bool = False
+
+    @field_validator("internal_api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production_values(self) -> Self:
+        if self.environment is Environment.DEVELOPMENT:
+            return self
+        problems: list[str] = []
+        has_public_key = self.jwt_public_key is not None and self.jwt_public_key.get_secret_value()
+        secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+        if not has_public_key and secret.lower() in PLACEHOLDER_SECRETS:
+            problems.append(
+                "set CONVERSATION_JWT_SECRET to a real secret (32+ random bytes) "
+                "or CONVERSATION_JWT_PUBLIC_KEY to an RS256 public key"
+            )
+        elif not has_public_key and len(secret) < 32:
+            problems.append("CONVERSATION_JWT_SECRET must be at least 32 characters")
+        keys = [key.get_secret_value() for key in self.internal_api_keys]
+        if not keys or any(
+            key.lower() in PLACEHOLDER_SECRETS or key == DEV_INTERNAL_API_KEY for key in keys
+        ):
+            problems.append("set CONVERSATION_INTERNAL_API_KEYS to real service keys")
+        if self.environment is Environment.PRODUCTION and self.redis_url is None:
+            problems.append("set CONVERSATION_REDIS_URL (no embedded Redis in production)")
+        if problems:
+            raise ValueError(
+                f"unsafe configuration for environment {self.environment.value}: "
+                + "; ".join(problems)
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is the embedded SQLite file."""
+        return self.database_url.startswith("sqlite")
+
+    def effective_jwt_secret(self) -> str | None:
+        """The HS256 secret; development falls back to a fixed, well-known one."""
+        if self.jwt_secret is not None and self.jwt_secret.get_secret_value():
+            return self.jwt_secret.get_secret_value()
+        if self.jwt_public_key is None and self.environment is Environment.DEVELOPMENT:
+            return DEV_JWT_SECRET
+        return None
+
+    def effective_internal_keys(self) -> frozenset[str]:
+        """Accepted orchestrator keys; development accepts a fixed, well-known one."""
+        keys = frozenset(key.get_secret_value() for key in self.internal_api_keys)
+        if not keys and self.environment is Environment.DEVELOPMENT:
+            return frozenset({DEV_INTERNAL_API_KEY})
+        return keys
+
+    def effective_redis_url(self) -> str:
+        """The Redis URL, or the embedded server's address when none is configured."""
+        return self.redis_url or f"redis://127.0.0.1:{constants.EMBEDDED_REDIS_PORT}/0"

@@ -1,0 +1,1 @@
+"""Persistence: ORM tables, engine factory and Alembic migrations (SQLite and PostgreSQL)."""

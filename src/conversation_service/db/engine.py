@@ -1,0 +1,71 @@
+"""Engine factory and the schema-version check that ``serve`` runs before accepting traffic."""
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from conversation_service.config.settings import ConversationSettings
+
+
+class DatabaseNotMigratedError(RuntimeError):
+    """The database schema is missing or older than this release."""
+
+
+def create_engine(settings: ConversationSettings, *, null_pool: bool = False) -> AsyncEngine:
+    """Create the async engine for ``settings.database_url``.
+
+    SQLite runs in WAL mode with a busy timeout and one pooled connection per process: writers
+    are serialised in-process by the pool instead of spinning on SQLite's busy handler, and the
+    worker process waits on the busy timeout. PostgreSQL gets a sized asyncpg pool.
+    """
+    url = make_url(settings.database_url)
+    kwargs: dict[str, Any] = {}
+    if null_pool:
+        kwargs["poolclass"] = NullPool
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 30}
+        if not null_pool:
+            kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60)
+        engine = create_async_engine(url, **kwargs)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    if not null_pool:
+        kwargs.update(
+            pool_size=settings.db_pool_size, max_overflow=settings.db_pool_size, pool_timeout=30
+        )
+    return create_async_engine(url, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+async def assert_migrated(engine: AsyncEngine) -> None:
+    """Raise ``DatabaseNotMigratedError`` unless the schema is at the newest migration."""
+    from conversation_service.db.migrate import head_revision
+
+    head = head_revision()
+    try:
+        async with engine.connect() as conn:
+            current = (
+                await conn.execute(text("SELECT version_num FROM alembic_version"))
+            ).scalar_one_or_none()
+    except DBAPIError:
+        current = None
+    if current != head:
+        raise DatabaseNotMigratedError(
+            f"database schema is at {current or 'nothing'}, this release needs {head}: "
+            "run `conversation-service migrate` first"
+        )

@@ -1,0 +1,95 @@
+"""Shared schema pieces: bounded JSON objects, identifiers, the page envelope."""
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, TypeVar
+
+import orjson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from conversation_service.config import constants
+
+T = TypeVar("T")
+
+
+def _check_text(value: str) -> str:
+    # PostgreSQL text and JSONB cannot hold NUL; refusing it keeps both backends identical.
+    if "\x00" in value:
+        raise ValueError("NUL characters are not allowed")
+    return value
+
+
+def _check_json_value(value: Any, depth: int) -> None:
+    if depth > constants.MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {constants.MAX_JSON_DEPTH} levels")
+    if isinstance(value, str):
+        _check_text(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            _check_json_value(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json_value(item, depth + 1)
+
+
+def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    """Bound a free-form metadata object: keys, depth, NULs and encoded size."""
+    if len(value) > constants.MAX_METADATA_KEYS:
+        raise ValueError(f"at most {constants.MAX_METADATA_KEYS} top-level keys")
+    for key in value:
+        if not key or len(key) > constants.MAX_METADATA_KEY_CHARS:
+            raise ValueError(f"keys must be 1-{constants.MAX_METADATA_KEY_CHARS} characters")
+    _check_json_value(value, 1)
+    if len(orjson.dumps(value)) > constants.MAX_METADATA_BYTES:
+        raise ValueError(f"larger than {constants.MAX_METADATA_BYTES} bytes once encoded")
+    return value
+
+
+SafeText = Annotated[str, AfterValidator(_check_text)]
+Identifier = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=constants.MAX_ID_CHARS, pattern=r"^[^\x00-\x1f]+$"),
+]
+Metadata = Annotated[
+    dict[str, Any],
+    AfterValidator(check_metadata),
+    Field(description=f"Free-form JSON object, at most {constants.MAX_METADATA_BYTES} bytes."),
+]
+Tag = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=constants.MAX_TAG_CHARS, pattern=r"^[^\x00-\x1f,]+$"
+    ),
+]
+
+
+class InputModel(BaseModel):
+    """Request bodies: unknown fields are refused so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Sentiment(BaseModel):
+    """A sentiment label with its score in [-1, 1]."""
+
+    label: str
+    score: float
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a keyset-paginated list."""
+
+    data: list[T]
+    has_more: bool
+    next_cursor: str | None = Field(
+        description="Opaque cursor for the next page; null on the last page."
+    )
+
+
+def utc_bound(value: datetime | None) -> datetime | None:
+    """Interpret naive query timestamps as UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    from datetime import UTC
+
+    return value.replace(tzinfo=UTC)

@@ -1,0 +1,76 @@
+"""Conversation schemas."""
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from conversation_service.config import constants
+from conversation_service.models.common import (
+    Identifier,
+    InputModel,
+    Metadata,
+    SafeText,
+    Sentiment,
+    Tag,
+)
+
+
+class ConversationStatus(StrEnum):
+    """Lifecycle: active takes messages; archived and closed are read-only."""
+
+    ACTIVE = "active"
+    ARCHIVED = "archived"
+    CLOSED = "closed"
+
+
+class Priority(StrEnum):
+    """Scheduling priority of the conversation's background work."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+class ConversationCreate(InputModel):
+    """Body of ``POST /conversations``."""
+
+    agent_id: Identifier
+    title: SafeText | None = Field(default=None, max_length=constants.MAX_TITLE_CHARS)
+    workflow_id: Identifier | None = None
+    metadata: Metadata = Field(default_factory=dict)
+    tags: list[Tag] = Field(default_factory=list, max_length=constants.MAX_TAGS)
+    priority: Priority = Priority.NORMAL
+
+
+class ConversationUpdate(InputModel):
+    """Body of ``PATCH /conversations/{id}``; ``metadata`` is a JSON merge patch."""
+
+    title: SafeText | None = Field(default=None, max_length=constants.MAX_TITLE_CHARS)
+    workflow_id: Identifier | None = None
+    metadata: Metadata | None = None
+    tags: list[Tag] | None = Field(default=None, max_length=constants.MAX_TAGS)
+    priority: Priority | None = None
+    status: ConversationStatus | None = None
+
+
+class ConversationOut(BaseModel):
+    """A conversation as the API returns it."""
+
+    id: uuid.UUID
+    user_id: str
+    agent_id: str
+    workflow_id: str | None
+    title: str | None
+    status: ConversationStatus
+    priority: Priority
+    metadata: Metadata
+    tags: list[str]
+    last_seq: int
+    message_count: int
+    token_count: int
+    sentiment: Sentiment | None
+    created_at: datetime
+    updated_at: datetime
+    last_message_at: datetime | None

@@ -1,0 +1,93 @@
+"""Message schemas."""
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from conversation_service.config import constants
+from conversation_service.models.common import (
+    InputModel,
+    Metadata,
+    SafeText,
+    Sentiment,
+    check_metadata,
+)
+
+
+class Role(StrEnum):
+    """Who wrote a message."""
+
+    USER = "user"
+    ASSISTANT = "assistant"
+    SYSTEM = "system"
+    TOOL = "tool"
+
+
+class MessageStatus(StrEnum):
+    """Lifecycle of a message; user messages are born completed."""
+
+    PENDING = "pending"
+    STREAMING = "streaming"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INCOMPLETE = "incomplete"
+
+
+class ContentPart(InputModel):
+    """A typed piece of content (text, image reference, file reference…)."""
+
+    model_config = InputModel.model_config | {"extra": "allow"}
+
+    type: Literal["text", "image_url", "file", "audio", "json"]
+    text: SafeText | None = Field(default=None, max_length=constants.MAX_MESSAGE_CHARS)
+
+    @model_validator(mode="after")
+    def _bounded_extras(self) -> "ContentPart":
+        check_metadata(dict(self.model_extra or {}))
+        return self
+
+
+class MessageCreate(InputModel):
+    """Body of ``POST /conversations/{id}/messages``: a user message."""
+
+    content: SafeText = Field(max_length=constants.MAX_MESSAGE_CHARS)
+    content_parts: list[ContentPart] | None = Field(
+        default=None, max_length=constants.MAX_CONTENT_PARTS
+    )
+    metadata: Metadata = Field(default_factory=dict)
+    parent_id: uuid.UUID | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "MessageCreate":
+        if not self.content.strip() and not self.content_parts:
+            raise ValueError("content must not be empty unless content_parts are given")
+        return self
+
+
+class MessageUpdate(InputModel):
+    """Body of ``PATCH /messages/{id}``: a JSON merge patch of the metadata."""
+
+    metadata: Metadata
+
+
+class MessageOut(BaseModel):
+    """A message as the API returns it."""
+
+    id: uuid.UUID
+    conversation_id: uuid.UUID
+    seq: int
+    role: Role
+    content: str
+    content_parts: list[dict[str, Any]] | None
+    status: MessageStatus
+    metadata: dict[str, Any]
+    token_count: int | None
+    language: str | None
+    sentiment: Sentiment | None
+    parent_id: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime

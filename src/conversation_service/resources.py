@@ -1,0 +1,35 @@
+"""Process-wide resources built by the app lifespan (never at import time)."""
+
+import hashlib
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from conversation_service.config.settings import ConversationSettings
+from conversation_service.observability import Metrics
+from conversation_service.services.auth import TokenVerifier
+from conversation_service.services.idempotency import InFlightGate
+from conversation_service.utils.cursors import CursorCodec
+
+
+@dataclass(slots=True)
+class Resources:
+    """What request handlers need: engine, Redis client, verifiers and codecs."""
+
+    settings: ConversationSettings
+    engine: AsyncEngine
+    redis: Redis
+    verifier: TokenVerifier
+    internal_keys: frozenset[str]
+    cursors: CursorCodec
+    in_flight: InFlightGate
+    metrics: Metrics
+
+
+def cursor_key(settings: ConversationSettings) -> bytes:
+    """Derive the cursor-signing key from the configured token key material."""
+    material = settings.effective_jwt_secret() or ""
+    if settings.jwt_public_key is not None:
+        material += settings.jwt_public_key.get_secret_value()
+    return hashlib.sha256(b"conversation-service/cursor\x00" + material.encode()).digest()

@@ -1,0 +1,90 @@
+"""Request dependencies: resources, the unit of work, credentials and load-or-404 guards."""
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from conversation_service.config.constants import MAX_IDEMPOTENCY_KEY_CHARS
+from conversation_service.errors import BadRequestError, UnauthorizedError
+from conversation_service.resources import Resources
+from conversation_service.services.auth import Principal, verify_service_key
+
+
+def get_resources(request: Request) -> Resources:
+    """The resources the lifespan built."""
+    resources: Resources = request.app.state.resources
+    return resources
+
+
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+async def unit_of_work(resources: ResourcesDep) -> AsyncIterator[AsyncConnection]:
+    """One connection and one transaction per request: committed when the handler returns,
+    rolled back if it raises. Function scope makes the commit happen before the response is sent,
+    so a client never sees a 2xx for work that did not commit."""
+    async with resources.engine.connect() as conn, conn.begin():
+        yield conn
+
+
+UnitOfWork = Annotated[AsyncConnection, Depends(unit_of_work, scope="function")]
+
+_bearer = HTTPBearer(auto_error=False, description="User JWT (HS256 or RS256) with sub and tenant")
+_service_bearer = HTTPBearer(
+    auto_error=False, scheme_name="ServiceKey", description="Orchestrator service key"
+)
+
+
+def current_user(
+    resources: ResourcesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The user a valid bearer JWT names, or 401."""
+    if credentials is None:
+        raise UnauthorizedError("missing bearer token")
+    return resources.verifier.verify(credentials.credentials)
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+def internal_service(
+    resources: ResourcesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_service_bearer)],
+) -> None:
+    """Accept only a configured orchestrator service key."""
+    if credentials is None:
+        raise UnauthorizedError("missing service key")
+    verify_service_key(credentials.credentials, resources.internal_keys)
+
+
+def idempotency_key(
+    resources: ResourcesDep,
+    user: CurrentUser,
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Retry-safe key: a repeat with the same body returns the first response.",
+        ),
+    ] = None,
+) -> Iterator[str | None]:
+    """Validate the Idempotency-Key and hold it in-process until the request has committed.
+
+    Declared before the unit of work in a route's signature, so it is released after the commit.
+    """
+    if key is None:
+        yield None
+        return
+    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_CHARS or not (key.isascii() and key.isprintable()):
+        raise BadRequestError(
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters"
+        )
+    with resources.in_flight.hold(user, key):
+        yield key
+
+
+IdempotencyKey = Annotated[str | None, Depends(idempotency_key, scope="function")]

@@ -1,0 +1,158 @@
+"""The one place errors become RFC 9457 ``application/problem+json`` responses."""
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from conversation_service.errors import (
+    PROBLEM_BASE,
+    BadRequestError,
+    ConflictError,
+    MalformedJSONError,
+    MethodNotAllowedError,
+    NotFoundError,
+    ServiceError,
+    UnauthorizedError,
+    ValidationError,
+)
+
+log = logging.getLogger("conversation_service.errors")
+PROBLEM_JSON = "application/problem+json"
+
+_STATUS_ERRORS: dict[int, type[ServiceError]] = {
+    400: BadRequestError,
+    401: UnauthorizedError,
+    404: NotFoundError,
+    405: MethodNotAllowedError,
+    422: ValidationError,
+}
+
+
+class ProblemResponse(Response):
+    """A problem+json body serialised with orjson."""
+
+    media_type = PROBLEM_JSON
+
+    def render(self, content: Any) -> bytes:
+        import orjson
+
+        return orjson.dumps(content)
+
+
+def problem_response(error: ServiceError, instance: str) -> ProblemResponse:
+    """Render a domain error as problem details."""
+    body: dict[str, Any] = {
+        "type": error.type_uri,
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "instance": instance,
+        **error.extra,
+    }
+    return ProblemResponse(body, status_code=error.status, headers=error.headers)
+
+
+def _validation_problem(exc: RequestValidationError, instance: str) -> ProblemResponse:
+    errors = exc.errors()
+    if any(err.get("type") == "json_invalid" for err in errors):
+        return problem_response(MalformedJSONError("the request body is not valid JSON"), instance)
+    fields = [
+        {
+            "loc": [str(part) for part in err.get("loc", ())],
+            "msg": str(err.get("msg", "")),
+            "type": str(err.get("type", "")),
+        }
+        for err in errors
+    ]
+    detail = "; ".join(f"{'.'.join(f['loc'])}: {f['msg']}" for f in fields[:5])
+    return problem_response(ValidationError(detail, extra={"errors": fields}), instance)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn every failure into problem details."""
+
+    async def on_service_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ServiceError)
+        return problem_response(exc, request.url.path)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return _validation_problem(exc, request.url.path)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        error_type = _STATUS_ERRORS.get(exc.status_code, ServiceError)
+        error = error_type(str(exc.detail) if exc.detail else None)
+        response = problem_response(error, request.url.path)
+        response.status_code = exc.status_code
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    async def on_integrity_error(request: Request, exc: Exception) -> Response:
+        # A constraint caught a race the service could not see (e.g. two replicas); the
+        # transaction was rolled back, so the client may retry.
+        log.warning("integrity conflict", extra={"path": request.url.path, "error": str(exc)[:200]})
+        return problem_response(
+            ConflictError("conflicting concurrent change; retry"), request.url.path
+        )
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return problem_response(ServiceError("internal error"), request.url.path)
+
+    app.add_exception_handler(ServiceError, on_service_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(IntegrityError, on_integrity_error)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string", "format": "uri", "examples": [PROBLEM_BASE + "not-found"]},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "loc": {"type": "array", "items": {"type": "string"}},
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for the given error statuses (problem+json)."""
+    descriptions = {
+        400: "Malformed request",
+        401: "Missing or invalid credentials",
+        404: "Not found (or not yours)",
+        409: "Conflict",
+        413: "Body too large",
+        415: "Body is not JSON",
+        422: "Validation failed",
+        503: "A dependency is unavailable",
+    }
+    return {
+        status: {
+            "description": descriptions.get(status, "Error"),
+            "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+        }
+        for status in statuses
+    }

@@ -1,0 +1,60 @@
+"""Liveness, readiness (database and Redis) and Prometheus metrics."""
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from conversation_service.config.constants import READINESS_TIMEOUT
+from conversation_service.errors import ServiceUnavailableError
+from conversation_service.routes.deps import ResourcesDep
+from conversation_service.routes.errors import problems
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health/live")
+async def live() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/health/ready", responses=problems(503))
+async def ready(resources: ResourcesDep) -> dict[str, Any]:
+    """Database and Redis answer; 503 names the failing part."""
+    checks = await asyncio.gather(_check_database(resources), _check_redis(resources))
+    parts = dict(checks)
+    failing = [name for name, ok in checks if ok != "ok"]
+    if failing:
+        raise ServiceUnavailableError(
+            "not ready: " + ", ".join(f"{name} {parts[name]}" for name in failing),
+            extra={"checks": parts},
+        )
+    return {"status": "ok", "checks": parts}
+
+
+async def _check_database(resources: ResourcesDep) -> tuple[str, str]:
+    try:
+        async with asyncio.timeout(READINESS_TIMEOUT):
+            async with resources.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        return "database", f"unavailable ({type(exc).__name__})"
+    return "database", "ok"
+
+
+async def _check_redis(resources: ResourcesDep) -> tuple[str, str]:
+    try:
+        async with asyncio.timeout(READINESS_TIMEOUT):
+            await resources.redis.ping()
+    except Exception as exc:
+        return "redis", f"unavailable ({type(exc).__name__})"
+    return "redis", "ok"
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(resources: ResourcesDep) -> Response:
+    """Prometheus metrics of this process."""
+    return Response(generate_latest(resources.metrics.registry), media_type=CONTENT_TYPE_LATEST)

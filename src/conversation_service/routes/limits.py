@@ -1,0 +1,83 @@
+"""Pure ASGI guard that refuses oversized and non-JSON bodies before anything parses them."""
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from conversation_service.errors import (
+    PayloadTooLargeError,
+    ServiceError,
+    UnsupportedMediaTypeError,
+)
+from conversation_service.routes.errors import problem_response
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_GUARDED_PREFIXES = ("/api/", "/internal/")
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+class BodyGuardMiddleware:
+    """413 for bodies over ``max_bytes`` (declared or streamed), 415 for non-JSON bodies."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in _BODY_METHODS
+            or not scope["path"].startswith(_GUARDED_PREFIXES)
+        ):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        error = self._check_headers(headers)
+        if error is not None:
+            await problem_response(error, scope["path"])(scope, receive, send)
+            return
+
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLargeError
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLargeError:
+            if started:
+                raise
+            error = PayloadTooLargeError(f"request body is over {self.max_bytes} bytes")
+            await problem_response(error, scope["path"])(scope, receive, send)
+
+    def _check_headers(self, headers: dict[bytes, bytes]) -> ServiceError | None:
+        length = headers.get(b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                return PayloadTooLargeError("invalid Content-Length")
+            if int(length) > self.max_bytes:
+                return PayloadTooLargeError(f"request body is over {self.max_bytes} bytes")
+            if int(length) == 0:
+                return None
+        elif b"transfer-encoding" not in headers:
+            return None  # no body at all
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if content_type != b"application/json" and not (
+            content_type.startswith(b"application/") and content_type.endswith(b"+json")
+        ):
+            return UnsupportedMediaTypeError("request bodies must be application/json")
+        return None

@@ -1,0 +1,106 @@
+"""Public message routes under ``/api/v1/conversations/{id}/messages``."""
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Response, status
+
+from conversation_service.config.constants import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from conversation_service.models.common import Page
+from conversation_service.models.message import MessageCreate, MessageOut, MessageUpdate
+from conversation_service.routes.deps import CurrentUser, IdempotencyKey, ResourcesDep, UnitOfWork
+from conversation_service.routes.errors import problems
+from conversation_service.services import message_store
+
+router = APIRouter(prefix="/api/v1/conversations/{conversation_id}/messages", tags=["messages"])
+
+
+class JSONBytesResponse(Response):
+    """A response whose body is already a JSON-ready dict (skips a second validation pass)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        import orjson
+
+        return orjson.dumps(content)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=MessageOut,
+    responses=problems(400, 401, 404, 409, 413, 415, 422),
+)
+async def append_message(
+    conversation_id: uuid.UUID,
+    body: MessageCreate,
+    user: CurrentUser,
+    key: IdempotencyKey,
+    uow: UnitOfWork,
+) -> Response:
+    """Append a user message; retry safely with an ``Idempotency-Key`` header."""
+    result = await message_store.append_user_message(
+        uow, user, conversation_id, body, idempotency_key=key
+    )
+    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+    return JSONBytesResponse(result.message, status_code=201, headers=headers)
+
+
+@router.get("", responses=problems(400, 401, 404, 422))
+async def list_messages(
+    conversation_id: uuid.UUID,
+    user: CurrentUser,
+    uow: UnitOfWork,
+    resources: ResourcesDep,
+    after_seq: Annotated[int | None, Query(ge=0)] = None,
+    before_seq: Annotated[int | None, Query(ge=1)] = None,
+    order: Literal["asc", "desc"] = "asc",
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Page[MessageOut]:
+    """A page of history by ``seq`` (keyset: ``after_seq``/``before_seq`` or ``cursor``)."""
+    return await message_store.list_messages(
+        uow,
+        user,
+        conversation_id,
+        after_seq=after_seq,
+        before_seq=before_seq,
+        order=order,
+        limit=limit,
+        cursor=cursor,
+        codec=resources.cursors,
+    )
+
+
+@router.get("/{message_id}", responses=problems(401, 404, 422))
+async def get_message(
+    conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, uow: UnitOfWork
+) -> MessageOut:
+    """Get one message."""
+    return await message_store.get_message(uow, user, conversation_id, message_id)
+
+
+@router.patch("/{message_id}", responses=problems(400, 401, 404, 413, 415, 422))
+async def update_message(
+    conversation_id: uuid.UUID,
+    message_id: uuid.UUID,
+    body: MessageUpdate,
+    user: CurrentUser,
+    uow: UnitOfWork,
+) -> MessageOut:
+    """Merge-patch a message's metadata."""
+    return await message_store.update_message_metadata(uow, user, conversation_id, message_id, body)
+
+
+@router.delete(
+    "/{message_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problems(401, 404, 422),
+)
+async def delete_message(
+    conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, uow: UnitOfWork
+) -> None:
+    """Delete a message (its content is erased; its seq stays as a gap-free tombstone)."""
+    await message_store.delete_message(uow, user, conversation_id, message_id)

@@ -1,0 +1,1 @@
+"""Domain services: take a connection and arguments, raise domain errors, never commit."""

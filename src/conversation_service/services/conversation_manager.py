@@ -1,0 +1,308 @@
+"""Conversations: create, read, list with filters and keyset pagination, update, delete."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, RowMapping, and_, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from conversation_service.db.tables import conversations_table as conversations
+from conversation_service.db.tables import idempotency_table, messages_table
+from conversation_service.errors import ConversationNotFoundError, InvalidCursorError
+from conversation_service.models.common import Page, Sentiment
+from conversation_service.models.conversation import (
+    ConversationCreate,
+    ConversationOut,
+    ConversationStatus,
+    ConversationUpdate,
+)
+from conversation_service.services.auth import Principal
+from conversation_service.utils.clock import new_id, utcnow
+from conversation_service.utils.cursors import CursorCodec, CursorError
+from conversation_service.utils.json_merge import merge_patch
+
+_COLUMNS = (
+    conversations.c.id,
+    conversations.c.user_id,
+    conversations.c.agent_id,
+    conversations.c.workflow_id,
+    conversations.c.title,
+    conversations.c.status,
+    conversations.c.priority,
+    conversations.c.metadata,
+    conversations.c.tags,
+    conversations.c.last_seq,
+    conversations.c.message_count,
+    conversations.c.token_count,
+    conversations.c.sentiment_label,
+    conversations.c.sentiment_score,
+    conversations.c.created_at,
+    conversations.c.updated_at,
+    conversations.c.last_message_at,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationFilters:
+    """Filters of ``GET /conversations``; all are ANDed."""
+
+    agent_id: str | None = None
+    status: ConversationStatus | None = None
+    tag: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
+
+
+def to_out(m: RowMapping) -> ConversationOut:
+    """Build the API shape from a row of ``_COLUMNS``."""
+    sentiment = (
+        Sentiment(label=m["sentiment_label"], score=m["sentiment_score"])
+        if m["sentiment_label"] is not None
+        else None
+    )
+    return ConversationOut(
+        id=m["id"],
+        user_id=m["user_id"],
+        agent_id=m["agent_id"],
+        workflow_id=m["workflow_id"],
+        title=m["title"],
+        status=m["status"],
+        priority=m["priority"],
+        metadata=m["metadata"],
+        tags=m["tags"],
+        last_seq=m["last_seq"],
+        message_count=m["message_count"],
+        token_count=m["token_count"],
+        sentiment=sentiment,
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        last_message_at=m["last_message_at"],
+    )
+
+
+def owned_by(principal: Principal, conversation_id: uuid.UUID) -> ColumnElement[bool]:
+    """The WHERE clause every conversation access goes through (tenant + owner + not deleted)."""
+    return and_(
+        conversations.c.id == conversation_id,
+        conversations.c.tenant_id == principal.tenant_id,
+        conversations.c.user_id == principal.user_id,
+        conversations.c.deleted_at.is_(None),
+    )
+
+
+async def create_conversation(
+    conn: AsyncConnection, principal: Principal, data: ConversationCreate
+) -> ConversationOut:
+    """Create a conversation owned by the caller."""
+    now = utcnow()
+    stmt = (
+        insert(conversations)
+        .values(
+            id=new_id(),
+            tenant_id=principal.tenant_id,
+            user_id=principal.user_id,
+            agent_id=data.agent_id,
+            workflow_id=data.workflow_id,
+            title=data.title,
+            status=ConversationStatus.ACTIVE.value,
+            priority=data.priority.value,
+            metadata=data.metadata,
+            tags=list(dict.fromkeys(data.tags)),
+            memory_policy=None,
+            last_seq=0,
+            message_count=0,
+            token_count=0,
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(*_COLUMNS)
+    )
+    return to_out((await conn.execute(stmt)).mappings().one())
+
+
+async def get_conversation(
+    conn: AsyncConnection, principal: Principal, conversation_id: uuid.UUID
+) -> ConversationOut:
+    """Load one of the caller's conversations or raise ``ConversationNotFoundError``."""
+    row = (
+        await conn.execute(select(*_COLUMNS).where(owned_by(principal, conversation_id)))
+    ).one_or_none()
+    if row is None:
+        raise ConversationNotFoundError(f"conversation {conversation_id} not found")
+    return to_out(row._mapping)
+
+
+async def list_conversations(
+    conn: AsyncConnection,
+    principal: Principal,
+    filters: ConversationFilters,
+    *,
+    limit: int,
+    cursor: str | None,
+    codec: CursorCodec,
+) -> Page[ConversationOut]:
+    """The caller's conversations, newest first, one keyset page at a time."""
+    c = conversations.c
+    where: list[ColumnElement[bool]] = [
+        c.tenant_id == principal.tenant_id,
+        c.user_id == principal.user_id,
+        c.deleted_at.is_(None),
+    ]
+    if cursor is not None:
+        where.append(c.id < _decode_cursor(codec, cursor))
+    if filters.agent_id is not None:
+        where.append(c.agent_id == filters.agent_id)
+    if filters.status is not None:
+        where.append(c.status == filters.status.value)
+    if filters.created_after is not None:
+        where.append(c.created_at > filters.created_after)
+    if filters.created_before is not None:
+        where.append(c.created_at < filters.created_before)
+    if filters.updated_after is not None:
+        where.append(c.updated_at > filters.updated_after)
+    if filters.updated_before is not None:
+        where.append(c.updated_at < filters.updated_before)
+    dialect = conn.dialect.name
+    if filters.tag is not None:
+        where.append(_tag_clause(dialect, filters.tag))
+    for key, value in filters.metadata:
+        where.append(_metadata_clause(dialect, key, value))
+    stmt = select(*_COLUMNS).where(*where).order_by(c.id.desc()).limit(limit + 1)
+    rows = (await conn.execute(stmt)).all()
+    has_more = len(rows) > limit
+    items = [to_out(row._mapping) for row in rows[:limit]]
+    next_cursor = codec.encode({"k": "conv", "id": str(items[-1].id)}) if has_more else None
+    return Page(data=items, has_more=has_more, next_cursor=next_cursor)
+
+
+def _decode_cursor(codec: CursorCodec, cursor: str) -> uuid.UUID:
+    try:
+        payload = codec.decode(cursor)
+        if payload.get("k") != "conv":
+            raise CursorError("cursor belongs to another list")
+        return uuid.UUID(str(payload["id"]))
+    except (CursorError, KeyError, ValueError) as exc:
+        raise InvalidCursorError(str(exc)) from exc
+
+
+def _tag_clause(dialect: str, tag: str) -> ColumnElement[bool]:
+    if dialect == "postgresql":
+        return conversations.c.tags.contains([tag])
+    each = func.json_each(conversations.c.tags).table_valued("value").alias("tag_each")
+    return select(each.c.value).where(each.c.value == tag).exists()
+
+
+def _metadata_clause(dialect: str, key: str, value: str) -> ColumnElement[bool]:
+    # Query strings carry text, so metadata.<key>=<value> matches string values only.
+    if dialect == "postgresql":
+        return conversations.c.metadata.contains({key: value})
+    path = '$."' + key.replace('"', "") + '"'
+    return and_(
+        func.json_type(conversations.c.metadata, path) == "text",
+        func.json_extract(conversations.c.metadata, path) == value,
+    )
+
+
+async def update_conversation(
+    conn: AsyncConnection,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    patch: ConversationUpdate,
+) -> ConversationOut:
+    """Apply a partial update; ``metadata`` is merged (RFC 7396), other fields replaced."""
+    current = await get_conversation(conn, principal, conversation_id)
+    values: dict[str, Any] = {}
+    fields = patch.model_fields_set
+    for name in ("title", "workflow_id"):
+        if name in fields:
+            values[name] = getattr(patch, name)
+    if "tags" in fields:
+        values["tags"] = list(dict.fromkeys(patch.tags or []))
+    if "priority" in fields and patch.priority is not None:
+        values["priority"] = patch.priority.value
+    if "status" in fields and patch.status is not None:
+        values["status"] = patch.status.value
+    if "metadata" in fields and patch.metadata is not None:
+        values["metadata"] = merge_patch(current.metadata, patch.metadata)
+    if not values:
+        return current
+    values["updated_at"] = utcnow()
+    stmt = (
+        update(conversations)
+        .where(owned_by(principal, conversation_id))
+        .values(**values)
+        .returning(*_COLUMNS)
+    )
+    return to_out((await conn.execute(stmt)).mappings().one())
+
+
+async def archive_conversation(
+    conn: AsyncConnection, principal: Principal, conversation_id: uuid.UUID
+) -> ConversationOut:
+    """Mark a conversation archived (read-only; PATCH status=active reopens it)."""
+    return await update_conversation(
+        conn, principal, conversation_id, ConversationUpdate(status=ConversationStatus.ARCHIVED)
+    )
+
+
+async def delete_conversation(
+    conn: AsyncConnection, principal: Principal, conversation_id: uuid.UUID, *, purge: bool
+) -> None:
+    """Soft-delete (hidden, recoverable by an operator) or purge (erased with all its rows)."""
+    if purge:
+        found = (
+            await conn.execute(
+                select(conversations.c.id).where(
+                    conversations.c.id == conversation_id,
+                    conversations.c.tenant_id == principal.tenant_id,
+                    conversations.c.user_id == principal.user_id,
+                )
+            )
+        ).one_or_none()
+        if found is None:
+            raise ConversationNotFoundError(f"conversation {conversation_id} not found")
+        await purge_conversation(conn, conversation_id)
+        return
+    now = utcnow()
+    result = await conn.execute(
+        update(conversations)
+        .where(owned_by(principal, conversation_id))
+        .values(deleted_at=now, updated_at=now)
+        .returning(conversations.c.id)
+    )
+    if result.one_or_none() is None:
+        raise ConversationNotFoundError(f"conversation {conversation_id} not found")
+
+
+async def purge_conversation(conn: AsyncConnection, conversation_id: uuid.UUID) -> None:
+    """Erase a conversation and every row hanging off it (no soft-delete left behind)."""
+    # Children explicitly first: SQLite only cascades with foreign_keys=ON, and being explicit
+    # keeps purge correct for tables added later without ON DELETE CASCADE.
+    await conn.execute(
+        delete(idempotency_table).where(idempotency_table.c.conversation_id == conversation_id)
+    )
+    await conn.execute(
+        delete(messages_table).where(messages_table.c.conversation_id == conversation_id)
+    )
+    await conn.execute(delete(conversations).where(conversations.c.id == conversation_id))
+
+
+async def get_conversation_for_service(
+    conn: AsyncConnection, conversation_id: uuid.UUID
+) -> ConversationOut:
+    """A conversation of any tenant, for trusted internal callers."""
+    row = (
+        await conn.execute(
+            select(*_COLUMNS).where(
+                conversations.c.id == conversation_id, conversations.c.deleted_at.is_(None)
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        raise ConversationNotFoundError(f"conversation {conversation_id} not found")
+    return to_out(row._mapping)

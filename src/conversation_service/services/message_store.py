@@ -1,0 +1,346 @@
+"""Messages: the append hot path, keyset history pages, metadata updates and deletion.
+
+The append is one statement on PostgreSQL (a data-modifying CTE bumps the conversation's
+``last_seq`` under its row lock and inserts the message with that seq), two on SQLite. The row
+lock is what makes ``seq`` gap-free and unique under concurrency; a rolled-back append rolls
+back its increment too.
+"""
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, RowMapping, insert, literal, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from conversation_service.db.tables import conversations_table as conversations
+from conversation_service.db.tables import messages_table as messages
+from conversation_service.errors import (
+    ConversationNotFoundError,
+    ConversationNotWritableError,
+    InvalidCursorError,
+    MessageNotFoundError,
+)
+from conversation_service.models.common import Page, Sentiment
+from conversation_service.models.conversation import ConversationStatus
+from conversation_service.models.message import (
+    MessageCreate,
+    MessageOut,
+    MessageStatus,
+    MessageUpdate,
+    Role,
+)
+from conversation_service.services import idempotency
+from conversation_service.services.auth import Principal
+from conversation_service.services.conversation_manager import owned_by
+from conversation_service.utils.clock import new_id, utcnow
+from conversation_service.utils.cursors import CursorCodec, CursorError
+from conversation_service.utils.json_merge import merge_patch
+
+_COLUMNS = (
+    messages.c.id,
+    messages.c.conversation_id,
+    messages.c.seq,
+    messages.c.role,
+    messages.c.content,
+    messages.c.content_parts,
+    messages.c.status,
+    messages.c.metadata,
+    messages.c.token_count,
+    messages.c.language,
+    messages.c.sentiment_label,
+    messages.c.sentiment_score,
+    messages.c.parent_id,
+    messages.c.created_at,
+    messages.c.updated_at,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """The appended message, or the stored one when an Idempotency-Key was replayed."""
+
+    message: dict[str, Any]
+    replayed: bool
+
+
+def to_out(m: RowMapping) -> MessageOut:
+    """Build the API shape from a row of ``_COLUMNS``."""
+    sentiment = (
+        Sentiment(label=m["sentiment_label"], score=m["sentiment_score"])
+        if m["sentiment_label"] is not None
+        else None
+    )
+    return MessageOut(
+        id=m["id"],
+        conversation_id=m["conversation_id"],
+        seq=m["seq"],
+        role=m["role"],
+        content=m["content"],
+        content_parts=m["content_parts"],
+        status=m["status"],
+        metadata=m["metadata"],
+        token_count=m["token_count"],
+        language=m["language"],
+        sentiment=sentiment,
+        parent_id=m["parent_id"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+async def append_user_message(
+    conn: AsyncConnection,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    data: MessageCreate,
+    *,
+    idempotency_key: str | None = None,
+) -> AppendResult:
+    """Append a user message; a repeated Idempotency-Key returns the first response."""
+    scope = None
+    if idempotency_key is not None:
+        fingerprint = {"conversation_id": str(conversation_id), **data.model_dump(mode="json")}
+        scope = idempotency.IdempotencyScope.build(principal, idempotency_key, fingerprint)
+        replay = await idempotency.find_replay(conn, scope)
+        if replay is not None:
+            return AppendResult(message=replay, replayed=True)
+
+    now = utcnow()
+    message_id = new_id()
+    parts = (
+        [part.model_dump(mode="json", exclude_none=True) for part in data.content_parts]
+        if data.content_parts is not None
+        else None
+    )
+    values: dict[str, Any] = {
+        "id": message_id,
+        "conversation_id": conversation_id,
+        "tenant_id": principal.tenant_id,
+        "role": Role.USER.value,
+        "content": data.content,
+        "content_parts": parts,
+        "status": MessageStatus.COMPLETED.value,
+        "metadata": data.metadata,
+        "parent_id": data.parent_id,
+        "idempotency_key": idempotency_key,
+        "created_at": now,
+        "updated_at": now,
+    }
+    seq = await _insert_with_next_seq(conn, principal, conversation_id, values, now)
+    message = MessageOut(
+        id=message_id,
+        conversation_id=conversation_id,
+        seq=seq,
+        role=Role.USER,
+        content=data.content,
+        content_parts=parts,
+        status=MessageStatus.COMPLETED,
+        metadata=data.metadata,
+        token_count=None,
+        language=None,
+        sentiment=None,
+        parent_id=data.parent_id,
+        created_at=now,
+        updated_at=now,
+    ).model_dump(mode="json")
+    if scope is not None:
+        await idempotency.record_response(
+            conn, scope, conversation_id=conversation_id, status_code=201, response=message
+        )
+    return AppendResult(message=message, replayed=False)
+
+
+async def _insert_with_next_seq(
+    conn: AsyncConnection,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    values: dict[str, Any],
+    now: Any,
+) -> int:
+    bump = (
+        update(conversations)
+        .where(
+            owned_by(principal, conversation_id),
+            conversations.c.status == ConversationStatus.ACTIVE.value,
+        )
+        .values(
+            last_seq=conversations.c.last_seq + 1,
+            message_count=conversations.c.message_count + 1,
+            updated_at=now,
+            last_message_at=now,
+        )
+        .returning(conversations.c.last_seq)
+    )
+    seq: int | None
+    if conn.dialect.name == "postgresql":
+        bumped = bump.cte("bumped")
+        columns = list(values)
+        stmt = (
+            insert(messages)
+            .from_select(
+                [*columns, "seq"],
+                select(
+                    *(literal(values[name], messages.c[name].type) for name in columns),
+                    bumped.c.last_seq,
+                ),
+            )
+            .returning(messages.c.seq)
+        )
+        seq = (await conn.execute(stmt)).scalar_one_or_none()
+    else:
+        seq = (await conn.execute(bump)).scalar_one_or_none()
+        if seq is not None:
+            await conn.execute(insert(messages).values(**values, seq=seq))
+    if seq is None:
+        await _explain_refused_append(conn, principal, conversation_id)
+    assert seq is not None
+    return seq
+
+
+async def _explain_refused_append(
+    conn: AsyncConnection, principal: Principal, conversation_id: uuid.UUID
+) -> None:
+    status = (
+        await conn.execute(
+            select(conversations.c.status).where(owned_by(principal, conversation_id))
+        )
+    ).scalar_one_or_none()
+    if status is None:
+        raise ConversationNotFoundError(f"conversation {conversation_id} not found")
+    raise ConversationNotWritableError(
+        f"conversation is {status}; set its status to active to add messages"
+    )
+
+
+def _visible(principal: Principal, conversation_id: uuid.UUID) -> list[ColumnElement[bool]]:
+    # Joining the owner check into the page query keeps a history read to one round trip.
+    return [
+        messages.c.conversation_id == conversation_id,
+        messages.c.deleted_at.is_(None),
+        conversations.c.id == messages.c.conversation_id,
+        owned_by(principal, conversation_id),
+    ]
+
+
+async def list_messages(
+    conn: AsyncConnection,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    *,
+    after_seq: int | None,
+    before_seq: int | None,
+    order: str,
+    limit: int,
+    cursor: str | None,
+    codec: CursorCodec,
+) -> Page[MessageOut]:
+    """One page of history, a range scan on (conversation_id, seq) whatever the length."""
+    if cursor is not None:
+        order, position = _decode_cursor(codec, cursor, conversation_id)
+        if order == "asc":
+            after_seq = position if after_seq is None else max(after_seq, position)
+        else:
+            before_seq = position if before_seq is None else min(before_seq, position)
+    where = _visible(principal, conversation_id)
+    if after_seq is not None:
+        where.append(messages.c.seq > after_seq)
+    if before_seq is not None:
+        where.append(messages.c.seq < before_seq)
+    ordering = messages.c.seq.asc() if order == "asc" else messages.c.seq.desc()
+    stmt = (
+        select(*_COLUMNS)
+        .select_from(messages.join(conversations, conversations.c.id == messages.c.conversation_id))
+        .where(*where)
+        .order_by(ordering)
+        .limit(limit + 1)
+    )
+    rows = (await conn.execute(stmt)).all()
+    if not rows:
+        await _require_conversation(conn, principal, conversation_id)
+    has_more = len(rows) > limit
+    items = [to_out(row._mapping) for row in rows[:limit]]
+    next_cursor = (
+        codec.encode({"k": "msg", "c": str(conversation_id), "o": order, "s": items[-1].seq})
+        if has_more
+        else None
+    )
+    return Page(data=items, has_more=has_more, next_cursor=next_cursor)
+
+
+def _decode_cursor(codec: CursorCodec, cursor: str, conversation_id: uuid.UUID) -> tuple[str, int]:
+    try:
+        payload = codec.decode(cursor)
+        if payload.get("k") != "msg" or payload.get("c") != str(conversation_id):
+            raise CursorError("cursor belongs to another list")
+        order, seq = payload["o"], payload["s"]
+        if order not in ("asc", "desc") or not isinstance(seq, int) or seq < 0:
+            raise CursorError("cursor is not well-formed")
+        return order, seq
+    except (CursorError, KeyError) as exc:
+        raise InvalidCursorError(str(exc)) from exc
+
+
+async def _require_conversation(
+    conn: AsyncConnection, principal: Principal, conversation_id: uuid.UUID
+) -> None:
+    found = (
+        await conn.execute(select(conversations.c.id).where(owned_by(principal, conversation_id)))
+    ).one_or_none()
+    if found is None:
+        raise ConversationNotFoundError(f"conversation {conversation_id} not found")
+
+
+async def get_message(
+    conn: AsyncConnection, principal: Principal, conversation_id: uuid.UUID, message_id: uuid.UUID
+) -> MessageOut:
+    """One visible message of one of the caller's conversations."""
+    stmt = (
+        select(*_COLUMNS)
+        .select_from(messages.join(conversations, conversations.c.id == messages.c.conversation_id))
+        .where(*_visible(principal, conversation_id), messages.c.id == message_id)
+    )
+    row = (await conn.execute(stmt)).one_or_none()
+    if row is None:
+        await _require_conversation(conn, principal, conversation_id)
+        raise MessageNotFoundError(f"message {message_id} not found")
+    return to_out(row._mapping)
+
+
+async def update_message_metadata(
+    conn: AsyncConnection,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    message_id: uuid.UUID,
+    patch: MessageUpdate,
+) -> MessageOut:
+    """Merge-patch a message's metadata (RFC 7396)."""
+    current = await get_message(conn, principal, conversation_id, message_id)
+    stmt = (
+        update(messages)
+        .where(messages.c.id == message_id, messages.c.conversation_id == conversation_id)
+        .values(metadata=merge_patch(current.metadata, patch.metadata), updated_at=utcnow())
+        .returning(*_COLUMNS)
+    )
+    return to_out((await conn.execute(stmt)).mappings().one())
+
+
+async def delete_message(
+    conn: AsyncConnection, principal: Principal, conversation_id: uuid.UUID, message_id: uuid.UUID
+) -> None:
+    """Delete a message: its content is erased and it disappears from every read.
+
+    The row stays as a tombstone so ``seq`` remains gap-free for clients that resume by seq.
+    """
+    await get_message(conn, principal, conversation_id, message_id)
+    now = utcnow()
+    await conn.execute(
+        update(messages)
+        .where(messages.c.id == message_id, messages.c.conversation_id == conversation_id)
+        .values(content="", content_parts=None, metadata={}, deleted_at=now, updated_at=now)
+    )
+    await conn.execute(
+        update(conversations)
+        .where(conversations.c.id == conversation_id)
+        .values(message_count=conversations.c.message_count - 1, updated_at=now)
+    )

@@ -1,0 +1,1 @@
+"""Helpers with no domain logic: token arithmetic, cursors. Imports nothing from services or db."""
