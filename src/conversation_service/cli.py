@@ -5,6 +5,8 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from conversation_service.config.settings import ConversationSettings
 
 
@@ -28,8 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = ConversationSettings()
-    except ValueError as exc:
-        print(f"conversation-service: configuration error: {exc}", file=sys.stderr)
+    except ValidationError as exc:
+        # Only the messages: the default rendering repeats the input, secrets included.
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        reasons = "; ".join(str(err["msg"]) for err in errors)
+        print(f"conversation-service: configuration error: {reasons}", file=sys.stderr)
         return 2
 
     if args.command == "migrate":

@@ -13,10 +13,6 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _GUARDED_PREFIXES = ("/api/", "/internal/")
 
 
-class _BodyTooLargeError(Exception):
-    pass
-
-
 class BodyGuardMiddleware:
     """413 for bodies over ``max_bytes`` (declared or streamed), 415 for non-JSON bodies."""
 
@@ -38,31 +34,34 @@ class BodyGuardMiddleware:
             await problem_response(error, scope["path"])(scope, receive, send)
             return
 
+        # Every guarded endpoint parses the whole JSON body anyway, so reading it here first
+        # costs nothing and lets a streamed oversize body be refused before any parser sees it.
+        chunks: list[bytes] = []
         received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
+        more = True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLargeError
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_bytes:
+                error = PayloadTooLargeError(f"request body is over {self.max_bytes} bytes")
+                await problem_response(error, scope["path"])(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLargeError:
-            if started:
-                raise
-            error = PayloadTooLargeError(f"request body is over {self.max_bytes} bytes")
-            await problem_response(error, scope["path"])(scope, receive, send)
+        await self.app(scope, replay, send)
 
     def _check_headers(self, headers: dict[bytes, bytes]) -> ServiceError | None:
         length = headers.get(b"content-length")

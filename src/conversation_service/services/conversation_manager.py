@@ -5,7 +5,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, RowMapping, and_, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    RowMapping,
+    and_,
+    delete,
+    func,
+    insert,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conversation_service.db.tables import conversations_table as conversations
@@ -192,7 +203,7 @@ def _decode_cursor(codec: CursorCodec, cursor: str) -> uuid.UUID:
 
 def _tag_clause(dialect: str, tag: str) -> ColumnElement[bool]:
     if dialect == "postgresql":
-        return conversations.c.tags.contains([tag])
+        return type_coerce(conversations.c.tags, JSONB).contains([tag])
     each = func.json_each(conversations.c.tags).table_valued("value").alias("tag_each")
     return select(each.c.value).where(each.c.value == tag).exists()
 
@@ -200,7 +211,7 @@ def _tag_clause(dialect: str, tag: str) -> ColumnElement[bool]:
 def _metadata_clause(dialect: str, key: str, value: str) -> ColumnElement[bool]:
     # Query strings carry text, so metadata.<key>=<value> matches string values only.
     if dialect == "postgresql":
-        return conversations.c.metadata.contains({key: value})
+        return type_coerce(conversations.c.metadata, JSONB).contains({key: value})
     path = '$."' + key.replace('"', "") + '"'
     return and_(
         func.json_type(conversations.c.metadata, path) == "text",

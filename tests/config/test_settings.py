@@ -1,0 +1,49 @@
+"""Settings refuse unsafe values outside development and parse the environment."""
+
+import pytest
+
+from conversation_service.config.settings import ConversationSettings, Environment
+
+STRONG = "s" * 40
+
+
+def test_development_defaults_work_without_any_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONVERSATION_ENVIRONMENT", raising=False)
+    settings = ConversationSettings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.environment is Environment.DEVELOPMENT
+    assert settings.database_url.startswith("sqlite+aiosqlite:///")
+    assert settings.effective_jwt_secret() == "dev-secret"
+    assert settings.effective_redis_url() == "redis://127.0.0.1:6399/0"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"internal_api_keys": "k" * 30, "redis_url": "redis://r"}, "CONVERSATION_JWT_SECRET"),
+        (
+            {"jwt_secret": "changeme", "internal_api_keys": "k" * 30, "redis_url": "redis://r"},
+            "CONVERSATION_JWT_SECRET",
+        ),
+        (
+            {"jwt_secret": "short", "internal_api_keys": "k" * 30, "redis_url": "redis://r"},
+            "at least 32",
+        ),
+        ({"jwt_secret": STRONG, "redis_url": "redis://r"}, "CONVERSATION_INTERNAL_API_KEYS"),
+        ({"jwt_secret": STRONG, "internal_api_keys": "k" * 30}, "CONVERSATION_REDIS_URL"),
+    ],
+)
+def test_production_refuses_missing_or_placeholder_secrets(
+    overrides: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        ConversationSettings(environment=Environment.PRODUCTION, **overrides)  # type: ignore[arg-type]
+
+
+def test_internal_keys_are_read_comma_separated_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVERSATION_ENVIRONMENT", "production")
+    monkeypatch.setenv("CONVERSATION_JWT_SECRET", STRONG)
+    monkeypatch.setenv("CONVERSATION_INTERNAL_API_KEYS", "key-one-aaaaaaaaaaaa, key-two-bbbbbbbbbbbb")
+    monkeypatch.setenv("CONVERSATION_REDIS_URL", "redis://127.0.0.1:6379/0")
+    settings = ConversationSettings()
+    assert settings.effective_internal_keys() == {"key-one-aaaaaaaaaaaa", "key-two-bbbbbbbbbbbb"}
+    assert "key-one" not in repr(settings)  # secrets never print

@@ -1,0 +1,39 @@
+"""Migrations run up and down on every backend; the schema matches the ORM tables."""
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from conversation_service.db.engine import DatabaseNotMigratedError, assert_migrated, create_engine
+from conversation_service.db.migrate import upgrade_async
+from conversation_service.db.tables import Base
+from tests.conftest import make_settings, reset_schema
+
+
+async def test_migrated_schema_matches_orm_tables(engine: AsyncEngine) -> None:
+    def diff(sync_conn: object) -> list[object]:
+        context = MigrationContext.configure(sync_conn)  # type: ignore[arg-type]
+        changes = compare_metadata(context, Base.metadata)
+        # GIN indexes exist on PostgreSQL only and are declared in the migration alone.
+        return [c for c in changes if "_gin" not in str(c)]
+
+    async with engine.connect() as conn:
+        assert await conn.run_sync(diff) == []
+
+
+async def test_assert_migrated_refuses_an_empty_database(tmp_path: object, redis_url: str) -> None:
+    settings = make_settings(f"sqlite+aiosqlite:///{tmp_path}/empty.db", redis_url)
+    engine = create_engine(settings, null_pool=True)
+    try:
+        try:
+            await assert_migrated(engine)
+        except DatabaseNotMigratedError as exc:
+            assert "conversation-service migrate" in str(exc)
+        else:
+            raise AssertionError("an empty database passed the migration check")
+        await upgrade_async(engine)
+        await assert_migrated(engine)
+        await reset_schema(engine)  # down and up again from a populated state
+        await assert_migrated(engine)
+    finally:
+        await engine.dispose()

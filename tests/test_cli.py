@@ -1,0 +1,55 @@
+"""The console script: migrate, serve's refusal on an unmigrated database, placeholders."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import INTERNAL_KEY, JWT_SECRET
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "conversation_service.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_serve_refuses_unmigrated_database_then_migrate_fixes_it(
+    tmp_path: Path, redis_url: str
+) -> None:
+    env = {
+        "CONVERSATION_ENVIRONMENT": "test",
+        "CONVERSATION_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/cli.db",
+        "CONVERSATION_REDIS_URL": redis_url,
+        "CONVERSATION_JWT_SECRET": JWT_SECRET,
+        "CONVERSATION_INTERNAL_API_KEYS": INTERNAL_KEY,
+    }
+    refused = run_cli("serve", "--port", "1", env=env)
+    assert refused.returncode == 2
+    assert "run `conversation-service migrate`" in refused.stderr
+    migrated = run_cli("migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert run_cli("migrate", env=env).returncode == 0  # idempotent
+
+
+def test_production_start_with_placeholder_secret_fails_clearly(tmp_path: Path) -> None:
+    env = {
+        "CONVERSATION_ENVIRONMENT": "production",
+        "CONVERSATION_JWT_SECRET": "changeme",
+        "CONVERSATION_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db",
+    }
+    result = run_cli("serve", env=env)
+    assert result.returncode == 2
+    assert "CONVERSATION_JWT_SECRET" in result.stderr
+    assert "changeme" not in result.stderr
+
+
+def test_worker_placeholder_says_it_is_not_available(tmp_path: Path) -> None:
+    result = run_cli("worker", env={"CONVERSATION_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/w.db"})
+    assert result.returncode == 3
+    assert "not available" in result.stderr
