@@ -7,7 +7,7 @@ back its increment too.
 """
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import ColumnElement, RowMapping, insert, literal, select, update
@@ -89,6 +89,18 @@ def to_out(m: RowMapping) -> MessageOut:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class MessageDraft:
+    """A message to append, whoever wrote it (user API, orchestrator, OpenAI-compatible API)."""
+
+    role: Role
+    content: str
+    content_parts: list[dict[str, Any]] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    status: MessageStatus = MessageStatus.COMPLETED
+    parent_id: uuid.UUID | None = None
+
+
 async def append_user_message(
     conn: AsyncConnection,
     principal: Principal,
@@ -98,31 +110,61 @@ async def append_user_message(
     idempotency_key: str | None = None,
 ) -> AppendResult:
     """Append a user message; a repeated Idempotency-Key returns the first response."""
+    draft = MessageDraft(
+        role=Role.USER,
+        content=data.content,
+        content_parts=(
+            [part.model_dump(mode="json", exclude_none=True) for part in data.content_parts]
+            if data.content_parts is not None
+            else None
+        ),
+        metadata=data.metadata,
+        parent_id=data.parent_id,
+    )
+    fingerprint = {"conversation_id": str(conversation_id), **data.model_dump(mode="json")}
+    return await append_message(
+        conn,
+        principal,
+        conversation_id,
+        draft,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+    )
+
+
+async def append_message(
+    conn: AsyncConnection,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    draft: MessageDraft,
+    *,
+    idempotency_key: str | None = None,
+    fingerprint: dict[str, Any] | None = None,
+) -> AppendResult:
+    """Append a message with the next seq of the principal's conversation.
+
+    With an ``idempotency_key``, ``fingerprint`` (the request as received) decides whether a
+    repeat is a replay (same request) or a misuse (different request).
+    """
     scope = None
     if idempotency_key is not None:
-        fingerprint = {"conversation_id": str(conversation_id), **data.model_dump(mode="json")}
-        scope = idempotency.IdempotencyScope.build(principal, idempotency_key, fingerprint)
+        scope = idempotency.IdempotencyScope.build(principal, idempotency_key, fingerprint or {})
         replay = await idempotency.find_replay(conn, scope)
         if replay is not None:
             return AppendResult(message=replay, replayed=True)
 
     now = utcnow()
     message_id = new_id()
-    parts = (
-        [part.model_dump(mode="json", exclude_none=True) for part in data.content_parts]
-        if data.content_parts is not None
-        else None
-    )
     values: dict[str, Any] = {
         "id": message_id,
         "conversation_id": conversation_id,
         "tenant_id": principal.tenant_id,
-        "role": Role.USER.value,
-        "content": data.content,
-        "content_parts": parts,
-        "status": MessageStatus.COMPLETED.value,
-        "metadata": data.metadata,
-        "parent_id": data.parent_id,
+        "role": draft.role.value,
+        "content": draft.content,
+        "content_parts": draft.content_parts,
+        "status": draft.status.value,
+        "metadata": draft.metadata,
+        "parent_id": draft.parent_id,
         "idempotency_key": idempotency_key,
         "created_at": now,
         "updated_at": now,
@@ -132,15 +174,15 @@ async def append_user_message(
         id=message_id,
         conversation_id=conversation_id,
         seq=seq,
-        role=Role.USER,
-        content=data.content,
-        content_parts=parts,
-        status=MessageStatus.COMPLETED,
-        metadata=data.metadata,
+        role=draft.role,
+        content=draft.content,
+        content_parts=draft.content_parts,
+        status=draft.status,
+        metadata=draft.metadata,
         token_count=None,
         language=None,
         sentiment=None,
-        parent_id=data.parent_id,
+        parent_id=draft.parent_id,
         created_at=now,
         updated_at=now,
     ).model_dump(mode="json")
