@@ -157,3 +157,25 @@ class ServiceUnavailableError(ServiceError):
     status = 503
     code = "service-unavailable"
     title = "Service unavailable"
+
+
+class PreconditionFailedError(ServiceError):
+    """``If-Match`` named a version that is no longer current."""
+
+    status = 412
+    code = "precondition-failed"
+    title = "Version is no longer current"
+
+
+class SessionNotFoundError(NotFoundError):
+    """No such session, or no active session."""
+
+    code = "session-not-found"
+    title = "Session not found"
+
+
+class SummaryNotFoundError(NotFoundError):
+    """The conversation has no summary yet."""
+
+    code = "summary-not-found"
+    title = "No summary yet"

@@ -11,7 +11,7 @@ from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.engine import assert_migrated, create_engine
 from conversation_service.observability import Metrics, RequestContextMiddleware
 from conversation_service.resources import Resources, cursor_key
-from conversation_service.routes import conversations, health, internal, messages
+from conversation_service.routes import conversations, health, internal, messages, sessions
 from conversation_service.routes.errors import install_error_handlers
 from conversation_service.routes.limits import BodyGuardMiddleware
 from conversation_service.services.auth import TokenVerifier
@@ -65,6 +65,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(conversations.router)
     app.include_router(messages.router)
+    app.include_router(sessions.router)
     app.include_router(internal.router)
     app.include_router(health.router)
     app.add_middleware(BodyGuardMiddleware, max_bytes=settings.max_body_bytes)

@@ -57,6 +57,10 @@ class ConversationSettings(BaseSettings):
     log_json: bool = True
     # One structured line per request; off by default because it costs a third of throughput.
     access_log: bool = False
+    # OpenAI Conversations API compatibility: where it is mounted, and the agent_id given to the
+    # conversations it creates (the OpenAI API has no notion of an agent).
+    openai_prefix: str = Field(default="/v1", pattern=r"^(/[A-Za-z0-9._~-]+)+$")
+    openai_default_agent_id: str = Field(default="default", min_length=1, max_length=128)
 
     @field_validator("internal_api_keys", mode="before")
     @classmethod

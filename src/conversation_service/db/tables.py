@@ -95,6 +95,12 @@ class Message(Base):
     status: Mapped[str] = mapped_column(String(16))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType)
     token_count: Mapped[int | None] = mapped_column(Integer)
+    # Exact per-message tokens including the chat-format overhead, one column per encoding,
+    # computed once at write time so a context read never recounts.
+    tokens_cl100k: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    tokens_o200k: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # System and pinned messages: always in the context window (partial index below).
+    always_include: Mapped[bool] = mapped_column(server_default=text("false"))
     language: Mapped[str | None] = mapped_column(String(16))
     sentiment_label: Mapped[str | None] = mapped_column(String(16))
     sentiment_score: Mapped[float | None] = mapped_column(Float)
@@ -107,6 +113,13 @@ class Message(Base):
     __table_args__ = (
         # Gap-free ordering and every history page: a range scan on (conversation_id, seq).
         UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_seq"),
+        Index(
+            "ix_messages_always_include",
+            "conversation_id",
+            "seq",
+            sqlite_where=text("always_include"),
+            postgresql_where=text("always_include"),
+        ),
     )
 
 
@@ -131,7 +144,111 @@ class IdempotencyRecord(Base):
     __table_args__ = (Index("ix_idempotency_keys_conversation", "conversation_id"),)
 
 
+class Summary(Base):
+    """A non-destructive summary version: it covers history up to ``covers_until_seq``."""
+
+    __tablename__ = "summaries"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    tenant_id: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    covers_until_seq: Mapped[int] = mapped_column(BigInteger)
+    content: Mapped[str] = mapped_column(Text)
+    token_count: Mapped[int] = mapped_column(Integer)
+    tokens_cl100k: Mapped[int] = mapped_column(Integer)
+    tokens_o200k: Mapped[int] = mapped_column(Integer)
+    method: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "version", name="uq_summaries_conversation_version"),
+    )
+
+
+class ConversationSession(Base):
+    """A period of a user's activity in a conversation, with its durable context variables."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    tenant_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(128))
+    channel: Mapped[str | None] = mapped_column(String(64))
+    client: Mapped[str | None] = mapped_column(String(256))
+    locale: Mapped[str | None] = mapped_column(String(35))
+    started_at: Mapped[datetime]
+    last_activity_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(String(16))
+    context: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    context_version: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+    __table_args__ = (Index("ix_sessions_conversation", "conversation_id", "id"),)
+
+
+class TrackedContext(Base):
+    """Conversation-level facts (entities, topics, intent, variables…), versioned."""
+
+    __tablename__ = "tracked_contexts"
+
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant_id: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str] = mapped_column(String(128))
+
+
+class TrackedContextVersion(Base):
+    """One change of the tracked context: who, when, the patch and the resulting document."""
+
+    __tablename__ = "tracked_context_versions"
+
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(128))
+    patch: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    changed_by: Mapped[str] = mapped_column(String(128))
+    changed_at: Mapped[datetime]
+
+
 # Core handles for the hot paths, which skip the ORM's per-object overhead.
 conversations_table = Base.metadata.tables["conversations"]
 messages_table = Base.metadata.tables["messages"]
 idempotency_table = Base.metadata.tables["idempotency_keys"]
+summaries_table = Base.metadata.tables["summaries"]
+sessions_table = Base.metadata.tables["sessions"]
+tracked_contexts_table = Base.metadata.tables["tracked_contexts"]
+tracked_context_versions_table = Base.metadata.tables["tracked_context_versions"]
+
+
+class ApiKey(Base):
+    """An API key of one user in one tenant (OpenAI-compatible API); only its hash is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str | None] = mapped_column(String(200))
+    # The first characters of the key, so an operator can tell keys apart without the secret.
+    prefix: Mapped[str] = mapped_column(String(16))
+    # sha256 hex of the whole key: keys are 256-bit random, so a fast hash cannot be brute-forced.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+api_keys_table = Base.metadata.tables["api_keys"]

@@ -15,6 +15,7 @@ from conversation_service.models.common import (
     Sentiment,
     Tag,
 )
+from conversation_service.models.memory import MemoryPolicy
 
 
 class ConversationStatus(StrEnum):
@@ -42,6 +43,9 @@ class ConversationCreate(InputModel):
     metadata: Metadata = Field(default_factory=dict)
     tags: list[Tag] = Field(default_factory=list, max_length=constants.MAX_TAGS)
     priority: Priority = Priority.NORMAL
+    memory_policy: MemoryPolicy | None = Field(
+        default=None, description="Default context window for this conversation."
+    )
 
 
 class ConversationUpdate(InputModel):
@@ -53,6 +57,7 @@ class ConversationUpdate(InputModel):
     tags: list[Tag] | None = Field(default=None, max_length=constants.MAX_TAGS)
     priority: Priority | None = None
     status: ConversationStatus | None = None
+    memory_policy: MemoryPolicy | None = None
 
 
 class ConversationOut(BaseModel):
@@ -67,6 +72,7 @@ class ConversationOut(BaseModel):
     priority: Priority
     metadata: Metadata
     tags: list[str]
+    memory_policy: MemoryPolicy | None
     last_seq: int
     message_count: int
     token_count: int

@@ -1,6 +1,7 @@
 """Request dependencies: resources, the unit of work, credentials and load-or-404 guards."""
 
-from collections.abc import AsyncIterator, Iterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -11,6 +12,8 @@ from conversation_service.config.constants import MAX_IDEMPOTENCY_KEY_CHARS
 from conversation_service.errors import BadRequestError, UnauthorizedError
 from conversation_service.resources import Resources
 from conversation_service.services.auth import Principal, verify_service_key
+
+log = logging.getLogger(__name__)
 
 
 def get_resources(request: Request) -> Resources:
@@ -31,6 +34,38 @@ async def unit_of_work(resources: ResourcesDep) -> AsyncIterator[AsyncConnection
 
 
 UnitOfWork = Annotated[AsyncConnection, Depends(unit_of_work, scope="function")]
+
+
+class AfterCommitHooks:
+    """Work that must follow a successful commit (cache refreshes, event publication)."""
+
+    def __init__(self) -> None:
+        self._hooks: list[Callable[[], Awaitable[None]]] = []
+
+    def add(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` once the request's transaction has committed."""
+        self._hooks.append(hook)
+
+    async def run(self) -> None:
+        """Run the hooks in order; a failing hook is logged and does not hide the others."""
+        for hook in self._hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("after-commit hook failed")
+
+
+async def after_commit() -> AsyncIterator[AfterCommitHooks]:
+    """Hooks that run after the unit of work commits; dropped if the request fails.
+
+    Declared before ``UnitOfWork`` in a route's signature, so its exit runs after the commit.
+    """
+    hooks = AfterCommitHooks()
+    yield hooks
+    await hooks.run()
+
+
+AfterCommit = Annotated[AfterCommitHooks, Depends(after_commit, scope="function")]
 
 _bearer = HTTPBearer(auto_error=False, description="User JWT (HS256 or RS256) with sub and tenant")
 _service_bearer = HTTPBearer(

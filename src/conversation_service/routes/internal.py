@@ -1,13 +1,30 @@
 """Internal routes under ``/internal/v1``, for the Agent Orchestrator (service keys only)."""
 
 import uuid
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Body, Depends, Header, Query, Response
 
+from conversation_service.config.constants import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from conversation_service.errors import BadRequestError
+from conversation_service.models.common import Metadata, Page
+from conversation_service.models.context import TrackedContextOut, TrackedContextVersionOut
 from conversation_service.models.conversation import ConversationOut
-from conversation_service.routes.deps import UnitOfWork, internal_service
+from conversation_service.models.memory import (
+    ConversationMemory,
+    Encoding,
+    MemoryStrategy,
+    OpenAIContext,
+)
+from conversation_service.models.session import SessionContext, SessionContextPatch
+from conversation_service.routes.deps import AfterCommit, ResourcesDep, UnitOfWork, internal_service
 from conversation_service.routes.errors import problems
-from conversation_service.services import conversation_manager
+from conversation_service.services import context_tracker, conversation_manager, sessions
+from conversation_service.services.memory_manager import (
+    ConversationMemoryManager,
+    WindowRequest,
+    to_openai,
+)
 
 router = APIRouter(
     prefix="/internal/v1", tags=["internal"], dependencies=[Depends(internal_service)]
@@ -18,3 +35,117 @@ router = APIRouter(
 async def get_conversation(conversation_id: uuid.UUID, uow: UnitOfWork) -> ConversationOut:
     """Any tenant's conversation, for the orchestrator."""
     return await conversation_manager.get_conversation_for_service(uow, conversation_id)
+
+
+@router.get("/conversations/{conversation_id}/context", responses=problems(401, 404, 422))
+async def get_context(
+    conversation_id: uuid.UUID,
+    uow: UnitOfWork,
+    resources: ResourcesDep,
+    strategy: MemoryStrategy | None = None,
+    max_tokens: Annotated[int | None, Query(ge=16, le=2_000_000)] = None,
+    last_n: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    encoding: Encoding | None = None,
+    format_: Annotated[Literal["native", "openai"], Query(alias="format")] = "native",
+) -> ConversationMemory | OpenAIContext:
+    """The context window for the agent's next turn (policy defaults, overridable here)."""
+    manager = ConversationMemoryManager(uow, resources.redis)
+    memory = await manager.build(
+        conversation_id,
+        WindowRequest(strategy=strategy, max_tokens=max_tokens, last_n=last_n, encoding=encoding),
+    )
+    return to_openai(memory) if format_ == "openai" else memory
+
+
+@router.get("/sessions/{session_id}/context", responses=problems(401, 404, 422))
+async def get_session_context(
+    session_id: uuid.UUID, uow: UnitOfWork, resources: ResourcesDep
+) -> SessionContext:
+    """A session's variables (hot copy from Redis, durable copy as fallback)."""
+    return await sessions.read_context(uow, resources.redis, session_id)
+
+
+@router.patch("/sessions/{session_id}/context", responses=problems(400, 401, 404, 413, 415, 422))
+async def patch_session_context(
+    session_id: uuid.UUID,
+    body: SessionContextPatch,
+    hooks: AfterCommit,
+    uow: UnitOfWork,
+    resources: ResourcesDep,
+) -> SessionContext:
+    """JSON merge patch of a session's variables; both copies agree once it returns."""
+    context = await sessions.patch_context(uow, session_id, body.variables)
+
+    async def publish() -> None:
+        await sessions.publish_context(resources.redis, context)
+
+    hooks.add(publish)
+    return context
+
+
+def _parse_if_match(value: str | None) -> int | None:
+    if value is None:
+        return None
+    raw = value.strip().removeprefix("W/").strip('"')
+    if not raw.isdigit():
+        raise BadRequestError('If-Match must be a version number, e.g. "3"')
+    return int(raw)
+
+
+@router.get("/conversations/{conversation_id}/tracked-context", responses=problems(401, 404, 422))
+async def get_tracked_context(
+    conversation_id: uuid.UUID, uow: UnitOfWork, response: Response
+) -> TrackedContextOut:
+    """Tracked context (entities, topics, intent, variables…); the version is the ``ETag``."""
+    await conversation_manager.get_conversation_for_service(uow, conversation_id)
+    tracked = await context_tracker.get_tracked_context(uow, conversation_id)
+    response.headers["ETag"] = f'"{tracked.version}"'
+    return tracked
+
+
+@router.patch(
+    "/conversations/{conversation_id}/tracked-context",
+    responses=problems(400, 401, 404, 412, 413, 415, 422),
+)
+async def patch_tracked_context(
+    conversation_id: uuid.UUID,
+    body: Annotated[Metadata, Body()],
+    uow: UnitOfWork,
+    response: Response,
+    if_match: Annotated[str | None, Header(description='Current version, e.g. "3"')] = None,
+    changed_by: Annotated[
+        str, Header(alias="X-Changed-By", min_length=1, max_length=128)
+    ] = "orchestrator",
+) -> TrackedContextOut:
+    """JSON merge patch with optimistic concurrency: a stale ``If-Match`` answers 412."""
+    conversation = await conversation_manager.get_conversation_for_service(uow, conversation_id)
+    tracked = await context_tracker.patch_tracked_context(
+        uow,
+        conversation_id,
+        await conversation_manager.tenant_of(uow, conversation.id),
+        body,
+        if_match=_parse_if_match(if_match),
+        changed_by=changed_by,
+    )
+    response.headers["ETag"] = f'"{tracked.version}"'
+    return tracked
+
+
+@router.get(
+    "/conversations/{conversation_id}/tracked-context/history",
+    responses=problems(400, 401, 404, 422),
+)
+async def tracked_context_history(
+    conversation_id: uuid.UUID,
+    uow: UnitOfWork,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    before_version: Annotated[int | None, Query(ge=1)] = None,
+) -> Page[TrackedContextVersionOut]:
+    """Versions newest first: who changed what, and the document after each change."""
+    await conversation_manager.get_conversation_for_service(uow, conversation_id)
+    return await context_tracker.tracked_context_history(
+        uow, conversation_id, limit=limit, before_version=before_version
+    )
+
+
+__all__: list[Any] = ["router"]

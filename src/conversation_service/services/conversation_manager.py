@@ -44,6 +44,7 @@ _COLUMNS = (
     conversations.c.priority,
     conversations.c.metadata,
     conversations.c.tags,
+    conversations.c.memory_policy,
     conversations.c.last_seq,
     conversations.c.message_count,
     conversations.c.token_count,
@@ -86,6 +87,7 @@ def to_out(m: RowMapping) -> ConversationOut:
         priority=m["priority"],
         metadata=m["metadata"],
         tags=m["tags"],
+        memory_policy=m["memory_policy"],
         last_seq=m["last_seq"],
         message_count=m["message_count"],
         token_count=m["token_count"],
@@ -124,7 +126,9 @@ async def create_conversation(
             priority=data.priority.value,
             metadata=data.metadata,
             tags=list(dict.fromkeys(data.tags)),
-            memory_policy=None,
+            memory_policy=(
+                data.memory_policy.model_dump(mode="json") if data.memory_policy else None
+            ),
             last_seq=0,
             message_count=0,
             token_count=0,
@@ -146,6 +150,17 @@ async def get_conversation(
     if row is None:
         raise ConversationNotFoundError(f"conversation {conversation_id} not found")
     return to_out(row._mapping)
+
+
+async def require_owned(
+    conn: AsyncConnection, principal: Principal, conversation_id: uuid.UUID
+) -> None:
+    """Raise ``ConversationNotFoundError`` unless the caller owns the conversation."""
+    found = (
+        await conn.execute(select(conversations.c.id).where(owned_by(principal, conversation_id)))
+    ).one_or_none()
+    if found is None:
+        raise ConversationNotFoundError(f"conversation {conversation_id} not found")
 
 
 async def list_conversations(
@@ -238,6 +253,10 @@ async def update_conversation(
         values["priority"] = patch.priority.value
     if "status" in fields and patch.status is not None:
         values["status"] = patch.status.value
+    if "memory_policy" in fields:
+        values["memory_policy"] = (
+            patch.memory_policy.model_dump(mode="json") if patch.memory_policy else None
+        )
     if "metadata" in fields and patch.metadata is not None:
         values["metadata"] = merge_patch(current.metadata, patch.metadata)
     if not values:
@@ -317,3 +336,13 @@ async def get_conversation_for_service(
     if row is None:
         raise ConversationNotFoundError(f"conversation {conversation_id} not found")
     return to_out(row._mapping)
+
+
+async def tenant_of(conn: AsyncConnection, conversation_id: uuid.UUID) -> str:
+    """The tenant a conversation belongs to."""
+    tenant = await conn.scalar(
+        select(conversations.c.tenant_id).where(conversations.c.id == conversation_id)
+    )
+    if tenant is None:
+        raise ConversationNotFoundError(f"conversation {conversation_id} not found")
+    return str(tenant)

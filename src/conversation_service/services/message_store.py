@@ -6,6 +6,7 @@ lock is what makes ``seq`` gap-free and unique under concurrency; a rolled-back 
 back its increment too.
 """
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,12 +33,14 @@ from conversation_service.models.message import (
 )
 from conversation_service.services import idempotency
 from conversation_service.services.auth import Principal
+from conversation_service.services.sessions import SessionActivity, touch_session
 from conversation_service.services.conversation_manager import owned_by
 from conversation_service.utils.clock import new_id, utcnow
 from conversation_service.utils.cursors import CursorCodec, CursorError
 from conversation_service.utils.json_merge import merge_patch
+from conversation_service.utils.memory_utils import SUPPORTED_ENCODINGS, message_tokens
 
-_COLUMNS = (
+MESSAGE_COLUMNS = (
     messages.c.id,
     messages.c.conversation_id,
     messages.c.seq,
@@ -65,7 +68,7 @@ class AppendResult:
 
 
 def to_out(m: RowMapping) -> MessageOut:
-    """Build the API shape from a row of ``_COLUMNS``."""
+    """Build the API shape from a row of ``MESSAGE_COLUMNS``."""
     sentiment = (
         Sentiment(label=m["sentiment_label"], score=m["sentiment_score"])
         if m["sentiment_label"] is not None
@@ -122,13 +125,26 @@ async def append_user_message(
         parent_id=data.parent_id,
     )
     fingerprint = {"conversation_id": str(conversation_id), **data.model_dump(mode="json")}
-    return await append_message(
+    result = await append_message(
         conn,
         principal,
         conversation_id,
         draft,
         idempotency_key=idempotency_key,
         fingerprint=fingerprint,
+    )
+    if not result.replayed:
+        await touch_session(conn, principal, conversation_id, _activity(data.metadata))
+    return result
+
+
+def _activity(metadata: dict[str, Any]) -> SessionActivity:
+    def text(key: str, limit: int) -> str | None:
+        value = metadata.get(key)
+        return value[:limit] if isinstance(value, str) and value else None
+
+    return SessionActivity(
+        channel=text("channel", 64), client=text("client", 256), locale=text("locale", 35)
     )
 
 
@@ -169,6 +185,13 @@ async def append_message(
         "created_at": now,
         "updated_at": now,
     }
+    tokens = await count_message_tokens(draft.role.value, draft.content)
+    values.update(
+        tokens_cl100k=tokens["cl100k_base"],
+        tokens_o200k=tokens["o200k_base"],
+        token_count=tokens["o200k_base"],
+        always_include=is_always_included(draft.role.value, draft.metadata),
+    )
     seq = await _insert_with_next_seq(conn, principal, conversation_id, values, now)
     message = MessageOut(
         id=message_id,
@@ -179,7 +202,7 @@ async def append_message(
         content_parts=draft.content_parts,
         status=draft.status,
         metadata=draft.metadata,
-        token_count=None,
+        token_count=tokens["o200k_base"],
         language=None,
         sentiment=None,
         parent_id=draft.parent_id,
@@ -191,6 +214,29 @@ async def append_message(
             conn, scope, conversation_id=conversation_id, status_code=201, response=message
         )
     return AppendResult(message=message, replayed=False)
+
+
+# Content up to this size is counted inline; longer content is counted in a worker thread so
+# the event loop keeps serving other requests meanwhile.
+_INLINE_COUNT_CHARS = 4096
+
+
+async def count_message_tokens(role: str, content: str) -> dict[str, int]:
+    """Exact per-message tokens (with chat overhead) for every supported encoding."""
+
+    def count() -> dict[str, int]:
+        return {
+            encoding: message_tokens(role, content, encoding) for encoding in SUPPORTED_ENCODINGS
+        }
+
+    if len(content) <= _INLINE_COUNT_CHARS:
+        return count()
+    return await asyncio.to_thread(count)
+
+
+def is_always_included(role: str, metadata: dict[str, Any]) -> bool:
+    """System messages and messages pinned in metadata are in every context window."""
+    return role == Role.SYSTEM.value or metadata.get("pinned") is True
 
 
 async def _insert_with_next_seq(
@@ -209,6 +255,7 @@ async def _insert_with_next_seq(
         .values(
             last_seq=conversations.c.last_seq + 1,
             message_count=conversations.c.message_count + 1,
+            token_count=conversations.c.token_count + values["token_count"],
             updated_at=now,
             last_message_at=now,
         )
@@ -291,7 +338,7 @@ async def list_messages(
         where.append(messages.c.seq < before_seq)
     ordering = messages.c.seq.asc() if order == "asc" else messages.c.seq.desc()
     stmt = (
-        select(*_COLUMNS)
+        select(*MESSAGE_COLUMNS)
         .select_from(messages.join(conversations, conversations.c.id == messages.c.conversation_id))
         .where(*where)
         .order_by(ordering)
@@ -338,7 +385,7 @@ async def get_message(
 ) -> MessageOut:
     """One visible message of one of the caller's conversations."""
     stmt = (
-        select(*_COLUMNS)
+        select(*MESSAGE_COLUMNS)
         .select_from(messages.join(conversations, conversations.c.id == messages.c.conversation_id))
         .where(*_visible(principal, conversation_id), messages.c.id == message_id)
     )
@@ -358,11 +405,16 @@ async def update_message_metadata(
 ) -> MessageOut:
     """Merge-patch a message's metadata (RFC 7396)."""
     current = await get_message(conn, principal, conversation_id, message_id)
+    metadata = merge_patch(current.metadata, patch.metadata)
     stmt = (
         update(messages)
         .where(messages.c.id == message_id, messages.c.conversation_id == conversation_id)
-        .values(metadata=merge_patch(current.metadata, patch.metadata), updated_at=utcnow())
-        .returning(*_COLUMNS)
+        .values(
+            metadata=metadata,
+            always_include=is_always_included(current.role.value, metadata),
+            updated_at=utcnow(),
+        )
+        .returning(*MESSAGE_COLUMNS)
     )
     return to_out((await conn.execute(stmt)).mappings().one())
 
@@ -374,15 +426,26 @@ async def delete_message(
 
     The row stays as a tombstone so ``seq`` remains gap-free for clients that resume by seq.
     """
-    await get_message(conn, principal, conversation_id, message_id)
+    current = await get_message(conn, principal, conversation_id, message_id)
     now = utcnow()
     await conn.execute(
         update(messages)
         .where(messages.c.id == message_id, messages.c.conversation_id == conversation_id)
-        .values(content="", content_parts=None, metadata={}, deleted_at=now, updated_at=now)
+        .values(
+            content="",
+            content_parts=None,
+            metadata={},
+            always_include=False,
+            deleted_at=now,
+            updated_at=now,
+        )
     )
     await conn.execute(
         update(conversations)
         .where(conversations.c.id == conversation_id)
-        .values(message_count=conversations.c.message_count - 1, updated_at=now)
+        .values(
+            message_count=conversations.c.message_count - 1,
+            token_count=conversations.c.token_count - (current.token_count or 0),
+            updated_at=now,
+        )
     )

@@ -1,0 +1,371 @@
+"""The OpenAI Conversations API on top of the conversation and message services.
+
+One store: a conversation is the same row whichever API touched it, and ids map both ways
+without a lookup table: conversation ``<uuid>`` is ``conv_<32 hex>``, message ``<uuid>`` is the
+item ``msg_<32 hex>``. Anything else is an id that cannot exist here (404), or a bad ``after``
+cursor (400).
+
+Mapping decisions:
+
+* Roles: ``developer`` is stored as ``system`` with ``metadata.openai_role = "developer"`` so it
+  reads back as ``developer``; an assistant's ``phase`` goes to ``metadata.openai_phase``.
+* Content: the item's parts are stored verbatim in ``content_parts`` and their text, joined by
+  newlines, in ``content`` (what token counts, memory windows and summaries read). A message
+  written through ``/api/v1`` or by the orchestrator reads back as one text part.
+* Status: completed ↔ completed, in_progress ↔ streaming (pending reads as in_progress too),
+  incomplete ↔ incomplete (failed and cancelled read as incomplete).
+* Metadata is the conversation's metadata; an update replaces it as OpenAI does (null clears).
+* ``include``: ``message.input_image.image_url`` and ``message.output_text.logprobs`` are kept
+  but returned only when asked for, as OpenAI does; the other values name item types that are
+  never stored, so they change nothing.
+* Deleting a conversation soft-deletes it (it disappears from both APIs).
+"""
+
+import re
+import uuid
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from conversation_service.db.tables import messages_table as messages
+from conversation_service.errors import (
+    BadRequestError,
+    ConversationNotFoundError,
+    MessageNotFoundError,
+)
+from conversation_service.models.conversation import (
+    ConversationCreate,
+    ConversationOut,
+    ConversationUpdate,
+)
+from conversation_service.models.message import MessageOut, MessageStatus, Role
+from conversation_service.models.openai_compat import (
+    INPUT_PART_TYPES,
+    OUTPUT_PART_TYPES,
+    ConversationCreateIn,
+    ConversationDeletedObject,
+    ConversationObject,
+    ConversationUpdateIn,
+    ItemListOut,
+    MessageItemIn,
+    MessageItemOut,
+)
+from conversation_service.services import conversation_manager, message_store
+from conversation_service.services.auth import Principal
+from conversation_service.services.message_store import MessageDraft
+from conversation_service.utils.cursors import CursorCodec
+
+CONVERSATION_PREFIX = "conv_"
+ITEM_PREFIX = "msg_"
+INCLUDE_IMAGE_URL = "message.input_image.image_url"
+INCLUDE_LOGPROBS = "message.output_text.logprobs"
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_MAX_ECHOED_ID_CHARS = 80
+
+_STATUS_IN: dict[str, MessageStatus] = {
+    "completed": MessageStatus.COMPLETED,
+    "in_progress": MessageStatus.STREAMING,
+    "incomplete": MessageStatus.INCOMPLETE,
+}
+_STATUS_OUT: dict[MessageStatus, Literal["in_progress", "completed", "incomplete"]] = {
+    MessageStatus.PENDING: "in_progress",
+    MessageStatus.STREAMING: "in_progress",
+    MessageStatus.COMPLETED: "completed",
+    MessageStatus.INCOMPLETE: "incomplete",
+    MessageStatus.FAILED: "incomplete",
+    MessageStatus.CANCELLED: "incomplete",
+}
+_STORED_PART_TYPES = INPUT_PART_TYPES | OUTPUT_PART_TYPES
+
+
+def conversation_public_id(conversation_id: uuid.UUID) -> str:
+    """``conv_<32 hex>`` for a conversation UUID."""
+    return CONVERSATION_PREFIX + conversation_id.hex
+
+
+def item_public_id(message_id: uuid.UUID) -> str:
+    """``msg_<32 hex>`` for a message UUID."""
+    return ITEM_PREFIX + message_id.hex
+
+
+def _parse(value: str, prefix: str) -> uuid.UUID | None:
+    digits = value.removeprefix(prefix)
+    if digits == value or not _HEX32.fullmatch(digits):
+        return None
+    return uuid.UUID(hex=digits)
+
+
+def _echo(value: str) -> str:
+    return value[:_MAX_ECHOED_ID_CHARS]
+
+
+def parse_conversation_id(public_id: str) -> uuid.UUID:
+    """The UUID behind ``conv_<32 hex>``; any other string names no conversation."""
+    parsed = _parse(public_id, CONVERSATION_PREFIX)
+    if parsed is None:
+        raise _conversation_not_found(public_id)
+    return parsed
+
+
+def _conversation_not_found(public_id: str) -> ConversationNotFoundError:
+    return ConversationNotFoundError(f"No conversation found with id '{_echo(public_id)}'.")
+
+
+def _item_not_found(public_id: str) -> MessageNotFoundError:
+    return MessageNotFoundError(f"No item found with id '{_echo(public_id)}'.")
+
+
+def render_conversation(conversation: ConversationOut) -> ConversationObject:
+    """The ``conversation`` object of a stored conversation."""
+    return ConversationObject(
+        id=conversation_public_id(conversation.id),
+        created_at=int(conversation.created_at.timestamp()),
+        metadata=conversation.metadata,
+    )
+
+
+def draft_from_item(item: MessageItemIn) -> MessageDraft:
+    """The message to store for a ``message`` item."""
+    metadata: dict[str, Any] = {}
+    if item.role == "developer":
+        role = Role.SYSTEM
+        metadata["openai_role"] = "developer"
+    else:
+        role = Role(item.role)
+    if item.phase is not None:
+        metadata["openai_phase"] = item.phase
+    return MessageDraft(
+        role=role,
+        content="\n".join(item.texts()),
+        content_parts=[part.model_dump(mode="json", exclude_none=True) for part in item.content],
+        metadata=metadata,
+        status=_STATUS_IN[item.status or "completed"],
+    )
+
+
+def render_item(message: MessageOut, include: frozenset[str] = frozenset()) -> MessageItemOut:
+    """The ``message`` item of a stored message, whichever API wrote it."""
+    role: Literal["user", "assistant", "system", "developer", "tool"] = message.role.value
+    if message.role is Role.SYSTEM and message.metadata.get("openai_role") == "developer":
+        role = "developer"
+    phase = message.metadata.get("openai_phase")
+    return MessageItemOut(
+        id=item_public_id(message.id),
+        role=role,
+        status=_STATUS_OUT[message.status],
+        content=_render_parts(message, include),
+        phase=phase if phase in ("commentary", "final_answer") else None,
+    )
+
+
+def _render_parts(message: MessageOut, include: frozenset[str]) -> list[dict[str, Any]]:
+    parts = message.content_parts
+    if not parts or any(part.get("type") not in _STORED_PART_TYPES for part in parts):
+        # Written through another API: its text is the whole of what OpenAI's shape can carry.
+        if message.role is Role.ASSISTANT:
+            return [{"type": "output_text", "text": message.content, "annotations": []}]
+        return [{"type": "input_text", "text": message.content}]
+    rendered: list[dict[str, Any]] = []
+    for stored in parts:
+        part = dict(stored)
+        if part["type"] == "input_image" and INCLUDE_IMAGE_URL not in include:
+            part["image_url"] = None
+        elif part["type"] == "output_text" and INCLUDE_LOGPROBS not in include:
+            part.pop("logprobs", None)
+        rendered.append(part)
+    return rendered
+
+
+def item_list(items: Sequence[MessageItemOut], *, has_more: bool) -> ItemListOut:
+    """A ``list`` of items."""
+    return ItemListOut(
+        data=list(items),
+        first_id=items[0].id if items else None,
+        last_id=items[-1].id if items else None,
+        has_more=has_more,
+    )
+
+
+async def create_conversation(
+    conn: AsyncConnection, principal: Principal, body: ConversationCreateIn, *, agent_id: str
+) -> ConversationObject:
+    """Create a conversation of ``agent_id`` with its initial items, in one transaction."""
+    created = await conversation_manager.create_conversation(
+        conn, principal, ConversationCreate(agent_id=agent_id, metadata=body.metadata or {})
+    )
+    for item in body.items or ():
+        await message_store.append_message(conn, principal, created.id, draft_from_item(item))
+    return render_conversation(created)
+
+
+async def get_conversation(
+    conn: AsyncConnection, principal: Principal, conversation_id: str
+) -> ConversationObject:
+    """One of the caller's conversations."""
+    return render_conversation(await _load(conn, principal, conversation_id))
+
+
+async def _load(
+    conn: AsyncConnection, principal: Principal, conversation_id: str
+) -> ConversationOut:
+    try:
+        return await conversation_manager.get_conversation(
+            conn, principal, parse_conversation_id(conversation_id)
+        )
+    except ConversationNotFoundError as exc:
+        raise _conversation_not_found(conversation_id) from exc
+
+
+async def update_conversation(
+    conn: AsyncConnection, principal: Principal, conversation_id: str, body: ConversationUpdateIn
+) -> ConversationObject:
+    """Replace the conversation's metadata."""
+    current = await _load(conn, principal, conversation_id)
+    replacement: dict[str, Any] = dict(body.metadata or {})
+    # A merge patch that removes every key not in the replacement. It is built from metadata
+    # already validated (old and new), so it skips the patch model's own size checks, which a
+    # patch listing removals as well as additions could exceed without the result doing so.
+    patch = {key: None for key in current.metadata if key not in replacement} | replacement
+    updated = await conversation_manager.update_conversation(
+        conn, principal, current.id, ConversationUpdate.model_construct(metadata=patch)
+    )
+    return render_conversation(updated)
+
+
+async def delete_conversation(
+    conn: AsyncConnection, principal: Principal, conversation_id: str
+) -> ConversationDeletedObject:
+    """Delete a conversation (soft: hidden from both APIs at once)."""
+    current = await _load(conn, principal, conversation_id)
+    await conversation_manager.delete_conversation(conn, principal, current.id, purge=False)
+    return ConversationDeletedObject(id=conversation_public_id(current.id))
+
+
+async def add_items(
+    conn: AsyncConnection,
+    principal: Principal,
+    conversation_id: str,
+    items: Sequence[MessageItemIn],
+    include: frozenset[str],
+) -> ItemListOut:
+    """Append items, in order, after the conversation's last one."""
+    parsed = parse_conversation_id(conversation_id)
+    added: list[MessageItemOut] = []
+    try:
+        for item in items:
+            result = await message_store.append_message(
+                conn, principal, parsed, draft_from_item(item)
+            )
+            added.append(render_item(MessageOut.model_validate(result.message), include))
+    except ConversationNotFoundError as exc:
+        raise _conversation_not_found(conversation_id) from exc
+    return item_list(added, has_more=False)
+
+
+async def list_items(
+    conn: AsyncConnection,
+    principal: Principal,
+    conversation_id: str,
+    *,
+    after: str | None,
+    limit: int,
+    order: Literal["asc", "desc"],
+    include: frozenset[str],
+    codec: CursorCodec,
+) -> ItemListOut:
+    """A page of items; ``after`` is the last item id of the previous page."""
+    parsed = parse_conversation_id(conversation_id)
+    after_seq = before_seq = None
+    if after is not None:
+        seq = await _item_seq(conn, principal, conversation_id, after)
+        if order == "asc":
+            after_seq = seq
+        else:
+            before_seq = seq
+    try:
+        page = await message_store.list_messages(
+            conn,
+            principal,
+            parsed,
+            after_seq=after_seq,
+            before_seq=before_seq,
+            order=order,
+            limit=limit,
+            cursor=None,
+            codec=codec,
+        )
+    except ConversationNotFoundError as exc:
+        raise _conversation_not_found(conversation_id) from exc
+    return item_list([render_item(m, include) for m in page.data], has_more=page.has_more)
+
+
+async def _item_seq(
+    conn: AsyncConnection, principal: Principal, conversation_id: str, item_id: str
+) -> int:
+    """The seq of an item of this conversation: one primary-key probe.
+
+    A deleted item still has its seq (its row is a tombstone), so a client that deletes items
+    while paging keeps its place.
+    """
+    parsed_item = _parse(item_id, ITEM_PREFIX)
+    seq = None
+    if parsed_item is not None:
+        seq = (
+            await conn.execute(
+                select(messages.c.seq).where(
+                    messages.c.id == parsed_item,
+                    messages.c.conversation_id == parse_conversation_id(conversation_id),
+                    messages.c.tenant_id == principal.tenant_id,
+                )
+            )
+        ).scalar_one_or_none()
+    if seq is None:
+        await _load(conn, principal, conversation_id)  # an unknown conversation is a 404 first
+        raise BadRequestError(
+            f"Invalid 'after': no item '{_echo(item_id)}' in this conversation.",
+            extra={"param": "after"},
+        )
+    return int(seq)
+
+
+async def get_item(
+    conn: AsyncConnection,
+    principal: Principal,
+    conversation_id: str,
+    item_id: str,
+    include: frozenset[str],
+) -> MessageItemOut:
+    """One item of one of the caller's conversations."""
+    parsed = parse_conversation_id(conversation_id)
+    parsed_item = _parse(item_id, ITEM_PREFIX)
+    try:
+        if parsed_item is None:
+            await conversation_manager.get_conversation(conn, principal, parsed)
+            raise _item_not_found(item_id)
+        message = await message_store.get_message(conn, principal, parsed, parsed_item)
+    except ConversationNotFoundError as exc:
+        raise _conversation_not_found(conversation_id) from exc
+    except MessageNotFoundError as exc:
+        raise _item_not_found(item_id) from exc
+    return render_item(message, include)
+
+
+async def delete_item(
+    conn: AsyncConnection, principal: Principal, conversation_id: str, item_id: str
+) -> ConversationObject:
+    """Delete an item; answers with the conversation, as OpenAI does."""
+    parsed = parse_conversation_id(conversation_id)
+    parsed_item = _parse(item_id, ITEM_PREFIX)
+    try:
+        if parsed_item is None:
+            await conversation_manager.get_conversation(conn, principal, parsed)
+            raise _item_not_found(item_id)
+        await message_store.delete_message(conn, principal, parsed, parsed_item)
+        conversation = await conversation_manager.get_conversation(conn, principal, parsed)
+    except ConversationNotFoundError as exc:
+        raise _conversation_not_found(conversation_id) from exc
+    except MessageNotFoundError as exc:
+        raise _item_not_found(item_id) from exc
+    return render_conversation(conversation)
