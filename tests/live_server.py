@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -64,7 +64,11 @@ def run_cli(
     cwd: Path | None = None,
     timeout: float = 60.0,
 ) -> subprocess.CompletedProcess[str]:
-    """Run one ``conversation-service`` command to completion and fail loudly if it fails."""
+    """Run one ``conversation-service`` command to completion and fail loudly if it fails.
+
+    ``env`` is applied as for ``live_server``; ``cwd`` matters because settings also read a
+    ``.env`` file from the working directory.
+    """
     result = subprocess.run(
         [*cli_command(), *args],
         env=service_env(env),
@@ -92,17 +96,17 @@ class ServerProcess:
         self,
         env: Mapping[str, str],
         *,
+        cwd: Path,
         host: str = "127.0.0.1",
         port: int | None = None,
         args: Sequence[str] = (),
-        cwd: Path | None = None,
         log_path: Path | None = None,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.base_url = f"http://{host}:{self.port}"
-        self.cwd = cwd or Path(tempfile.mkdtemp(prefix="live-server-"))
-        self.log_path = log_path or self.cwd / f"server-{self.port}.log"
+        self.cwd = cwd
+        self.log_path = log_path or cwd / f"server-{self.port}.log"
         self.command = [
             *cli_command(),
             "serve",
@@ -114,6 +118,14 @@ class ServerProcess:
         ]
         self._env = service_env(env)
         self._process: subprocess.Popen[bytes] | None = None
+        self._stopped = False
+
+    def __enter__(self) -> "ServerProcess":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def start(self) -> None:
         """Spawn the process (does not wait for it to be ready)."""
@@ -169,19 +181,17 @@ class ServerProcess:
     def stop(self, grace: float = 10.0) -> int | None:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL the whole process group."""
         process = self._process
-        if process is None:
-            return None
+        if process is None or self._stopped:
+            return None if process is None else process.returncode
+        self._stopped = True
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            # Children (an embedded Valkey, uvicorn workers) must not outlive the test.
+        # Whatever is left of its group (a hung server, an orphaned embedded Valkey, uvicorn
+        # workers) must not outlive the test. The group id stays reserved while any member lives.
+        with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         return process.wait()
 
 
@@ -193,6 +203,7 @@ def live_server(
     port: int | None = None,
     args: Sequence[str] = (),
     cwd: Path | None = None,
+    log_path: Path | None = None,
     wait_ready: bool = True,
     ready_path: str = "/health/ready",
     ready_timeout: float = 30.0,
@@ -201,14 +212,17 @@ def live_server(
     its base URL, e.g. ``http://127.0.0.1:41234``; the server is stopped on exit.
 
     ``env`` is applied on top of this process's environment with every inherited
-    ``CONVERSATION_*`` variable removed. Migrate the database first (``run_cli(["migrate"], env)``):
-    ``serve`` refuses an unmigrated schema. Use ``ServerProcess`` directly to reach the log.
+    ``CONVERSATION_*`` variable removed. The server runs in ``cwd`` (a temporary directory
+    by default) and logs to ``log_path`` (default: ``server-<port>.log`` in ``cwd``): pass a
+    path to read the log afterwards with ``tail``. Migrate the database first
+    (``run_cli(["migrate"], env)``): ``serve`` refuses an unmigrated schema.
     """
-    server = ServerProcess(env, host=host, port=port, args=args, cwd=cwd)
-    server.start()
-    try:
+    with ExitStack() as stack:
+        if cwd is None:
+            cwd = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="live-server-")))
+        server = ServerProcess(env, cwd=cwd, host=host, port=port, args=args, log_path=log_path)
+        server.start()
+        stack.callback(server.stop)
         if wait_ready:
             server.wait_ready(ready_path, timeout=ready_timeout)
         yield server.base_url
-    finally:
-        server.stop()

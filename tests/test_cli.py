@@ -49,7 +49,7 @@ def test_production_start_with_placeholder_secret_fails_clearly(tmp_path: Path) 
     assert "changeme" not in result.stderr
 
 
-def test_worker_placeholder_says_it_is_not_available(tmp_path: Path) -> None:
-    result = run_cli("worker", env={"CONVERSATION_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/w.db"})
+def test_dev_placeholder_says_it_is_not_available(tmp_path: Path) -> None:
+    result = run_cli("dev", env={"CONVERSATION_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/w.db"})
     assert result.returncode == 3
     assert "not available" in result.stderr

@@ -1,4 +1,4 @@
-"""``conversation-service`` command line: serve, migrate, worker, dev."""
+"""``conversation-service`` command line: serve, migrate, worker, dev, api-keys."""
 
 import argparse
 import asyncio
@@ -22,10 +22,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     commands.add_parser("migrate", help="apply database migrations")
 
-    worker = commands.add_parser("worker", help="run a background job worker")
+    worker = commands.add_parser("worker", help="run background job workers (RQ)")
     worker.add_argument("--pool", type=int, default=1, help="number of worker processes")
+    worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    worker.add_argument(
+        "--fork",
+        action="store_true",
+        help="run each job in a forked work horse (isolation; ~3x the per-job overhead)",
+    )
 
     commands.add_parser("dev", help="run the whole embedded stack (not yet available)")
+
+    keys = commands.add_parser("api-keys", help="API keys of the OpenAI-compatible API")
+    key_commands = keys.add_subparsers(dest="key_command", required=True)
+    create_key = key_commands.add_parser("create", help="issue a key (printed once, to stdout)")
+    create_key.add_argument("--tenant", required=True)
+    create_key.add_argument("--user", required=True)
+    create_key.add_argument("--name", default=None, help="a label for operators")
+    revoke_key = key_commands.add_parser("revoke", help="revoke a key by its id")
+    revoke_key.add_argument("id")
 
     args = parser.parse_args(argv)
     try:
@@ -45,13 +60,73 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         return _serve(settings, args.host, args.port, args.workers)
-    # worker and dev arrive with the queue and launcher issues; say so instead of pretending.
+    if args.command == "api-keys":
+        return _api_keys(settings, args)
+    if args.command == "worker":
+        return _worker(settings, pool=args.pool, burst=args.burst, fork=args.fork)
+    # The dev launcher arrives with its own issue; say so instead of pretending.
     print(
         f"conversation-service {args.command}: not available in this release yet "
-        "(the job queue and the dev launcher are still being built)",
+        "(the one-command dev launcher is still being built; use `make run`)",
         file=sys.stderr,
     )
     return 3
+
+
+def _api_keys(settings: ConversationSettings, args: argparse.Namespace) -> int:
+    """``api-keys create`` prints the key alone on stdout (for scripts); details go to stderr."""
+    import uuid
+
+    from conversation_service.db.engine import DatabaseNotMigratedError, assert_migrated
+    from conversation_service.db.engine import create_engine as create_db_engine
+    from conversation_service.errors import NotFoundError
+    from conversation_service.models.api_key import ApiKeyCreate
+    from conversation_service.services import api_keys
+
+    try:
+        if args.key_command == "create":
+            request = ApiKeyCreate(tenant=args.tenant, user=args.user, name=args.name)
+        else:
+            key_id = uuid.UUID(args.id)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        reasons = "; ".join(f"--{err['loc'][0]}: {err['msg']}" for err in errors)
+        print(f"conversation-service api-keys: {reasons}", file=sys.stderr)
+        return 2
+    except ValueError:
+        print(f"conversation-service api-keys: {args.id!r} is not a key id", file=sys.stderr)
+        return 2
+
+    async def run() -> None:
+        engine = create_db_engine(settings, null_pool=True)
+        try:
+            await assert_migrated(engine)
+            async with engine.begin() as conn:
+                if args.key_command == "revoke":
+                    await api_keys.revoke_api_key(conn, key_id)
+                    print(f"revoked API key {key_id}", file=sys.stderr)
+                    return
+                issued = await api_keys.create_api_key(
+                    conn, tenant_id=request.tenant, user_id=request.user, name=request.name
+                )
+            print(issued.key)
+            print(
+                f"issued API key {issued.id} ({issued.prefix}...) for tenant {issued.tenant_id}, "
+                f"user {issued.user_id}; it is shown only this once",
+                file=sys.stderr,
+            )
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(run())
+    except DatabaseNotMigratedError as exc:
+        print(f"conversation-service api-keys: {exc}", file=sys.stderr)
+        return 2
+    except NotFoundError as exc:
+        print(f"conversation-service api-keys: {exc.detail}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _serve(settings: ConversationSettings, host: str, port: int, workers: int) -> int:
@@ -93,6 +168,33 @@ def _serve(settings: ConversationSettings, host: str, port: int, workers: int) -
             log_config=None,
             proxy_headers=True,
         )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+def _worker(settings: ConversationSettings, *, pool: int, burst: bool, fork: bool) -> int:
+    from redis import Redis  # noqa: PLC0415
+    from rq import SimpleWorker, Worker  # noqa: PLC0415
+    from rq.worker_pool import WorkerPool  # noqa: PLC0415
+
+    from conversation_service.embedded import start_embedded_redis  # noqa: PLC0415
+    from conversation_service.observability import configure_logging  # noqa: PLC0415
+    from conversation_service.queue.jobs import QUEUES  # noqa: PLC0415
+
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    embedded = start_embedded_redis() if settings.redis_url is None else None
+    connection = Redis.from_url(settings.effective_redis_url())
+    # Listening order is priority: a worker always takes from high before default before low.
+    worker_class = Worker if fork else SimpleWorker
+    try:
+        if pool > 1:
+            WorkerPool(
+                list(QUEUES), connection=connection, num_workers=pool, worker_class=worker_class
+            ).start(burst=burst)
+        else:
+            worker_class(list(QUEUES), connection=connection).work(with_scheduler=True, burst=burst)
     finally:
         if embedded is not None:
             embedded.stop()

@@ -120,6 +120,13 @@ class ConversationNotWritableError(ConflictError):
     title = "Conversation does not accept messages"
 
 
+class MessageNotStreamingError(ConflictError):
+    """Deltas, completion or failure for a message that is not (or no longer) streaming."""
+
+    code = "message-not-streaming"
+    title = "Message is not streaming"
+
+
 class PayloadTooLargeError(ServiceError):
     """The request body is over the configured limit."""
 

@@ -4,27 +4,46 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from conversation_service import __version__
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.engine import assert_migrated, create_engine
 from conversation_service.observability import Metrics, RequestContextMiddleware
+from conversation_service.queue.producer import Dispatcher, OutboxRelay
 from conversation_service.resources import Resources, cursor_key
-from conversation_service.routes import conversations, health, internal, messages, sessions
+from conversation_service.routes import (
+    api_keys,
+    conversations,
+    health,
+    internal,
+    jobs,
+    messages,
+    openai_compat,
+    sessions,
+)
+from conversation_service.routes import events as event_routes
+from conversation_service.routes import streaming as streaming_routes
+from conversation_service.routes import ws as ws_routes
 from conversation_service.routes.errors import install_error_handlers
 from conversation_service.routes.limits import BodyGuardMiddleware
+from conversation_service.routes.openai_errors import OpenAIErrorMiddleware
+from conversation_service.routes.webhooks import document_webhooks
 from conversation_service.services.auth import TokenVerifier
 from conversation_service.services.idempotency import InFlightGate
 from conversation_service.utils.cursors import CursorCodec
+from conversation_service.websocket.runtime import Realtime
 
 DESCRIPTION = """\
 Conversation history, context windows, sessions and live streaming for an AI-agent platform.
 
 * `/api/v1` — public API for users (bearer JWT with `sub` and `tenant`).
 * `/internal/v1` — for the Agent Orchestrator only (service key).
+* `/v1` — OpenAI-compatible Conversations API for the official `openai` SDK (API keys).
 
-Every error is `application/problem+json` (RFC 9457) with a stable `type`.
+Every error is `application/problem+json` (RFC 9457) with a stable `type`, except under `/v1`,
+which answers in OpenAI's error shape.
 """
 
 
@@ -39,6 +58,12 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
         redis = Redis.from_url(
             settings.effective_redis_url(), socket_connect_timeout=1.0, socket_timeout=2.0
         )
+        # RQ is synchronous: its client is only used from the relay's worker thread.
+        rq_redis = SyncRedis.from_url(
+            settings.effective_redis_url(), socket_connect_timeout=1.0, socket_timeout=2.0
+        )
+        relay = OutboxRelay(engine, redis, Dispatcher(rq_redis, settings), settings)
+        realtime = Realtime(settings, engine, redis)
         try:
             await assert_migrated(engine)
             app.state.resources = Resources(
@@ -50,9 +75,17 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
                 cursors=CursorCodec(cursor_key(settings)),
                 in_flight=InFlightGate(),
                 metrics=metrics,
+                events=realtime.events,
+                live=realtime.live,
+                relay=relay,
             )
+            relay.start()
+            await realtime.start()
             yield
         finally:
+            await realtime.stop()
+            await relay.stop()
+            rq_redis.close()
             await redis.aclose()
             await engine.dispose()
 
@@ -63,11 +96,24 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    document_webhooks(app)
     app.include_router(conversations.router)
     app.include_router(messages.router)
     app.include_router(sessions.router)
     app.include_router(internal.router)
+    app.include_router(streaming_routes.router)
+    app.include_router(event_routes.router)
+    app.include_router(ws_routes.router)
     app.include_router(health.router)
-    app.add_middleware(BodyGuardMiddleware, max_bytes=settings.max_body_bytes)
+    app.include_router(jobs.public)
+    app.include_router(jobs.internal)
+    app.include_router(api_keys.router)
+    app.include_router(openai_compat.router, prefix=settings.openai_prefix)
+    app.add_middleware(
+        BodyGuardMiddleware,
+        max_bytes=settings.max_body_bytes,
+        extra_prefixes=(settings.openai_prefix + "/",),
+    )
+    app.add_middleware(OpenAIErrorMiddleware, prefix=settings.openai_prefix)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, access_log=settings.access_log)
     return app

@@ -8,9 +8,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.observability import Metrics
+from conversation_service.queue.producer import OutboxRelay
 from conversation_service.services.auth import TokenVerifier
 from conversation_service.services.idempotency import InFlightGate
 from conversation_service.utils.cursors import CursorCodec
+from conversation_service.websocket.connection_manager import ConnectionManager
+from conversation_service.websocket.events import EventPublisher
 
 
 @dataclass(slots=True)
@@ -25,6 +28,9 @@ class Resources:
     cursors: CursorCodec
     in_flight: InFlightGate
     metrics: Metrics
+    events: EventPublisher
+    live: ConnectionManager
+    relay: OutboxRelay
 
 
 def cursor_key(settings: ConversationSettings) -> bytes:

@@ -1,7 +1,7 @@
 """Context-window selection: budgets, strategies, tool-call groups and always-included messages."""
 
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import get_args
 
 import pytest
@@ -415,10 +415,11 @@ class Scenario:
 
 
 @st.composite
-def conversations(draw: st.DrawFn, *, with_tools: bool) -> list[WindowCandidate]:
-    kinds = ["system", "user", "assistant", *(["tool_call"] if with_tools else [])]
+def conversations(draw: st.DrawFn) -> list[WindowCandidate]:
+    # System messages are rare in real histories, and each one is always sent.
+    kinds = ["system", *["user", "assistant"] * 3, *["tool_call"] * 3]
     tokens = st.integers(0, 30)
-    pinned = st.sampled_from([False, False, False, True])
+    pinned = st.integers(0, 7).map(lambda roll: roll == 0)
     messages: list[WindowCandidate] = []
     seq = 0
     for turn in range(draw(st.integers(0, 12))):
@@ -442,25 +443,41 @@ def conversations(draw: st.DrawFn, *, with_tools: bool) -> list[WindowCandidate]
 
 
 @st.composite
-def scenarios(draw: st.DrawFn, *, with_tools: bool = True) -> Scenario:
-    conversation = draw(conversations(with_tools=with_tools))
-    loaded = draw(st.integers(0, len(conversation)))  # the loader fetched only the newest ones
-    always_included = [m for m in conversation if m.role == "system" or m.pinned]
+def scenarios(draw: st.DrawFn) -> Scenario:
+    conversation = draw(conversations())
+    # The loader fetched only the newest messages, which can leave a tool result without its call.
+    candidates = conversation[draw(st.integers(0, 3)) :]
     strategy: WindowStrategy = draw(st.sampled_from(get_args(WindowStrategy)))
     summary_tokens = covers = 0
     if strategy == "summary_buffer":
         summary_tokens = draw(st.integers(0, 40))
-        covers = draw(st.integers(0, conversation[-1].seq if conversation else 0))
-    total = sum(m.tokens for m in conversation) + summary_tokens + P
-    return Scenario(
-        candidates=conversation[len(conversation) - loaded :],
-        always_included=draw(st.permutations(always_included)),
+        # Covering up to a tool call (not its results) must orphan those results.
+        covers = draw(st.sampled_from([0, *(m.seq for m in conversation)]))
+    scenario = Scenario(
+        candidates=candidates,
+        always_included=draw(
+            st.permutations([m for m in conversation if m.role == "system" or m.pinned])
+        ),
         strategy=strategy,
-        max_tokens=draw(st.integers(0, total + 5)),
+        max_tokens=0,
         last_n=draw(st.integers(0, 8)) if strategy == "last_n" else None,
         summary_tokens=summary_tokens,
         summary_covers_until_seq=covers,
     )
+    # Budgets too small for the fixed part, with room to spare, and exactly on the cost of a
+    # suffix of the history: off-by-one mistakes only show on that boundary.
+    history = [
+        c for c in scenario.eligible if c.seq not in scenario.fixed and not scenario.is_orphan(c)
+    ]
+    suffix_costs = [sum(c.tokens for c in history[i:]) for i in range(len(history) + 1)]
+    budget = draw(st.sampled_from(["exact", "exact", "spare", "spare", "too_small"]))
+    if budget == "too_small":
+        room = draw(st.integers(-scenario.fixed_cost, -1))
+    elif budget == "spare":
+        room = draw(st.integers(0, suffix_costs[0] + 30))
+    else:
+        room = draw(st.sampled_from(suffix_costs))
+    return replace(scenario, max_tokens=scenario.fixed_cost + room)
 
 
 def select_or_none(scenario: Scenario) -> WindowSelection | None:
@@ -540,12 +557,23 @@ def test_window_history_is_a_contiguous_suffix_of_the_eligible_candidates(s: Sce
         assert len(chosen - fixed) <= s.last_n
 
 
-@given(scenarios(with_tools=False))
-def test_truncated_plain_window_could_not_take_one_more_message(s: Scenario) -> None:
+@given(scenarios())
+def test_window_is_the_longest_fitting_suffix_that_splits_no_tool_group(s: Scenario) -> None:
     selection = select_or_none(s)
-    if selection is None or selection.cut_seq is None:
+    if selection is None:
         return
-    next_message = s.inputs[selection.cut_seq]
-    history_count = len(set(selection.seqs) - s.fixed)
-    over_budget = selection.tokens + next_message.tokens > s.max_tokens
-    assert over_budget or (s.strategy == "last_n" and history_count == s.last_n)
+    history = [c for c in s.eligible if c.seq not in s.fixed and not s.is_orphan(c)]
+
+    def splits_a_group(start: int) -> bool:
+        kept = {s.group_key(c) for c in history[start:]}
+        return any(s.group_key(c) in kept for c in history[:start])
+
+    def fits(start: int) -> bool:
+        within_count = s.last_n is None or len(history) - start <= s.last_n
+        cost = s.fixed_cost + sum(c.tokens for c in history[start:])
+        return within_count and cost <= s.max_tokens
+
+    # Brute force over every cut; the empty suffix always qualifies once the fixed part fits.
+    best = min(i for i in range(len(history) + 1) if fits(i) and not splits_a_group(i))
+    expected = s.fixed | {c.seq for c in history[best:]}
+    assert selection.seqs == tuple(sorted(expected))

@@ -19,6 +19,8 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 DEV_JWT_SECRET = "dev-secret"  # noqa: S105 - refused outside development by the validator below
 DEV_INTERNAL_API_KEY = "dev-internal-key"
+# base64 of "conversation-service-dev-webhook" (32 bytes); refused outside development.
+DEV_WEBHOOK_SECRET = "whsec_Y29udmVyc2F0aW9uLXNlcnZpY2UtZGV2LXdlYmhvb2s="
 
 
 class Environment(StrEnum):
@@ -57,14 +59,53 @@ class ConversationSettings(BaseSettings):
     log_json: bool = True
     # One structured line per request; off by default because it costs a third of throughput.
     access_log: bool = False
+    # A streaming message with no delta for this long is marked incomplete (partial content kept).
+    stream_idle_timeout: float = Field(default=120.0, gt=0)
+
+    # Background work (RQ) and the transactional outbox.
+    job_max_attempts: int = Field(default=3, ge=1, le=20)
+    job_retry_intervals: Annotated[tuple[int, ...], NoDecode] = (2, 10, 60)
+    job_timeout_seconds: int = Field(default=300, ge=1)
+    # A started job whose worker stops renewing this lease is run again by the sweep.
+    job_lease_seconds: int = Field(default=60, ge=1)
+    outbox_sweep_interval: float = Field(default=5.0, gt=0)
+    # Rows younger than this are left to the after-commit relay before the sweep takes them.
+    outbox_grace_seconds: float = Field(default=5.0, ge=0)
+    summary_trigger_tokens: int = Field(default=1000, ge=1)
+    summarizer: str = Field(default="extractive", pattern="^(extractive|llm)$")
+    summary_llm_url: str | None = None
+    summary_llm_model: str = "gpt-4o-mini"
+    summary_llm_api_key: SecretStr | None = None
+
+    # Signed callbacks to the orchestrator (Standard Webhooks).
+    orchestrator_callback_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    callback_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    callback_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    callback_max_attempts: int = Field(default=8, ge=1, le=30)
+    callback_retry_intervals: Annotated[tuple[int, ...], NoDecode] = (
+        1,
+        5,
+        30,
+        120,
+        600,
+        1800,
+        3600,
+    )
     # OpenAI Conversations API compatibility: where it is mounted, and the agent_id given to the
     # conversations it creates (the OpenAI API has no notion of an agent).
     openai_prefix: str = Field(default="/v1", pattern=r"^(/[A-Za-z0-9._~-]+)+$")
     openai_default_agent_id: str = Field(default="default", min_length=1, max_length=128)
 
-    @field_validator("internal_api_keys", mode="before")
+    @field_validator(
+        "internal_api_keys",
+        "callback_allowed_hosts",
+        "job_retry_intervals",
+        "callback_retry_intervals",
+        mode="before",
+    )
     @classmethod
-    def _split_keys(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
@@ -88,6 +129,12 @@ class ConversationSettings(BaseSettings):
             key.lower() in PLACEHOLDER_SECRETS or key == DEV_INTERNAL_API_KEY for key in keys
         ):
             problems.append("set CONVERSATION_INTERNAL_API_KEYS to real service keys")
+        webhook = self.webhook_secret.get_secret_value() if self.webhook_secret else ""
+        # The test environment may sign with the development secret; production never does.
+        if self.environment is Environment.PRODUCTION and (
+            webhook.lower() in PLACEHOLDER_SECRETS or webhook == DEV_WEBHOOK_SECRET
+        ):
+            problems.append("set CONVERSATION_WEBHOOK_SECRET (Standard Webhooks whsec_… secret)")
         if self.environment is Environment.PRODUCTION and self.redis_url is None:
             problems.append("set CONVERSATION_REDIS_URL (no embedded Redis in production)")
         if problems:
@@ -116,6 +163,12 @@ class ConversationSettings(BaseSettings):
         if not keys and self.environment is Environment.DEVELOPMENT:
             return frozenset({DEV_INTERNAL_API_KEY})
         return keys
+
+    def effective_webhook_secret(self) -> str:
+        """The Standard Webhooks signing secret; development falls back to a fixed one."""
+        if self.webhook_secret is not None and self.webhook_secret.get_secret_value():
+            return self.webhook_secret.get_secret_value()
+        return DEV_WEBHOOK_SECRET
 
     def effective_redis_url(self) -> str:
         """The Redis URL, or the embedded server's address when none is configured."""

@@ -40,7 +40,11 @@ def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
         if not key or len(key) > constants.MAX_METADATA_KEY_CHARS:
             raise ValueError(f"keys must be 1-{constants.MAX_METADATA_KEY_CHARS} characters")
     _check_json_value(value, 1)
-    if len(orjson.dumps(value)) > constants.MAX_METADATA_BYTES:
+    try:
+        encoded = orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
+        raise ValueError(f"not storable as JSON: {exc}") from exc
+    if len(encoded) > constants.MAX_METADATA_BYTES:
         raise ValueError(f"larger than {constants.MAX_METADATA_BYTES} bytes once encoded")
     return value
 

@@ -6,15 +6,25 @@ for user, system and developer messages; ``output_text`` and ``refusal`` for ass
 and are kept verbatim, so what a client wrote is what it reads back.
 """
 
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from conversation_service.config import constants
-from conversation_service.models.common import InputModel, Metadata, SafeText
+from conversation_service.models.common import InputModel, check_metadata
 
 MAX_ITEMS_PER_REQUEST = 20
+DEFAULT_ITEMS_PAGE = 20
+MAX_ITEMS_PAGE = 100
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY_CHARS = 64
 MAX_METADATA_VALUE_CHARS = 512
@@ -37,27 +47,33 @@ INPUT_PART_TYPES = frozenset({"input_text", "input_image", "input_file"})
 OUTPUT_PART_TYPES = frozenset({"output_text", "refusal"})
 
 
-def _check_openai_metadata(value: dict[str, str]) -> dict[str, str]:
-    if len(value) > MAX_METADATA_PAIRS:
-        raise ValueError(f"at most {MAX_METADATA_PAIRS} key-value pairs")
-    for key, item in value.items():
-        if not 0 < len(key) <= MAX_METADATA_KEY_CHARS:
-            raise ValueError(f"keys must be 1-{MAX_METADATA_KEY_CHARS} characters")
-        if len(item) > MAX_METADATA_VALUE_CHARS:
-            raise ValueError(f"values must be at most {MAX_METADATA_VALUE_CHARS} characters")
-        if "\x00" in key or "\x00" in item:
-            raise ValueError("NUL characters are not allowed")
-    return value
-
-
-OpenAIMetadata = Annotated[
-    dict[str, str],
-    AfterValidator(_check_openai_metadata),
-    Field(description="Up to 16 string pairs; keys up to 64 characters, values up to 512."),
+# NUL cannot be stored by PostgreSQL; saying so in the schema keeps the schema honest.
+_NO_NUL = r"^[^\x00]*$"
+BoundedText = Annotated[
+    str, StringConstraints(max_length=constants.MAX_MESSAGE_CHARS, pattern=_NO_NUL)
 ]
-BoundedText = Annotated[SafeText, Field(max_length=constants.MAX_MESSAGE_CHARS)]
-InlineData = Annotated[SafeText, Field(max_length=MAX_INLINE_DATA_CHARS)]
-ShortText = Annotated[SafeText, Field(max_length=constants.MAX_TITLE_CHARS)]
+InlineData = Annotated[str, StringConstraints(max_length=MAX_INLINE_DATA_CHARS, pattern=_NO_NUL)]
+ShortText = Annotated[str, StringConstraints(max_length=constants.MAX_TITLE_CHARS, pattern=_NO_NUL)]
+MetadataKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_METADATA_KEY_CHARS, pattern=_NO_NUL)
+]
+MetadataValue = Annotated[
+    str, StringConstraints(max_length=MAX_METADATA_VALUE_CHARS, pattern=_NO_NUL)
+]
+OpenAIMetadata = Annotated[
+    dict[MetadataKey, MetadataValue],
+    Field(
+        max_length=MAX_METADATA_PAIRS,
+        description=(
+            "Up to 16 string pairs; keys up to 64 characters, values up to 512 "
+            f"(and at most {constants.MAX_METADATA_BYTES} bytes once encoded, as all metadata)."
+        ),
+    ),
+    AfterValidator(check_metadata),
+]
+Offset = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Byte = Annotated[int, Field(ge=0, le=255)]
+LogProbability = Annotated[float, Field(allow_inf_nan=False, le=0)]
 
 
 class PromptCacheBreakpoint(InputModel):
@@ -78,6 +94,15 @@ class InputTextPart(InputModel):
 class InputImagePart(InputModel):
     """``input_image``: an image by URL (or data URL) or by file id."""
 
+    model_config = InputModel.model_config | {
+        "json_schema_extra": {
+            "anyOf": [
+                {"required": ["image_url"], "properties": {"image_url": {"type": "string"}}},
+                {"required": ["file_id"], "properties": {"file_id": {"type": "string"}}},
+            ]
+        }
+    }
+
     type: Literal["input_image"]
     image_url: InlineData | None = None
     file_id: ShortText | None = None
@@ -94,6 +119,15 @@ class InputImagePart(InputModel):
 class InputFilePart(InputModel):
     """``input_file``: a file by id, URL or inline base64 data."""
 
+    model_config = InputModel.model_config | {
+        "json_schema_extra": {
+            "anyOf": [
+                {"required": [name], "properties": {name: {"type": "string"}}}
+                for name in ("file_id", "file_url", "file_data")
+            ]
+        }
+    }
+
     type: Literal["input_file"]
     file_id: ShortText | None = None
     file_url: InlineData | None = None
@@ -109,13 +143,70 @@ class InputFilePart(InputModel):
         return self
 
 
+class FileCitation(InputModel):
+    """A citation of a file."""
+
+    type: Literal["file_citation"]
+    file_id: ShortText
+    filename: ShortText
+    index: Offset
+
+
+class URLCitation(InputModel):
+    """A citation of a web page."""
+
+    type: Literal["url_citation"]
+    url: InlineData
+    title: ShortText
+    start_index: Offset
+    end_index: Offset
+
+
+class ContainerFileCitation(InputModel):
+    """A citation of a container file."""
+
+    type: Literal["container_file_citation"]
+    container_id: ShortText
+    file_id: ShortText
+    filename: ShortText
+    start_index: Offset
+    end_index: Offset
+
+
+class FilePath(InputModel):
+    """A path to a file."""
+
+    type: Literal["file_path"]
+    file_id: ShortText
+    index: Offset
+
+
+Annotation = Annotated[
+    FileCitation | URLCitation | ContainerFileCitation | FilePath, Field(discriminator="type")
+]
+
+
+class TopLogprob(InputModel):
+    """One of the likeliest tokens at a position."""
+
+    token: BoundedText
+    bytes: list[Byte] = Field(max_length=MAX_PART_ENTRIES)
+    logprob: LogProbability
+
+
+class Logprob(TopLogprob):
+    """The log probability of an output token."""
+
+    top_logprobs: list[TopLogprob] = Field(max_length=MAX_PART_ENTRIES)
+
+
 class OutputTextPart(InputModel):
     """``output_text``: text an assistant produced, with its annotations."""
 
     type: Literal["output_text"]
     text: BoundedText
-    annotations: list[Metadata] = Field(default_factory=list, max_length=MAX_PART_ENTRIES)
-    logprobs: list[Metadata] | None = Field(default=None, max_length=MAX_PART_ENTRIES)
+    annotations: list[Annotation] = Field(default_factory=list, max_length=MAX_PART_ENTRIES)
+    logprobs: list[Logprob] | None = Field(default=None, max_length=MAX_PART_ENTRIES)
 
 
 class RefusalPart(InputModel):
@@ -125,73 +216,97 @@ class RefusalPart(InputModel):
     refusal: BoundedText
 
 
-ContentPartIn = Annotated[
-    InputTextPart | InputImagePart | InputFilePart | OutputTextPart | RefusalPart,
-    Field(discriminator="type"),
-]
+InputPart = Annotated[InputTextPart | InputImagePart | InputFilePart, Field(discriminator="type")]
+OutputPart = Annotated[OutputTextPart | RefusalPart, Field(discriminator="type")]
 
 
-class MessageItemIn(InputModel):
-    """A ``message`` item, the one item type stored. ``content`` may be a plain string.
-
-    An ``id`` is accepted so items read from elsewhere can be replayed, but the store assigns
-    its own (``msg_…``).
-    """
-
+class _MessageIn(InputModel):
     type: Literal["message"] = "message"
-    role: Literal["user", "assistant", "system", "developer"]
-    content: list[ContentPartIn] = Field(min_length=1, max_length=constants.MAX_CONTENT_PARTS)
     status: ItemStatus | None = None
-    id: ShortText | None = None
-    phase: Literal["commentary", "final_answer"] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _message_items_only(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        kind = data.get("type", "message")
-        if kind != "message":
-            raise PydanticCustomError(
-                "unsupported_item_type",
-                "item type '{kind}' is not supported: this service stores 'message' items only",
-                {"kind": str(kind)[:64]},
-            )
-        content = data.get("content")
-        if isinstance(content, str):
-            part: dict[str, Any] = (
-                {"type": "output_text", "text": content, "annotations": []}
-                if data.get("role") == "assistant"
-                else {"type": "input_text", "text": content}
-            )
-            data = {**data, "content": [part]}
-        return data
+    id: ShortText | None = Field(
+        default=None, description="Accepted for replays; the store assigns its own `msg_` id."
+    )
 
     @model_validator(mode="after")
-    def _parts_fit_the_role(self) -> "MessageItemIn":
-        allowed = OUTPUT_PART_TYPES if self.role == "assistant" else INPUT_PART_TYPES
-        for part in self.content:
-            if part.type not in allowed:
-                raise PydanticCustomError(
-                    "invalid_content_part",
-                    "{role} messages take {allowed} content parts, not '{part}'",
-                    {"role": self.role, "allowed": " or ".join(sorted(allowed)), "part": part.type},
-                )
-        if self.phase is not None and self.role != "assistant":
-            raise ValueError("phase applies to assistant messages only")
+    def _bounded_text(self) -> Self:
         if sum(len(text) for text in self.texts()) > constants.MAX_MESSAGE_CHARS:
-            raise ValueError(f"the text of a message is at most {constants.MAX_MESSAGE_CHARS}")
+            raise ValueError(f"a message has at most {constants.MAX_MESSAGE_CHARS} characters")
         return self
 
     def texts(self) -> list[str]:
         """The text of every text-bearing part, in order."""
-        found: list[str] = []
-        for part in self.content:
-            if isinstance(part, InputTextPart | OutputTextPart):
-                found.append(part.text)
-            elif isinstance(part, RefusalPart):
-                found.append(part.refusal)
-        return found
+        raise NotImplementedError
+
+
+def _texts(parts: Sequence[BaseModel]) -> list[str]:
+    found: list[str] = []
+    for part in parts:
+        if isinstance(part, InputTextPart | OutputTextPart):
+            found.append(part.text)
+        elif isinstance(part, RefusalPart):
+            found.append(part.refusal)
+    return found
+
+
+class InputMessageIn(_MessageIn):
+    """A user, system or developer message (``input_*`` parts)."""
+
+    role: Literal["user", "system", "developer"]
+    content: list[InputPart] = Field(min_length=1, max_length=constants.MAX_CONTENT_PARTS)
+    phase: None = Field(default=None, description="Assistant messages only.")
+
+    def texts(self) -> list[str]:
+        """The text of every text-bearing part, in order."""
+        return _texts(self.content)
+
+
+class OutputMessageIn(_MessageIn):
+    """An assistant message (``output_text`` and ``refusal`` parts)."""
+
+    role: Literal["assistant"]
+    content: list[OutputPart] = Field(min_length=1, max_length=constants.MAX_CONTENT_PARTS)
+    phase: Literal["commentary", "final_answer"] | None = None
+
+    def texts(self) -> list[str]:
+        """The text of every text-bearing part, in order."""
+        return _texts(self.content)
+
+
+def _message_items_only(data: Any) -> Any:
+    """Refuse other item types by name; turn string content into the one part it stands for."""
+    if not isinstance(data, dict):
+        return data
+    kind = data.get("type", "message")
+    if kind != "message":
+        raise PydanticCustomError(
+            "unsupported_item_type",
+            "item type '{kind}' is not supported: this service stores 'message' items only",
+            {"kind": str(kind)[:64]},
+        )
+    content = data.get("content")
+    if isinstance(content, str):
+        part: dict[str, Any] = (
+            {"type": "output_text", "text": content, "annotations": []}
+            if data.get("role") == "assistant"
+            else {"type": "input_text", "text": content}
+        )
+        data = {**data, "content": [part]}
+    return data
+
+
+# A ``message`` item, the one item type stored; ``content`` may also be a plain string.
+MessageItemIn = Annotated[
+    InputMessageIn | OutputMessageIn,
+    Field(discriminator="role"),
+    BeforeValidator(_message_items_only),
+]
+# Discriminator values pydantic puts in an error's location, right after a list index.
+DISCRIMINATOR_TAGS = frozenset(
+    {"user", "system", "developer", "assistant"}
+    | INPUT_PART_TYPES
+    | OUTPUT_PART_TYPES
+    | {"file_citation", "url_citation", "container_file_citation", "file_path"}
+)
 
 
 class ConversationCreateIn(InputModel):

@@ -16,10 +16,18 @@ from conversation_service.models.conversation import (
     ConversationStatus,
     ConversationUpdate,
 )
-from conversation_service.routes.deps import CurrentUser, ResourcesDep, UnitOfWork
+from conversation_service.resources import Resources
+from conversation_service.routes.deps import (
+    AfterCommit,
+    AfterCommitHooks,
+    CurrentUser,
+    ResourcesDep,
+    UnitOfWork,
+)
 from conversation_service.routes.errors import problems
 from conversation_service.services import conversation_manager
 from conversation_service.services.conversation_manager import ConversationFilters
+from conversation_service.websocket.events import EventType, publish_after_commit
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
@@ -31,10 +39,12 @@ _METADATA_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
     responses=problems(400, 401, 413, 415, 422),
 )
 async def create_conversation(
-    body: ConversationCreate, user: CurrentUser, uow: UnitOfWork
+    body: ConversationCreate, user: CurrentUser, uow: UnitOfWork, resources: ResourcesDep
 ) -> ConversationOut:
     """Create a conversation owned by the caller."""
-    return await conversation_manager.create_conversation(uow, user, body)
+    return await conversation_manager.create_conversation(
+        uow, user, body, settings=resources.settings
+    )
 
 
 @router.get("", responses=problems(400, 401, 422))
@@ -93,18 +103,42 @@ async def get_conversation(
 
 @router.patch("/{conversation_id}", responses=problems(400, 401, 404, 413, 415, 422))
 async def update_conversation(
-    conversation_id: uuid.UUID, body: ConversationUpdate, user: CurrentUser, uow: UnitOfWork
+    conversation_id: uuid.UUID,
+    body: ConversationUpdate,
+    user: CurrentUser,
+    hooks: AfterCommit,
+    uow: UnitOfWork,
+    resources: ResourcesDep,
 ) -> ConversationOut:
     """Update title, tags, priority, status or metadata (merge patch)."""
-    return await conversation_manager.update_conversation(uow, user, conversation_id, body)
+    conversation = await conversation_manager.update_conversation(uow, user, conversation_id, body)
+    _publish_updated(hooks, resources, conversation)
+    return conversation
 
 
 @router.post("/{conversation_id}/archive", responses=problems(401, 404, 422))
 async def archive_conversation(
-    conversation_id: uuid.UUID, user: CurrentUser, uow: UnitOfWork
+    conversation_id: uuid.UUID,
+    user: CurrentUser,
+    hooks: AfterCommit,
+    uow: UnitOfWork,
+    resources: ResourcesDep,
 ) -> ConversationOut:
     """Archive a conversation: it stays readable and takes no new messages."""
-    return await conversation_manager.archive_conversation(uow, user, conversation_id)
+    conversation = await conversation_manager.archive_conversation(
+        uow, user, conversation_id, settings=resources.settings
+    )
+    _publish_updated(hooks, resources, conversation)
+    return conversation
+
+
+def _publish_updated(
+    hooks: AfterCommitHooks, resources: Resources, conversation: ConversationOut
+) -> None:
+    publish_after_commit(
+        hooks, resources.events, conversation.id, EventType.CONVERSATION_UPDATED,
+        {"conversation": conversation.model_dump(mode="json")},
+    )  # fmt: skip
 
 
 @router.delete(
@@ -117,7 +151,10 @@ async def delete_conversation(
     conversation_id: uuid.UUID,
     user: CurrentUser,
     uow: UnitOfWork,
+    resources: ResourcesDep,
     purge: Annotated[bool, Query(description="Erase it and everything hanging off it")] = False,
 ) -> None:
     """Delete a conversation (hidden at once; ``purge=true`` erases it for good)."""
-    await conversation_manager.delete_conversation(uow, user, conversation_id, purge=purge)
+    await conversation_manager.delete_conversation(
+        uow, user, conversation_id, purge=purge, settings=resources.settings
+    )

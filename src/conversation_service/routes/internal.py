@@ -25,6 +25,7 @@ from conversation_service.services.memory_manager import (
     WindowRequest,
     to_openai,
 )
+from conversation_service.websocket.events import EventType, publish_after_commit
 
 router = APIRouter(
     prefix="/internal/v1", tags=["internal"], dependencies=[Depends(internal_service)]
@@ -110,8 +111,10 @@ async def get_tracked_context(
 async def patch_tracked_context(
     conversation_id: uuid.UUID,
     body: Annotated[Metadata, Body()],
+    hooks: AfterCommit,
     uow: UnitOfWork,
     response: Response,
+    resources: ResourcesDep,
     if_match: Annotated[str | None, Header(description='Current version, e.g. "3"')] = None,
     changed_by: Annotated[
         str, Header(alias="X-Changed-By", min_length=1, max_length=128)
@@ -128,6 +131,10 @@ async def patch_tracked_context(
         changed_by=changed_by,
     )
     response.headers["ETag"] = f'"{tracked.version}"'
+    publish_after_commit(
+        hooks, resources.events, conversation_id, EventType.CONTEXT_UPDATED,
+        {"tracked_context": tracked.model_dump(mode="json")},
+    )  # fmt: skip
     return tracked
 
 

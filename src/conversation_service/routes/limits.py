@@ -16,15 +16,18 @@ _GUARDED_PREFIXES = ("/api/", "/internal/")
 class BodyGuardMiddleware:
     """413 for bodies over ``max_bytes`` (declared or streamed), 415 for non-JSON bodies."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, extra_prefixes: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.prefixes = _GUARDED_PREFIXES + extra_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
             or scope["method"] not in _BODY_METHODS
-            or not scope["path"].startswith(_GUARDED_PREFIXES)
+            or not scope["path"].startswith(self.prefixes)
         ):
             await self.app(scope, receive, send)
             return

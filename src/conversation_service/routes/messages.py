@@ -8,9 +8,16 @@ from fastapi import APIRouter, Query, Response, status
 from conversation_service.config.constants import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from conversation_service.models.common import Page
 from conversation_service.models.message import MessageCreate, MessageOut, MessageUpdate
-from conversation_service.routes.deps import CurrentUser, IdempotencyKey, ResourcesDep, UnitOfWork
+from conversation_service.routes.deps import (
+    AfterCommit,
+    CurrentUser,
+    IdempotencyKey,
+    ResourcesDep,
+    UnitOfWork,
+)
 from conversation_service.routes.errors import problems
 from conversation_service.services import message_store
+from conversation_service.websocket.events import EventType, publish_after_commit
 
 router = APIRouter(prefix="/api/v1/conversations/{conversation_id}/messages", tags=["messages"])
 
@@ -37,12 +44,26 @@ async def append_message(
     body: MessageCreate,
     user: CurrentUser,
     key: IdempotencyKey,
+    hooks: AfterCommit,
     uow: UnitOfWork,
+    resources: ResourcesDep,
 ) -> Response:
     """Append a user message; retry safely with an ``Idempotency-Key`` header."""
     result = await message_store.append_user_message(
-        uow, user, conversation_id, body, idempotency_key=key
+        uow, user, conversation_id, body, settings=resources.settings, idempotency_key=key
     )
+    if result.jobs:
+        jobs = result.jobs
+
+        async def dispatch() -> None:
+            resources.relay.submit(jobs)
+
+        hooks.add(dispatch)
+    if not result.replayed:
+        publish_after_commit(
+            hooks, resources.events, conversation_id, EventType.MESSAGE_CREATED,
+            {"message": result.message},
+        )  # fmt: skip
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
     return JSONBytesResponse(result.message, status_code=201, headers=headers)
 
@@ -87,10 +108,19 @@ async def update_message(
     message_id: uuid.UUID,
     body: MessageUpdate,
     user: CurrentUser,
+    hooks: AfterCommit,
     uow: UnitOfWork,
+    resources: ResourcesDep,
 ) -> MessageOut:
     """Merge-patch a message's metadata."""
-    return await message_store.update_message_metadata(uow, user, conversation_id, message_id, body)
+    message = await message_store.update_message_metadata(
+        uow, user, conversation_id, message_id, body
+    )
+    publish_after_commit(
+        hooks, resources.events, conversation_id, EventType.MESSAGE_UPDATED,
+        {"message": message.model_dump(mode="json")},
+    )  # fmt: skip
+    return message
 
 
 @router.delete(
@@ -100,7 +130,16 @@ async def update_message(
     responses=problems(401, 404, 422),
 )
 async def delete_message(
-    conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, uow: UnitOfWork
+    conversation_id: uuid.UUID,
+    message_id: uuid.UUID,
+    user: CurrentUser,
+    hooks: AfterCommit,
+    uow: UnitOfWork,
+    resources: ResourcesDep,
 ) -> None:
     """Delete a message (its content is erased; its seq stays as a gap-free tombstone)."""
     await message_store.delete_message(uow, user, conversation_id, message_id)
+    publish_after_commit(
+        hooks, resources.events, conversation_id, EventType.MESSAGE_DELETED,
+        {"message_id": str(message_id)},
+    )  # fmt: skip

@@ -10,10 +10,11 @@ from conversation_service.errors import SummaryNotFoundError
 from conversation_service.models.common import Page
 from conversation_service.models.memory import SummaryOut
 from conversation_service.models.session import SessionOut, SessionStart
-from conversation_service.routes.deps import CurrentUser, ResourcesDep, UnitOfWork
+from conversation_service.routes.deps import AfterCommit, CurrentUser, ResourcesDep, UnitOfWork
 from conversation_service.routes.errors import problems
 from conversation_service.services import sessions, summaries
 from conversation_service.services.conversation_manager import require_owned
+from conversation_service.websocket.events import EventType, publish_after_commit
 
 router = APIRouter(prefix="/api/v1/conversations/{conversation_id}", tags=["sessions"])
 
@@ -37,10 +38,20 @@ async def list_sessions(
     "/sessions", status_code=status.HTTP_201_CREATED, responses=problems(400, 401, 404, 415, 422)
 )
 async def start_session(
-    conversation_id: uuid.UUID, body: SessionStart, user: CurrentUser, uow: UnitOfWork
+    conversation_id: uuid.UUID,
+    body: SessionStart,
+    user: CurrentUser,
+    hooks: AfterCommit,
+    uow: UnitOfWork,
+    resources: ResourcesDep,
 ) -> SessionOut:
     """Start a session explicitly (channel, client, locale), ending the current one."""
-    return await sessions.start_session(uow, user, conversation_id, body)
+    session = await sessions.start_session(uow, user, conversation_id, body)
+    publish_after_commit(
+        hooks, resources.events, conversation_id, EventType.SESSION_STARTED,
+        {"session": session.model_dump(mode="json")},
+    )  # fmt: skip
+    return session
 
 
 @router.get("/sessions/current", responses=problems(401, 404, 422))
@@ -53,10 +64,19 @@ async def current_session(
 
 @router.post("/sessions/current/end", responses=problems(401, 404, 422))
 async def end_current_session(
-    conversation_id: uuid.UUID, user: CurrentUser, uow: UnitOfWork
+    conversation_id: uuid.UUID,
+    user: CurrentUser,
+    hooks: AfterCommit,
+    uow: UnitOfWork,
+    resources: ResourcesDep,
 ) -> SessionOut:
     """End the active session now."""
-    return await sessions.end_current_session(uow, user, conversation_id)
+    session = await sessions.end_current_session(uow, user, conversation_id)
+    publish_after_commit(
+        hooks, resources.events, conversation_id, EventType.SESSION_ENDED,
+        {"session": session.model_dump(mode="json")},
+    )  # fmt: skip
+    return session
 
 
 @router.get("/summary", responses=problems(401, 404, 422))

@@ -123,7 +123,11 @@ async def revoke_api_key(conn: AsyncConnection, key_id: uuid.UUID) -> None:
         await conn.execute(
             update(api_keys)
             .where(api_keys.c.id == key_id)
-            .values(revoked_at=func.coalesce(api_keys.c.revoked_at, literal(utcnow(), api_keys.c.revoked_at.type)))
+            .values(
+                revoked_at=func.coalesce(
+                    api_keys.c.revoked_at, literal(utcnow(), api_keys.c.revoked_at.type)
+                )
+            )
             .returning(api_keys.c.id)
         )
     ).one_or_none()

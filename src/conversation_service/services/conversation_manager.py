@@ -1,5 +1,6 @@
 """Conversations: create, read, list with filters and keyset pagination, update, delete."""
 
+import contextlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +21,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conversation_service.db.tables import conversations_table as conversations
-from conversation_service.db.tables import idempotency_table, messages_table
+from conversation_service.db.tables import idempotency_table, jobs_table, messages_table
 from conversation_service.errors import ConversationNotFoundError, InvalidCursorError
 from conversation_service.models.common import Page, Sentiment
 from conversation_service.models.conversation import (
@@ -29,6 +30,9 @@ from conversation_service.models.conversation import (
     ConversationStatus,
     ConversationUpdate,
 )
+from conversation_service.config.settings import ConversationSettings
+from conversation_service.queue.jobs import record_jobs
+from conversation_service.services import callbacks
 from conversation_service.services.auth import Principal
 from conversation_service.utils.clock import new_id, utcnow
 from conversation_service.utils.cursors import CursorCodec, CursorError
@@ -108,8 +112,38 @@ def owned_by(principal: Principal, conversation_id: uuid.UUID) -> ColumnElement[
     )
 
 
+async def record_lifecycle(
+    conn: AsyncConnection,
+    settings: ConversationSettings | None,
+    principal: Principal,
+    conversation: ConversationOut,
+    event_type: str,
+) -> None:
+    """Record a lifecycle callback for the orchestrator, if one is configured.
+
+    Not urgent: the outbox sweep dispatches it within a few seconds of the commit.
+    """
+    if settings is None or not settings.orchestrator_callback_url:
+        return
+    spec = await callbacks.record_callback(
+        conn,
+        settings,
+        tenant_id=principal.tenant_id,
+        conversation_id=conversation.id,
+        event_type=event_type,
+        data=conversation.model_dump(mode="json"),
+        url=settings.orchestrator_callback_url,
+        priority=conversation.priority.value,
+    )
+    await record_jobs(conn, [spec])
+
+
 async def create_conversation(
-    conn: AsyncConnection, principal: Principal, data: ConversationCreate
+    conn: AsyncConnection,
+    principal: Principal,
+    data: ConversationCreate,
+    *,
+    settings: ConversationSettings | None = None,
 ) -> ConversationOut:
     """Create a conversation owned by the caller."""
     now = utcnow()
@@ -137,7 +171,9 @@ async def create_conversation(
         )
         .returning(*_COLUMNS)
     )
-    return to_out((await conn.execute(stmt)).mappings().one())
+    created = to_out((await conn.execute(stmt)).mappings().one())
+    await record_lifecycle(conn, settings, principal, created, "conversation.created")
+    return created
 
 
 async def get_conversation(
@@ -272,18 +308,33 @@ async def update_conversation(
 
 
 async def archive_conversation(
-    conn: AsyncConnection, principal: Principal, conversation_id: uuid.UUID
+    conn: AsyncConnection,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    *,
+    settings: ConversationSettings | None = None,
 ) -> ConversationOut:
     """Mark a conversation archived (read-only; PATCH status=active reopens it)."""
-    return await update_conversation(
+    archived = await update_conversation(
         conn, principal, conversation_id, ConversationUpdate(status=ConversationStatus.ARCHIVED)
     )
+    await record_lifecycle(conn, settings, principal, archived, "conversation.archived")
+    return archived
 
 
 async def delete_conversation(
-    conn: AsyncConnection, principal: Principal, conversation_id: uuid.UUID, *, purge: bool
+    conn: AsyncConnection,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    *,
+    purge: bool,
+    settings: ConversationSettings | None = None,
 ) -> None:
     """Soft-delete (hidden, recoverable by an operator) or purge (erased with all its rows)."""
+    if settings is not None and settings.orchestrator_callback_url:
+        with contextlib.suppress(ConversationNotFoundError):
+            current = await get_conversation(conn, principal, conversation_id)
+            await record_lifecycle(conn, settings, principal, current, "conversation.deleted")
     if purge:
         found = (
             await conn.execute(
@@ -318,6 +369,16 @@ async def purge_conversation(conn: AsyncConnection, conversation_id: uuid.UUID) 
     )
     await conn.execute(
         delete(messages_table).where(messages_table.c.conversation_id == conversation_id)
+    )
+    # Queued work on the erased data is cancelled; lifecycle callbacks still go out.
+    await conn.execute(
+        update(jobs_table)
+        .where(
+            jobs_table.c.conversation_id == conversation_id,
+            jobs_table.c.status.in_(("pending", "queued")),
+            jobs_table.c.kind != "deliver_callback",
+        )
+        .values(status="cancelled", updated_at=utcnow())
     )
     await conn.execute(delete(conversations).where(conversations.c.id == conversation_id))
 

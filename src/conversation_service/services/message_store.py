@@ -8,7 +8,7 @@ back its increment too.
 
 import asyncio
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import ColumnElement, RowMapping, insert, literal, select, update
@@ -31,7 +31,9 @@ from conversation_service.models.message import (
     MessageUpdate,
     Role,
 )
-from conversation_service.services import idempotency
+from conversation_service.config.settings import ConversationSettings
+from conversation_service.queue.jobs import JobKind, JobSpec, queue_for, record_jobs
+from conversation_service.services import callbacks, idempotency
 from conversation_service.services.auth import Principal
 from conversation_service.services.sessions import SessionActivity, touch_session
 from conversation_service.services.conversation_manager import owned_by
@@ -61,10 +63,15 @@ MESSAGE_COLUMNS = (
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
-    """The appended message, or the stored one when an Idempotency-Key was replayed."""
+    """The appended message, or the stored one when an Idempotency-Key was replayed.
+
+    ``jobs`` is the work recorded in the same transaction (outbox rows), to hand to the relay
+    once the transaction has committed.
+    """
 
     message: dict[str, Any]
     replayed: bool
+    jobs: tuple[JobSpec, ...] = ()
 
 
 def to_out(m: RowMapping) -> MessageOut:
@@ -110,9 +117,13 @@ async def append_user_message(
     conversation_id: uuid.UUID,
     data: MessageCreate,
     *,
+    settings: ConversationSettings,
     idempotency_key: str | None = None,
 ) -> AppendResult:
-    """Append a user message; a repeated Idempotency-Key returns the first response."""
+    """Append a user message and record its work (processing, the orchestrator's callback).
+
+    A repeated Idempotency-Key returns the first response and records nothing.
+    """
     draft = MessageDraft(
         role=Role.USER,
         content=data.content,
@@ -130,11 +141,27 @@ async def append_user_message(
         principal,
         conversation_id,
         draft,
+        settings=settings,
         idempotency_key=idempotency_key,
         fingerprint=fingerprint,
     )
-    if not result.replayed:
-        await touch_session(conn, principal, conversation_id, _activity(data.metadata))
+    if result.replayed:
+        return result
+    await touch_session(conn, principal, conversation_id, _activity(data.metadata))
+    if settings.orchestrator_callback_url:
+        # The orchestrator runs the agent on this callback: a person is waiting, so it is urgent.
+        callback = await callbacks.record_callback(
+            conn,
+            settings,
+            tenant_id=principal.tenant_id,
+            conversation_id=conversation_id,
+            event_type="message.created",
+            data={"conversation_id": str(conversation_id), "message": result.message},
+            url=settings.orchestrator_callback_url,
+            urgent=True,
+        )
+        written = await record_jobs(conn, [callback])
+        result = replace(result, jobs=(*result.jobs, *written))
     return result
 
 
@@ -154,13 +181,15 @@ async def append_message(
     conversation_id: uuid.UUID,
     draft: MessageDraft,
     *,
+    settings: ConversationSettings | None = None,
     idempotency_key: str | None = None,
     fingerprint: dict[str, Any] | None = None,
 ) -> AppendResult:
     """Append a message with the next seq of the principal's conversation.
 
     With an ``idempotency_key``, ``fingerprint`` (the request as received) decides whether a
-    repeat is a replay (same request) or a misuse (different request).
+    repeat is a replay (same request) or a misuse (different request). With ``settings`` the
+    message's processing job is recorded in the same transaction (the outbox).
     """
     scope = None
     if idempotency_key is not None:
@@ -213,7 +242,22 @@ async def append_message(
         await idempotency.record_response(
             conn, scope, conversation_id=conversation_id, status_code=201, response=message
         )
-    return AppendResult(message=message, replayed=False)
+    jobs: list[JobSpec] = []
+    if settings is not None:
+        jobs = await record_jobs(
+            conn,
+            [
+                JobSpec(
+                    kind=JobKind.PROCESS_MESSAGE,
+                    queue=queue_for(JobKind.PROCESS_MESSAGE, urgent=draft.role is Role.USER),
+                    tenant_id=principal.tenant_id,
+                    conversation_id=conversation_id,
+                    message_id=message_id,
+                    max_attempts=settings.job_max_attempts,
+                )
+            ],
+        )
+    return AppendResult(message=message, replayed=False, jobs=tuple(jobs))
 
 
 # Content up to this size is counted inline; longer content is counted in a worker thread so

@@ -19,16 +19,22 @@ Mapping decisions:
   but returned only when asked for, as OpenAI does; the other values name item types that are
   never stored, so they change nothing.
 * Deleting a conversation soft-deletes it (it disappears from both APIs).
+* Items are stored like any message: processed by the same jobs and published as the same
+  realtime events. Unlike a user message posted to ``/api/v1`` they do not call the
+  orchestrator: a client of this API runs its own model and only keeps its state here.
+* New conversations belong to ``settings.openai_default_agent_id`` (OpenAI has no agents).
 """
 
 import re
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import messages_table as messages
 from conversation_service.errors import (
     BadRequestError,
@@ -52,9 +58,10 @@ from conversation_service.models.openai_compat import (
     MessageItemIn,
     MessageItemOut,
 )
+from conversation_service.queue.jobs import JobSpec
 from conversation_service.services import conversation_manager, message_store
 from conversation_service.services.auth import Principal
-from conversation_service.services.message_store import MessageDraft
+from conversation_service.services.message_store import AppendResult, MessageDraft
 from conversation_service.utils.cursors import CursorCodec
 
 CONVERSATION_PREFIX = "conv_"
@@ -78,6 +85,17 @@ _STATUS_OUT: dict[MessageStatus, Literal["in_progress", "completed", "incomplete
     MessageStatus.CANCELLED: "incomplete",
 }
 _STORED_PART_TYPES = INPUT_PART_TYPES | OUTPUT_PART_TYPES
+T = TypeVar("T")
+
+
+class InvalidParameterError(BadRequestError):
+    """A parameter names something that is not there (OpenAI's ``invalid_value``)."""
+
+    code = "invalid-value"
+    title = "Invalid parameter value"
+
+    def __init__(self, detail: str, *, param: str) -> None:
+        super().__init__(detail, extra={"param": param})
 
 
 def conversation_public_id(conversation_id: uuid.UUID) -> str:
@@ -188,16 +206,63 @@ def item_list(items: Sequence[MessageItemOut], *, has_more: bool) -> ItemListOut
     )
 
 
-async def create_conversation(
-    conn: AsyncConnection, principal: Principal, body: ConversationCreateIn, *, agent_id: str
-) -> ConversationObject:
-    """Create a conversation of ``agent_id`` with its initial items, in one transaction."""
-    created = await conversation_manager.create_conversation(
-        conn, principal, ConversationCreate(agent_id=agent_id, metadata=body.metadata or {})
+@dataclass(frozen=True, slots=True)
+class Written(Generic[T]):
+    """The answer to a write, and what is left to do once it commits.
+
+    The route hands ``jobs`` to the outbox relay and publishes the realtime events (the same ones
+    ``/api/v1`` publishes): ``message.created`` for each of ``messages``, ``conversation.updated``
+    for ``conversation``, ``message.deleted`` for ``deleted_message_id``.
+    """
+
+    body: T
+    conversation_id: uuid.UUID
+    messages: tuple[dict[str, Any], ...] = ()
+    jobs: tuple[JobSpec, ...] = ()
+    conversation: ConversationOut | None = None
+    deleted_message_id: uuid.UUID | None = None
+
+
+async def _append_items(
+    conn: AsyncConnection,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    items: Sequence[MessageItemIn],
+    settings: ConversationSettings,
+) -> list[AppendResult]:
+    return [
+        await message_store.append_message(
+            conn, principal, conversation_id, draft_from_item(item), settings=settings
+        )
+        for item in items
+    ]
+
+
+def _written(body: T, conversation_id: uuid.UUID, appended: Sequence[AppendResult]) -> Written[T]:
+    return Written(
+        body=body,
+        conversation_id=conversation_id,
+        messages=tuple(result.message for result in appended),
+        jobs=tuple(job for result in appended for job in result.jobs),
     )
-    for item in body.items or ():
-        await message_store.append_message(conn, principal, created.id, draft_from_item(item))
-    return render_conversation(created)
+
+
+async def create_conversation(
+    conn: AsyncConnection,
+    principal: Principal,
+    body: ConversationCreateIn,
+    *,
+    settings: ConversationSettings,
+) -> Written[ConversationObject]:
+    """Create a conversation of the configured agent with its initial items, in one transaction."""
+    created = await conversation_manager.create_conversation(
+        conn,
+        principal,
+        ConversationCreate(agent_id=settings.openai_default_agent_id, metadata=body.metadata or {}),
+        settings=settings,
+    )
+    appended = await _append_items(conn, principal, created.id, body.items or (), settings)
+    return _written(render_conversation(created), created.id, appended)
 
 
 async def get_conversation(
@@ -220,7 +285,7 @@ async def _load(
 
 async def update_conversation(
     conn: AsyncConnection, principal: Principal, conversation_id: str, body: ConversationUpdateIn
-) -> ConversationObject:
+) -> Written[ConversationObject]:
     """Replace the conversation's metadata."""
     current = await _load(conn, principal, conversation_id)
     replacement: dict[str, Any] = dict(body.metadata or {})
@@ -231,15 +296,21 @@ async def update_conversation(
     updated = await conversation_manager.update_conversation(
         conn, principal, current.id, ConversationUpdate.model_construct(metadata=patch)
     )
-    return render_conversation(updated)
+    return Written(render_conversation(updated), updated.id, conversation=updated)
 
 
 async def delete_conversation(
-    conn: AsyncConnection, principal: Principal, conversation_id: str
+    conn: AsyncConnection,
+    principal: Principal,
+    conversation_id: str,
+    *,
+    settings: ConversationSettings,
 ) -> ConversationDeletedObject:
     """Delete a conversation (soft: hidden from both APIs at once)."""
     current = await _load(conn, principal, conversation_id)
-    await conversation_manager.delete_conversation(conn, principal, current.id, purge=False)
+    await conversation_manager.delete_conversation(
+        conn, principal, current.id, purge=False, settings=settings
+    )
     return ConversationDeletedObject(id=conversation_public_id(current.id))
 
 
@@ -249,19 +320,17 @@ async def add_items(
     conversation_id: str,
     items: Sequence[MessageItemIn],
     include: frozenset[str],
-) -> ItemListOut:
+    *,
+    settings: ConversationSettings,
+) -> Written[ItemListOut]:
     """Append items, in order, after the conversation's last one."""
     parsed = parse_conversation_id(conversation_id)
-    added: list[MessageItemOut] = []
     try:
-        for item in items:
-            result = await message_store.append_message(
-                conn, principal, parsed, draft_from_item(item)
-            )
-            added.append(render_item(MessageOut.model_validate(result.message), include))
+        appended = await _append_items(conn, principal, parsed, items, settings)
     except ConversationNotFoundError as exc:
         raise _conversation_not_found(conversation_id) from exc
-    return item_list(added, has_more=False)
+    added = [render_item(MessageOut.model_validate(result.message), include) for result in appended]
+    return _written(item_list(added, has_more=False), parsed, appended)
 
 
 async def list_items(
@@ -323,9 +392,8 @@ async def _item_seq(
         ).scalar_one_or_none()
     if seq is None:
         await _load(conn, principal, conversation_id)  # an unknown conversation is a 404 first
-        raise BadRequestError(
-            f"Invalid 'after': no item '{_echo(item_id)}' in this conversation.",
-            extra={"param": "after"},
+        raise InvalidParameterError(
+            f"Invalid 'after': no item '{_echo(item_id)}' in this conversation.", param="after"
         )
     return int(seq)
 
@@ -342,7 +410,7 @@ async def get_item(
     parsed_item = _parse(item_id, ITEM_PREFIX)
     try:
         if parsed_item is None:
-            await conversation_manager.get_conversation(conn, principal, parsed)
+            await conversation_manager.require_owned(conn, principal, parsed)
             raise _item_not_found(item_id)
         message = await message_store.get_message(conn, principal, parsed, parsed_item)
     except ConversationNotFoundError as exc:
@@ -354,13 +422,13 @@ async def get_item(
 
 async def delete_item(
     conn: AsyncConnection, principal: Principal, conversation_id: str, item_id: str
-) -> ConversationObject:
+) -> Written[ConversationObject]:
     """Delete an item; answers with the conversation, as OpenAI does."""
     parsed = parse_conversation_id(conversation_id)
     parsed_item = _parse(item_id, ITEM_PREFIX)
     try:
         if parsed_item is None:
-            await conversation_manager.get_conversation(conn, principal, parsed)
+            await conversation_manager.require_owned(conn, principal, parsed)
             raise _item_not_found(item_id)
         await message_store.delete_message(conn, principal, parsed, parsed_item)
         conversation = await conversation_manager.get_conversation(conn, principal, parsed)
@@ -368,4 +436,4 @@ async def delete_item(
         raise _conversation_not_found(conversation_id) from exc
     except MessageNotFoundError as exc:
         raise _item_not_found(item_id) from exc
-    return render_conversation(conversation)
+    return Written(render_conversation(conversation), parsed, deleted_message_id=parsed_item)

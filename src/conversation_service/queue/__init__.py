@@ -1,0 +1,1 @@
+"""Background work: the transactional outbox, RQ dispatch, the job runner and the tasks."""

@@ -1,0 +1,264 @@
+"""The job runner: how every RQ task claims its row, renews its lease and records the outcome.
+
+RQ runs each async job on a fresh event loop, so a job opens its own resources: a ``NullPool``
+engine (connections never outlive the job's loop) and its own Redis clients. A task module is a
+thin sync shell that calls ``run_job`` with its async core; tests call the cores directly.
+"""
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+from sqlalchemy import RowMapping, or_, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from conversation_service.config.settings import ConversationSettings
+from conversation_service.db.engine import create_engine
+from conversation_service.db.tables import jobs_table as jobs
+from conversation_service.queue.jobs import JobSpec, JobStatus, record_jobs
+from conversation_service.queue.producer import Dispatcher
+from conversation_service.services import callbacks
+from conversation_service.utils.clock import utcnow
+
+log = logging.getLogger(__name__)
+
+
+class RetryableJobError(Exception):
+    """The job failed in a way worth retrying (timeouts, 5xx, a lock held elsewhere)."""
+
+
+@dataclass
+class JobContext:
+    """What a task's core gets: its row, settings, engine, Redis and a follow-up recorder."""
+
+    job: RowMapping
+    settings: ConversationSettings
+    engine: AsyncEngine
+    redis: Redis
+    dispatcher: Dispatcher
+    followups: list[JobSpec] = field(default_factory=list)
+    after_commit: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """The job's JSON arguments."""
+        args: dict[str, Any] = self.job["args"]
+        return args
+
+    async def enqueue(self, conn: AsyncConnection, specs: list[JobSpec]) -> None:
+        """Record follow-up jobs in ``conn``'s transaction; dispatched when the job finishes."""
+        self.followups.extend(await record_jobs(conn, specs))
+
+
+Core = Callable[[JobContext], Awaitable[dict[str, Any]]]
+
+
+@contextlib.asynccontextmanager
+async def job_resources(
+    settings: ConversationSettings,
+) -> AsyncIterator[tuple[AsyncEngine, Redis, Dispatcher]]:
+    """A NullPool engine and Redis clients for one job, closed when it ends."""
+    engine = create_engine(settings, null_pool=True)
+    redis = Redis.from_url(settings.effective_redis_url(), socket_connect_timeout=2)
+    sync_redis = SyncRedis.from_url(settings.effective_redis_url(), socket_connect_timeout=2)
+    try:
+        yield engine, redis, Dispatcher(sync_redis, settings)
+    finally:
+        await redis.aclose()
+        sync_redis.close()
+        await engine.dispose()
+
+
+async def run_job(
+    job_id: str, core: Core, settings: ConversationSettings | None = None
+) -> dict[str, Any]:
+    """Claim the row, run ``core`` under a renewed lease, record the outcome."""
+    settings = settings or ConversationSettings()
+    async with job_resources(settings) as (engine, redis, dispatcher):
+        row = await _claim(engine, uuid.UUID(job_id), settings)
+        if row is None:
+            log.info("job already done or running elsewhere; skipped", extra={"job_id": job_id})
+            return {"skipped": True}
+        context = JobContext(
+            job=row, settings=settings, engine=engine, redis=redis, dispatcher=dispatcher
+        )
+        heartbeat = asyncio.create_task(_renew_lease(engine, row["id"], settings))
+        try:
+            result = await core(context)
+        except Exception as exc:
+            heartbeat.cancel()
+            if await _record_failure(engine, row, exc):
+                error = f"{type(exc).__name__}: {exc}"[:500]
+                await _notify(context, "task.failed", {"status": "failed", "error": error})
+            raise
+        heartbeat.cancel()
+        await _record_success(engine, row["id"], result)
+        await _notify(context, "task.completed", {"status": "finished", "result": result})
+        for hook in context.after_commit:
+            try:
+                await hook()
+            except Exception:  # noqa: BLE001 - events are best effort; the DB is the record
+                log.warning("job after-commit hook failed", exc_info=True)
+        if context.followups:
+            await _dispatch_followups(engine, dispatcher, context.followups)
+        return result
+
+
+async def _claim(
+    engine: AsyncEngine, job_id: uuid.UUID, settings: ConversationSettings
+) -> RowMapping | None:
+    now = utcnow()
+    async with engine.begin() as conn:
+        claimed = (
+            (
+                await conn.execute(
+                    update(jobs)
+                    .where(
+                        jobs.c.id == job_id,
+                        or_(
+                            jobs.c.status.in_((JobStatus.PENDING.value, JobStatus.QUEUED.value)),
+                            (jobs.c.status == JobStatus.STARTED.value) & (jobs.c.lease_until < now),
+                        ),
+                    )
+                    .values(
+                        status=JobStatus.STARTED.value,
+                        attempts=jobs.c.attempts + 1,
+                        started_at=now,
+                        lease_until=now + timedelta(seconds=settings.job_lease_seconds),
+                        updated_at=now,
+                    )
+                    .returning(*jobs.c)
+                )
+            )
+            .mappings()
+            .one_or_none()
+        )
+    return claimed
+
+
+async def _renew_lease(
+    engine: AsyncEngine, job_id: uuid.UUID, settings: ConversationSettings
+) -> None:
+    while True:
+        await asyncio.sleep(max(settings.job_lease_seconds / 3, 0.5))
+        now = utcnow()
+        with contextlib.suppress(Exception):
+            async with engine.begin() as conn:
+                await conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job_id, jobs.c.status == JobStatus.STARTED.value)
+                    .values(lease_until=now + timedelta(seconds=settings.job_lease_seconds))
+                )
+
+
+async def _record_success(engine: AsyncEngine, job_id: uuid.UUID, result: dict[str, Any]) -> None:
+    now = utcnow()
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job_id)
+            .values(
+                status=JobStatus.FINISHED.value,
+                result=result,
+                error=None,
+                lease_until=None,
+                finished_at=now,
+                updated_at=now,
+            )
+        )
+
+
+async def _notify(context: JobContext, event_type: str, outcome: dict[str, Any]) -> None:
+    """Tell the requester (task callback URL and the orchestrator) how a requested task ended."""
+    row = context.job
+    if not row["args"].get("notify"):
+        return
+    settings = context.settings
+    urls = dict.fromkeys(u for u in (row["callback_url"], settings.orchestrator_callback_url) if u)
+    if not urls:
+        return
+    data = {
+        "job_id": str(row["id"]),
+        "kind": row["kind"],
+        "conversation_id": str(row["conversation_id"]) if row["conversation_id"] else None,
+        **outcome,
+    }
+    async with context.engine.begin() as conn:
+        specs = [
+            await callbacks.record_callback(
+                conn,
+                settings,
+                tenant_id=row["tenant_id"],
+                conversation_id=row["conversation_id"],
+                event_type=event_type,
+                data=data,
+                url=url,
+            )
+            for url in urls
+        ]
+        written = await record_jobs(conn, specs)
+    await _dispatch_followups(context.engine, context.dispatcher, written)
+
+
+async def _record_failure(engine: AsyncEngine, row: RowMapping, exc: Exception) -> bool:
+    """Record a failed run; True when it was the last attempt."""
+    # Attempts left: back to queued, RQ's retry (with backoff) runs it again; else failed.
+    exhausted = row["attempts"] >= row["max_attempts"]
+    now = utcnow()
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(jobs)
+            .where(jobs.c.id == row["id"])
+            .values(
+                status=JobStatus.FAILED.value if exhausted else JobStatus.QUEUED.value,
+                error=f"{type(exc).__name__}: {exc}"[:2000],
+                lease_until=None,
+                finished_at=now if exhausted else None,
+                updated_at=now,
+            )
+        )
+    log.warning(
+        "job failed",
+        extra={
+            "job_id": str(row["id"]),
+            "kind": row["kind"],
+            "attempt": row["attempts"],
+            "final": exhausted,
+        },
+    )
+    return bool(exhausted)
+
+
+async def _dispatch_followups(
+    engine: AsyncEngine, dispatcher: Dispatcher, specs: list[JobSpec]
+) -> None:
+    now = utcnow()
+    try:
+        dispatched = [(spec, dispatcher.dispatch(spec)) for spec in specs]
+    except Exception:  # noqa: BLE001 - left pending; the sweep dispatches them
+        log.warning("follow-up dispatch failed; the sweep will retry", exc_info=True)
+        return
+    async with engine.begin() as conn:
+        for spec, rq_id in dispatched:
+            await conn.execute(
+                update(jobs)
+                .where(jobs.c.id == spec.id, jobs.c.status == JobStatus.PENDING.value)
+                .values(
+                    status=JobStatus.QUEUED.value,
+                    rq_job_id=rq_id,
+                    dispatched_at=now,
+                    updated_at=now,
+                )
+            )
+
+
+def run_sync(job_id: str, core: Core) -> dict[str, Any]:
+    """The sync shell RQ calls: run the async core on a fresh event loop."""
+    return asyncio.run(run_job(job_id, core))

@@ -1,0 +1,153 @@
+"""Job kinds, their queues, and the outbox rows that record work to do.
+
+Priority is real because workers listen to ``high``, ``default``, ``low`` in that order. A job's
+queue starts from its kind and moves one step with the conversation's priority.
+"""
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from conversation_service.db.tables import jobs_table as jobs
+from conversation_service.utils.clock import new_id, utcnow
+
+QUEUES = ("high", "default", "low")
+
+
+class JobKind(StrEnum):
+    """What a job does; each maps to one task function."""
+
+    PROCESS_MESSAGE = "process_message"
+    ANALYZE_SENTIMENT = "analyze_sentiment"
+    GENERATE_SUMMARY = "generate_summary"
+    DELIVER_CALLBACK = "deliver_callback"
+
+
+class JobStatus(StrEnum):
+    """Lifecycle of a job row."""
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    STARTED = "started"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_STATUSES = (JobStatus.PENDING.value, JobStatus.QUEUED.value, JobStatus.STARTED.value)
+
+TASK_PATHS: dict[JobKind, str] = {
+    JobKind.PROCESS_MESSAGE: "conversation_service.queue.tasks.message_tasks.process_message",
+    JobKind.ANALYZE_SENTIMENT: "conversation_service.queue.tasks.message_tasks.analyze_sentiment",
+    JobKind.GENERATE_SUMMARY: "conversation_service.queue.tasks.summary_tasks.generate_summary",
+    JobKind.DELIVER_CALLBACK: "conversation_service.queue.tasks.callback_tasks.deliver_callback",
+}
+
+_BASE_QUEUE: dict[JobKind, int] = {
+    JobKind.PROCESS_MESSAGE: 0,
+    JobKind.ANALYZE_SENTIMENT: 1,
+    JobKind.GENERATE_SUMMARY: 2,
+    JobKind.DELIVER_CALLBACK: 1,
+}
+_PRIORITY_SHIFT = {"high": -1, "normal": 0, "low": 1}
+
+
+def queue_for(kind: JobKind, priority: str = "normal", *, urgent: bool = False) -> str:
+    """The queue of a job: its kind's base, moved by the conversation's priority.
+
+    ``urgent`` work (processing a user's message, telling the orchestrator a user wrote) stays
+    on ``high`` whatever the conversation's priority: a person is waiting for the reply.
+    """
+    if urgent:
+        return QUEUES[0]
+    level = _BASE_QUEUE[kind] + _PRIORITY_SHIFT.get(priority, 0)
+    return QUEUES[min(max(level, 0), len(QUEUES) - 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A job to record in the outbox (and dispatch after commit)."""
+
+    kind: JobKind
+    queue: str
+    tenant_id: str
+    conversation_id: uuid.UUID | None
+    message_id: uuid.UUID | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    callback_url: str | None = None
+    max_attempts: int = 3
+    # Makes a duplicate impossible: a second job with the same key is never written.
+    dedupe_key: str | None = None
+    id: uuid.UUID = field(default_factory=new_id)
+
+    def rq_job_id(self, attempt: int = 0) -> str:
+        """Deterministic RQ id (``[A-Za-z0-9_-]``) per dispatch of this row."""
+        base = f"{self.kind.value}-{self.id.hex}"
+        return base if attempt == 0 else f"{base}-r{attempt}"
+
+
+def row_values(spec: JobSpec, now: datetime) -> dict[str, Any]:
+    """The ``jobs`` row of a spec, status pending."""
+    return {
+        "id": spec.id,
+        "tenant_id": spec.tenant_id,
+        "conversation_id": spec.conversation_id,
+        "message_id": spec.message_id,
+        "kind": spec.kind.value,
+        "queue": spec.queue,
+        "args": spec.args,
+        "status": JobStatus.PENDING.value,
+        "attempts": 0,
+        "max_attempts": spec.max_attempts,
+        "rq_job_id": None,
+        "dedupe_key": spec.dedupe_key,
+        "callback_url": spec.callback_url,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+async def record_jobs(conn: AsyncConnection, specs: list[JobSpec]) -> list[JobSpec]:
+    """Write outbox rows in the caller's transaction; returns the specs actually written.
+
+    A spec whose ``dedupe_key`` is already taken is skipped (ON CONFLICT DO NOTHING), so a
+    duplicate job cannot exist and the caller's transaction is not disturbed.
+    """
+    if not specs:
+        return []
+    now = utcnow()
+    plain = [spec for spec in specs if spec.dedupe_key is None]
+    if plain:
+        await conn.execute(insert(jobs), [row_values(spec, now) for spec in plain])
+    written = list(plain)
+    insert_fn = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    for spec in specs:
+        if spec.dedupe_key is None:
+            continue
+        stmt = insert_fn(jobs).values(**row_values(spec, now)).on_conflict_do_nothing()
+        if (await conn.execute(stmt)).rowcount == 1:
+            written.append(spec)
+    return written
+
+
+def spec_from_row(row: Any) -> JobSpec:
+    """Rebuild a spec from a ``jobs`` row (sweep and redelivery)."""
+    return JobSpec(
+        kind=JobKind(row.kind),
+        queue=row.queue,
+        tenant_id=row.tenant_id,
+        conversation_id=row.conversation_id,
+        message_id=row.message_id,
+        args=row.args,
+        callback_url=row.callback_url,
+        max_attempts=row.max_attempts,
+        dedupe_key=row.dedupe_key,
+        id=row.id,
+    )

@@ -1,0 +1,220 @@
+"""Dispatch of outbox rows to RQ: right after commit, and by a periodic sweep.
+
+The request path only writes ``jobs`` rows in its transaction and, after the commit, hands the
+specs to the ``OutboxRelay``; the response never waits for Redis. The relay enqueues them (by
+dotted path, so the API never imports worker code) and marks them queued in one batched UPDATE.
+If Redis is down the rows simply stay ``pending``; the sweep, which one replica at a time runs
+under a Redis lock, dispatches them once Redis is back, re-dispatches rows whose lease expired
+(their worker died) and rows that Redis lost. RQ's ``unique`` enqueue refuses a second job with
+the same id, and workers claim the row before running it, so nothing runs twice.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from datetime import timedelta
+
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError
+from rq.job import Job as RQJob
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from conversation_service.config.settings import ConversationSettings
+from conversation_service.db.tables import jobs_table as jobs
+from conversation_service.queue.jobs import (
+    QUEUES,
+    TASK_PATHS,
+    JobKind,
+    JobSpec,
+    JobStatus,
+    spec_from_row,
+)
+from conversation_service.utils.clock import utcnow
+
+log = logging.getLogger(__name__)
+SWEEP_LOCK = "cs:outbox-sweep-lock"
+SWEEP_BATCH = 500
+
+
+class Dispatcher:
+    """Enqueues job specs on RQ (blocking; call it from a thread in async code)."""
+
+    def __init__(self, redis: SyncRedis, settings: ConversationSettings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.queues = {name: Queue(name, connection=redis) for name in QUEUES}
+
+    def dispatch(self, spec: JobSpec, attempt: int = 0) -> str:
+        """Enqueue one spec; an RQ job with the same id already there counts as dispatched."""
+        rq_id = spec.rq_job_id(attempt)
+        intervals = (
+            self.settings.callback_retry_intervals
+            if spec.kind is JobKind.DELIVER_CALLBACK
+            else self.settings.job_retry_intervals
+        )
+        retries = spec.max_attempts - 1 - attempt
+        try:
+            self.queues[spec.queue].enqueue_call(
+                func=TASK_PATHS[spec.kind],
+                args=(str(spec.id),),
+                job_id=rq_id,
+                timeout=self.settings.job_timeout_seconds,
+                result_ttl=24 * 3600,
+                failure_ttl=7 * 24 * 3600,
+                retry=Retry(max=retries, interval=list(intervals)) if retries > 0 else None,
+                unique=True,
+            )
+        except DuplicateJobError:
+            pass
+        return rq_id
+
+    def exists(self, rq_job_id: str) -> bool:
+        """Whether RQ still holds a job with this id."""
+        return bool(RQJob.exists(rq_job_id, connection=self.redis))
+
+
+class OutboxRelay:
+    """Dispatches freshly committed outbox rows and sweeps up what was left behind."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        redis: Redis,
+        dispatcher: Dispatcher,
+        settings: ConversationSettings,
+    ) -> None:
+        self.engine = engine
+        self.redis = redis
+        self.dispatcher = dispatcher
+        self.settings = settings
+        self._queue: asyncio.Queue[JobSpec] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def submit(self, specs: Iterable[JobSpec]) -> None:
+        """Hand committed specs to the relay (never blocks, never raises)."""
+        for spec in specs:
+            self._queue.put_nowait(spec)
+
+    def start(self) -> None:
+        """Start the relay and sweep loops (in the app lifespan)."""
+        self._tasks = [
+            asyncio.create_task(self._relay_loop(), name="outbox-relay"),
+            asyncio.create_task(self._sweep_loop(), name="outbox-sweep"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop the loops; undispatched rows stay pending for the next sweep."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _relay_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty() and len(batch) < SWEEP_BATCH:
+                batch.append(self._queue.get_nowait())
+            try:
+                await self.dispatch(batch)
+            except Exception:  # noqa: BLE001 - the sweep retries whatever failed here
+                log.warning("outbox relay could not dispatch; the sweep will", exc_info=True)
+
+    async def dispatch(self, specs: list[JobSpec], attempts: dict[str, int] | None = None) -> None:
+        """Enqueue specs (in a thread: RQ is blocking) and mark them queued in one UPDATE."""
+        attempts = attempts or {}
+        dispatched = await asyncio.to_thread(
+            lambda: [
+                (spec, self.dispatcher.dispatch(spec, attempts.get(str(spec.id), 0)))
+                for spec in specs
+            ]
+        )
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            for spec, rq_id in dispatched:
+                await conn.execute(
+                    update(jobs)
+                    .where(
+                        jobs.c.id == spec.id,
+                        jobs.c.status.in_((JobStatus.PENDING.value, JobStatus.QUEUED.value)),
+                    )
+                    .values(
+                        status=JobStatus.QUEUED.value,
+                        rq_job_id=rq_id,
+                        dispatched_at=now,
+                        updated_at=now,
+                    )
+                )
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.outbox_sweep_interval)
+            try:
+                await self.sweep()
+            except Exception:  # noqa: BLE001 - keep sweeping; log what went wrong
+                log.warning("outbox sweep failed", exc_info=True)
+
+    async def sweep(self) -> int:
+        """Re-dispatch pending, abandoned and lost jobs; returns how many were dispatched."""
+        ttl_ms = int(max(self.settings.outbox_sweep_interval * 2, 1) * 1000)
+        try:
+            if not await self.redis.set(SWEEP_LOCK, "1", nx=True, px=ttl_ms):
+                return 0  # another replica sweeps this round
+        except RedisError:
+            return 0  # nothing can be dispatched while Redis is down
+        now = utcnow()
+        grace = now - timedelta(seconds=self.settings.outbox_grace_seconds)
+        lost_after = now - timedelta(seconds=max(self.settings.outbox_grace_seconds * 4, 30))
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(jobs)
+                    .where(
+                        or_(
+                            (jobs.c.status == JobStatus.PENDING.value)
+                            & (jobs.c.created_at < grace),
+                            (jobs.c.status == JobStatus.STARTED.value) & (jobs.c.lease_until < now),
+                            (jobs.c.status == JobStatus.QUEUED.value)
+                            & (jobs.c.dispatched_at < lost_after),
+                        )
+                    )
+                    .order_by(jobs.c.created_at)
+                    .limit(SWEEP_BATCH)
+                )
+            ).all()
+        todo: list[JobSpec] = []
+        attempts: dict[str, int] = {}
+        for row in rows:
+            spec = spec_from_row(row)
+            if row.status == JobStatus.QUEUED.value:
+                if await asyncio.to_thread(self.dispatcher.exists, row.rq_job_id or ""):
+                    continue  # still waiting in RQ: not lost
+                attempts[str(spec.id)] = row.attempts + 1
+            elif row.status == JobStatus.STARTED.value:
+                # Its worker died mid-run (the lease was not renewed): run it again, or give
+                # up once it has used every attempt.
+                exhausted = row.attempts >= row.max_attempts
+                async with self.engine.begin() as conn:
+                    await conn.execute(
+                        update(jobs)
+                        .where(jobs.c.id == row.id, jobs.c.status == JobStatus.STARTED.value)
+                        .values(
+                            status=JobStatus.FAILED.value if exhausted else JobStatus.QUEUED.value,
+                            error="worker lost" if exhausted else row.error,
+                            finished_at=now if exhausted else None,
+                            updated_at=now,
+                        )
+                    )
+                if exhausted:
+                    continue
+                attempts[str(spec.id)] = row.attempts
+            todo.append(spec)
+        if todo:
+            log.info("outbox sweep re-dispatching", extra={"jobs": len(todo)})
+            await self.dispatch(todo, attempts)
+        return len(todo)

@@ -1,0 +1,86 @@
+"""Server-Sent Events: ``GET /api/v1/conversations/{id}/events``.
+
+The same frames as the WebSocket (see ``websocket.handlers``), one ``data:`` line each; logged
+events carry an ``id:`` line so the browser's ``EventSource`` resumes with ``Last-Event-ID``.
+``?after=`` does the same for clients that cannot set headers; browsers, which cannot set an
+``Authorization`` header on ``EventSource`` either, may pass the JWT as ``?token=``.
+"""
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query
+from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from conversation_service.errors import UnauthorizedError
+from conversation_service.models.streaming import EVENT_ID_PATTERN
+from conversation_service.routes.deps import AfterCommit, ResourcesDep, UnitOfWork
+from conversation_service.routes.errors import problems
+from conversation_service.services import streaming
+from conversation_service.services.auth import Principal
+from conversation_service.websocket import handlers
+from conversation_service.websocket.events import EventType
+
+router = APIRouter(prefix="/api/v1/conversations/{conversation_id}", tags=["events"])
+_bearer = HTTPBearer(auto_error=False, description="User JWT (HS256 or RS256) with sub and tenant")
+
+
+def stream_user(
+    resources: ResourcesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    token: Annotated[
+        str | None,
+        Query(max_length=8192, description="The JWT, for clients that cannot set headers"),
+    ] = None,
+) -> Principal:
+    """The user of a bearer JWT (header, or ``token`` query parameter), or 401."""
+    presented = credentials.credentials if credentials is not None else token
+    if not presented:
+        raise UnauthorizedError("missing bearer token")
+    return resources.verifier.verify(presented)
+
+
+_SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "An endless ``text/event-stream`` of the conversation's events",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.get(
+    "/events",
+    response_class=StreamingResponse,
+    responses={**_SSE_RESPONSE, **problems(401, 404, 422)},
+)
+async def conversation_events(
+    conversation_id: uuid.UUID,
+    user: Annotated[Principal, Depends(stream_user)],
+    hooks: AfterCommit,
+    uow: UnitOfWork,
+    resources: ResourcesDep,
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", pattern=EVENT_ID_PATTERN, description="Resume after it"),
+    ] = None,
+    after: Annotated[
+        str | None, Query(pattern=EVENT_ID_PATTERN, description="Resume after this event id")
+    ] = None,
+) -> StreamingResponse:
+    """Live events of a conversation as Server-Sent Events, resumable by event id."""
+    started = await streaming.authorize_subscription(uow, user, conversation_id, "sse")
+    if started is not None:
+        session = {"session": started.model_dump(mode="json")}
+
+        async def publish() -> None:
+            await resources.events.publish_safely(
+                conversation_id, EventType.SESSION_STARTED, session
+            )
+
+        hooks.add(publish)
+    return StreamingResponse(
+        handlers.sse_frames(resources, conversation_id, last_event_id or after),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,287 @@
+"""OpenAI-compatible Conversations API (mounted at ``settings.openai_prefix``, ``/v1``).
+
+The official ``openai`` SDK works against it unchanged (``base_url=<service>/v1``). Callers
+authenticate with an API key (``Authorization: Bearer cs_…``) that acts as one user of one
+tenant, so what they see is exactly what that user sees through ``/api/v1``. Errors are in
+OpenAI's shape (see ``routes.openai_errors``).
+"""
+
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from conversation_service.errors import UnauthorizedError
+from conversation_service.models.openai_compat import (
+    DEFAULT_ITEMS_PAGE,
+    MAX_ITEMS_PAGE,
+    ConversationCreateIn,
+    ConversationDeletedObject,
+    ConversationObject,
+    ConversationUpdateIn,
+    Includable,
+    ItemListOut,
+    ItemsCreateIn,
+    MessageItemOut,
+)
+from conversation_service.resources import Resources
+from conversation_service.routes.deps import AfterCommit, AfterCommitHooks, ResourcesDep, UnitOfWork
+from conversation_service.routes.openai_errors import openai_errors
+from conversation_service.services import api_keys, openai_compat
+from conversation_service.services.auth import Principal
+from conversation_service.services.openai_compat import Written
+from conversation_service.websocket.events import EventType, publish_after_commit
+
+router = APIRouter(tags=["openai-compatible"])
+T = TypeVar("T")
+
+_api_key_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="API key issued by POST /internal/v1/api-keys or `conversation-service api-keys`",
+)
+
+
+async def api_key_user(
+    uow: UnitOfWork,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_key_bearer)],
+) -> Principal:
+    """The user a live API key acts as, or 401."""
+    if credentials is None:
+        raise UnauthorizedError("missing API key: send `Authorization: Bearer <key>`")
+    return await api_keys.authenticate(uow, credentials.credentials)
+
+
+ApiKeyUser = Annotated[Principal, Depends(api_key_user)]
+
+# The id formats are documented, not enforced: an id of any other form names nothing, which is
+# a 404 like any unknown id (the answer the SDK's users expect), not a 400.
+ConversationId = Annotated[
+    str,
+    Path(
+        description="`conv_` and 32 lowercase hex digits.",
+        json_schema_extra={"pattern": "^conv_[0-9a-f]{32}$"},
+    ),
+]
+ItemId = Annotated[
+    str,
+    Path(
+        description="`msg_` and 32 lowercase hex digits.",
+        json_schema_extra={"pattern": "^msg_[0-9a-f]{32}$"},
+    ),
+]
+
+
+def includes(
+    bracketed: Annotated[
+        list[Includable] | None,
+        Query(alias="include[]", description="Extra fields to return (the SDK's `include`)."),
+    ] = None,
+    plain: Annotated[list[Includable] | None, Query(alias="include")] = None,
+) -> frozenset[str]:
+    """``include`` as the SDK sends it (``include[]=…``) or repeated plainly."""
+    return frozenset([*(bracketed or ()), *(plain or ())])
+
+
+Includes = Annotated[frozenset[str], Depends(includes)]
+
+
+def _links(parameters: dict[str, str], *operation_ids: str) -> dict[str, Any]:
+    """OpenAPI links from a 200 answer to the operations its ids feed (clients and fuzzers)."""
+    return {
+        "links": {
+            "".join(word.title() for word in op.split("_")[1:]): {
+                "operationId": op,
+                "parameters": parameters,
+            }
+            for op in operation_ids
+        }
+    }
+
+
+_FROM_NEW_CONVERSATION = _links(
+    {"conversation_id": "$response.body#/id"},
+    "openai_get_conversation",
+    "openai_update_conversation",
+    "openai_delete_conversation",
+    "openai_create_items",
+    "openai_list_items",
+)
+_FROM_NEW_ITEMS = _links(
+    {"conversation_id": "$request.path.conversation_id", "item_id": "$response.body#/first_id"},
+    "openai_get_item",
+    "openai_delete_item",
+)
+
+
+@router.post(
+    "/conversations",
+    operation_id="openai_create_conversation",
+    responses={200: _FROM_NEW_CONVERSATION, **openai_errors(400, 401, 413, 415)},
+)
+async def create_conversation(
+    body: ConversationCreateIn,
+    hooks: AfterCommit,
+    user: ApiKeyUser,
+    uow: UnitOfWork,
+    resources: ResourcesDep,
+) -> ConversationObject:
+    """Create a conversation, optionally with up to 20 initial items."""
+    written = await openai_compat.create_conversation(uow, user, body, settings=resources.settings)
+    return _after_commit(hooks, resources, written)
+
+
+@router.get(
+    "/conversations/{conversation_id}",
+    operation_id="openai_get_conversation",
+    responses=openai_errors(401, 404),
+)
+async def get_conversation(
+    conversation_id: ConversationId, user: ApiKeyUser, uow: UnitOfWork
+) -> ConversationObject:
+    """Get a conversation."""
+    return await openai_compat.get_conversation(uow, user, conversation_id)
+
+
+@router.post(
+    "/conversations/{conversation_id}",
+    operation_id="openai_update_conversation",
+    responses=openai_errors(400, 401, 404, 413, 415),
+)
+async def update_conversation(
+    conversation_id: ConversationId,
+    body: ConversationUpdateIn,
+    hooks: AfterCommit,
+    user: ApiKeyUser,
+    uow: UnitOfWork,
+    resources: ResourcesDep,
+) -> ConversationObject:
+    """Replace a conversation's metadata."""
+    written = await openai_compat.update_conversation(uow, user, conversation_id, body)
+    return _after_commit(hooks, resources, written)
+
+
+@router.delete(
+    "/conversations/{conversation_id}",
+    operation_id="openai_delete_conversation",
+    responses=openai_errors(401, 404),
+)
+async def delete_conversation(
+    conversation_id: ConversationId, user: ApiKeyUser, uow: UnitOfWork, resources: ResourcesDep
+) -> ConversationDeletedObject:
+    """Delete a conversation."""
+    return await openai_compat.delete_conversation(
+        uow, user, conversation_id, settings=resources.settings
+    )
+
+
+@router.post(
+    "/conversations/{conversation_id}/items",
+    operation_id="openai_create_items",
+    responses={200: _FROM_NEW_ITEMS, **openai_errors(400, 401, 404, 409, 413, 415)},
+)
+async def create_items(
+    conversation_id: ConversationId,
+    body: ItemsCreateIn,
+    hooks: AfterCommit,
+    user: ApiKeyUser,
+    uow: UnitOfWork,
+    resources: ResourcesDep,
+    include: Includes,
+) -> ItemListOut:
+    """Add up to 20 items to a conversation."""
+    written = await openai_compat.add_items(
+        uow, user, conversation_id, body.items, include, settings=resources.settings
+    )
+    return _after_commit(hooks, resources, written)
+
+
+@router.get(
+    "/conversations/{conversation_id}/items",
+    operation_id="openai_list_items",
+    responses=openai_errors(400, 401, 404),
+)
+async def list_items(
+    conversation_id: ConversationId,
+    user: ApiKeyUser,
+    uow: UnitOfWork,
+    resources: ResourcesDep,
+    include: Includes,
+    after: Annotated[
+        str | None, Query(max_length=128, description="List the items after this item id.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_ITEMS_PAGE)] = DEFAULT_ITEMS_PAGE,
+    order: Literal["asc", "desc"] = "desc",
+) -> ItemListOut:
+    """List a conversation's items, newest first unless ``order=asc``."""
+    return await openai_compat.list_items(
+        uow,
+        user,
+        conversation_id,
+        after=after,
+        limit=limit,
+        order=order,
+        include=include,
+        codec=resources.cursors,
+    )
+
+
+@router.get(
+    "/conversations/{conversation_id}/items/{item_id}",
+    operation_id="openai_get_item",
+    responses=openai_errors(400, 401, 404),
+)
+async def get_item(
+    conversation_id: ConversationId,
+    item_id: ItemId,
+    user: ApiKeyUser,
+    uow: UnitOfWork,
+    include: Includes,
+) -> MessageItemOut:
+    """Get one item."""
+    return await openai_compat.get_item(uow, user, conversation_id, item_id, include)
+
+
+@router.delete(
+    "/conversations/{conversation_id}/items/{item_id}",
+    operation_id="openai_delete_item",
+    responses=openai_errors(401, 404),
+)
+async def delete_item(
+    conversation_id: ConversationId,
+    item_id: ItemId,
+    hooks: AfterCommit,
+    user: ApiKeyUser,
+    uow: UnitOfWork,
+    resources: ResourcesDep,
+) -> ConversationObject:
+    """Delete an item; answers with the conversation."""
+    written = await openai_compat.delete_item(uow, user, conversation_id, item_id)
+    return _after_commit(hooks, resources, written)
+
+
+def _after_commit(hooks: AfterCommitHooks, resources: Resources, written: Written[T]) -> T:
+    """Dispatch the write's jobs and publish its events once it commits; return its answer."""
+    if written.jobs:
+        jobs = written.jobs
+
+        async def dispatch() -> None:
+            resources.relay.submit(jobs)
+
+        hooks.add(dispatch)
+    for message in written.messages:
+        publish_after_commit(
+            hooks, resources.events, written.conversation_id, EventType.MESSAGE_CREATED,
+            {"message": message},
+        )  # fmt: skip
+    if written.conversation is not None:
+        publish_after_commit(
+            hooks, resources.events, written.conversation_id, EventType.CONVERSATION_UPDATED,
+            {"conversation": written.conversation.model_dump(mode="json")},
+        )  # fmt: skip
+    if written.deleted_message_id is not None:
+        publish_after_commit(
+            hooks, resources.events, written.conversation_id, EventType.MESSAGE_DELETED,
+            {"message_id": str(written.deleted_message_id)},
+        )  # fmt: skip
+    return written.body

@@ -1,0 +1,109 @@
+"""Internal streaming routes: the orchestrator writes agent messages and streams replies.
+
+``POST /internal/v1/conversations/{id}/messages`` creates an assistant, tool or system message,
+``completed`` or ``streaming``; a streaming one grows by ``…/deltas`` (no database write per
+delta) and ends with ``…/complete`` or ``…/fail``. Every step is published to the
+conversation's event log after it commits.
+"""
+
+import functools
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Response, status
+
+from conversation_service.models.message import MessageOut
+from conversation_service.models.streaming import (
+    AgentMessageCreate,
+    DeltasAccepted,
+    DeltasIn,
+    StreamComplete,
+    StreamFail,
+    StreamResult,
+)
+from conversation_service.routes.deps import AfterCommit, ResourcesDep, UnitOfWork, internal_service
+from conversation_service.routes.errors import problems
+from conversation_service.routes.messages import JSONBytesResponse
+from conversation_service.services import streaming
+from conversation_service.websocket.events import Delta
+
+router = APIRouter(
+    prefix="/internal/v1/conversations/{conversation_id}/messages",
+    tags=["internal"],
+    dependencies=[Depends(internal_service)],
+)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=MessageOut,
+    responses=problems(400, 401, 404, 409, 413, 415, 422),
+)
+async def create_agent_message(
+    conversation_id: uuid.UUID,
+    body: AgentMessageCreate,
+    hooks: AfterCommit,
+    uow: UnitOfWork,
+    resources: ResourcesDep,
+) -> Response:
+    """Append an agent, tool or system message; ``status: streaming`` opens it for deltas."""
+    message = await streaming.create_agent_message(uow, conversation_id, body)
+    store = streaming.StreamStore(resources.redis)
+    hooks.add(functools.partial(streaming.after_create, resources.events, store, message))
+    return JSONBytesResponse(message, status_code=201)
+
+
+@router.post(
+    "/{message_id}/deltas",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DeltasAccepted,
+    responses=problems(400, 401, 404, 409, 413, 415, 422),
+)
+async def append_deltas(
+    conversation_id: uuid.UUID, message_id: uuid.UUID, body: DeltasIn, resources: ResourcesDep
+) -> Response:
+    """Publish chunks of a streaming message at once; a re-sent ``index`` is ignored."""
+    ids = await streaming.append_deltas(
+        resources.events,
+        streaming.StreamStore(resources.redis),
+        resources.engine,
+        conversation_id,
+        message_id,
+        [Delta(delta.index, delta.text) for delta in body.deltas],
+    )
+    return JSONBytesResponse({"message_id": str(message_id), "event_ids": ids}, status_code=202)
+
+
+@router.post("/{message_id}/complete", responses=problems(400, 401, 404, 409, 413, 415, 422))
+async def complete_message(
+    conversation_id: uuid.UUID,
+    message_id: uuid.UUID,
+    hooks: AfterCommit,
+    uow: UnitOfWork,
+    resources: ResourcesDep,
+    body: Annotated[StreamComplete | None, Body()] = None,
+) -> StreamResult:
+    """Persist the final content (default: the deltas joined) and publish ``message.completed``."""
+    store = streaming.StreamStore(resources.redis)
+    outcome = await streaming.complete_message(
+        uow, store, conversation_id, message_id, body or StreamComplete()
+    )
+    hooks.add(functools.partial(streaming.after_finish, resources.events, store, outcome))
+    return StreamResult(message=outcome.message)
+
+
+@router.post("/{message_id}/fail", responses=problems(400, 401, 404, 409, 413, 415, 422))
+async def fail_message(
+    conversation_id: uuid.UUID,
+    message_id: uuid.UUID,
+    body: StreamFail,
+    hooks: AfterCommit,
+    uow: UnitOfWork,
+    resources: ResourcesDep,
+) -> StreamResult:
+    """Mark the reply failed (partial content kept) and publish ``message.failed``."""
+    store = streaming.StreamStore(resources.redis)
+    outcome = await streaming.fail_message(uow, store, conversation_id, message_id, body.error)
+    hooks.add(functools.partial(streaming.after_finish, resources.events, store, outcome))
+    return StreamResult(message=outcome.message)

@@ -1,0 +1,84 @@
+"""The callbacks we send, documented in the OpenAPI ``webhooks`` section.
+
+These operations are never served: they describe the POSTs the orchestrator receives, so its
+team reads one spec for both directions. Every request carries the Standard Webhooks headers
+``webhook-id`` (the same on every retry), ``webhook-timestamp`` and ``webhook-signature``.
+"""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import FastAPI
+from pydantic import BaseModel, Field
+
+from conversation_service.models.message import MessageOut
+
+
+class MessageCreatedData(BaseModel):
+    """A user wrote: run the agent."""
+
+    conversation_id: str
+    message: MessageOut
+
+
+class TaskOutcomeData(BaseModel):
+    """How a requested task ended."""
+
+    job_id: str
+    kind: str
+    conversation_id: str | None
+    status: Literal["finished", "failed"]
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class MessageCreatedEvent(BaseModel):
+    """``message.created``."""
+
+    type: Literal["message.created"]
+    timestamp: datetime
+    data: MessageCreatedData
+
+
+class TaskCompletedEvent(BaseModel):
+    """``task.completed``."""
+
+    type: Literal["task.completed"]
+    timestamp: datetime
+    data: TaskOutcomeData
+
+
+class TaskFailedEvent(BaseModel):
+    """``task.failed``."""
+
+    type: Literal["task.failed"]
+    timestamp: datetime
+    data: TaskOutcomeData
+
+
+class ConversationLifecycleEvent(BaseModel):
+    """``conversation.created`` / ``conversation.archived`` / ``conversation.deleted``."""
+
+    type: Literal["conversation.created", "conversation.archived", "conversation.deleted"]
+    timestamp: datetime
+    data: dict[str, Any] = Field(description="The conversation (id, agent_id, user_id, status…).")
+
+
+def document_webhooks(app: FastAPI) -> None:
+    """Add every callback payload to ``app.webhooks`` (OpenAPI ``webhooks``)."""
+
+    @app.webhooks.post("message.created")
+    def message_created(body: MessageCreatedEvent) -> None:
+        """A user message was stored; sent at high priority to ORCHESTRATOR_CALLBACK_URL."""
+
+    @app.webhooks.post("task.completed")
+    def task_completed(body: TaskCompletedEvent) -> None:
+        """A requested task finished; sent to its callback_url and the orchestrator."""
+
+    @app.webhooks.post("task.failed")
+    def task_failed(body: TaskFailedEvent) -> None:
+        """A requested task failed after its last attempt."""
+
+    @app.webhooks.post("conversation.lifecycle")
+    def conversation_lifecycle(body: ConversationLifecycleEvent) -> None:
+        """A conversation was created, archived or deleted."""

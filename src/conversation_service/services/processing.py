@@ -1,0 +1,312 @@
+"""Async cores of the background tasks; each takes a ``JobContext`` and returns a JSON result.
+
+They are idempotent: running one twice (a re-dispatch after a lost worker) recomputes the same
+values, and a summary is only written for a span no version covers yet.
+"""
+
+import logging
+import uuid
+from collections import Counter
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from conversation_service.analysis.language import detect_language
+from conversation_service.analysis.sentiment import analyze_sentiment as score_sentiment
+from conversation_service.analysis.sentiment import label_for, rolling_sentiment
+from conversation_service.analysis.summarize import (
+    ExtractiveSummarizer,
+    LLMSummarizer,
+    Summarizer,
+    SummaryInput,
+)
+from conversation_service.config.settings import ConversationSettings
+from conversation_service.db.tables import conversations_table as conversations
+from conversation_service.db.tables import messages_table as messages
+from conversation_service.errors import ValidationError
+from conversation_service.models.memory import MemoryStrategy
+from conversation_service.queue.consumer import JobContext, RetryableJobError
+from conversation_service.queue.jobs import JobKind, JobSpec, queue_for
+from conversation_service.services import callbacks, summaries
+from conversation_service.services.memory_manager import ConversationMemoryManager, WindowRequest
+from conversation_service.services.message_store import count_message_tokens
+
+log = logging.getLogger(__name__)
+SUMMARY_LOCK_SECONDS = 300
+
+
+def normalise_metadata(metadata: dict[str, Any], content: str) -> dict[str, Any]:
+    """Canonical forms of the well-known keys, plus text statistics under ``text_stats``."""
+    result = {key: value for key, value in metadata.items() if value is not None}
+    if isinstance(result.get("channel"), str):
+        result["channel"] = result["channel"].strip().lower()
+    locale = result.get("locale")
+    if isinstance(locale, str) and locale.strip():
+        parts = locale.strip().replace("_", "-").split("-")
+        result["locale"] = "-".join(
+            [parts[0].lower(), *(p.upper() if len(p) == 2 else p for p in parts[1:])]
+        )
+    result["text_stats"] = {"chars": len(content), "words": len(content.split())}
+    return result
+
+
+async def _message(conn: AsyncConnection, message_id: uuid.UUID) -> Any:
+    return (
+        await conn.execute(
+            select(
+                messages.c.id,
+                messages.c.conversation_id,
+                messages.c.tenant_id,
+                messages.c.role,
+                messages.c.content,
+                messages.c.metadata,
+                messages.c.language,
+                messages.c.token_count,
+                messages.c.deleted_at,
+                conversations.c.priority,
+            )
+            .join(conversations, conversations.c.id == messages.c.conversation_id)
+            .where(messages.c.id == message_id)
+        )
+    ).one_or_none()
+
+
+async def process_message(ctx: JobContext) -> dict[str, Any]:
+    """Exact token counts, language, normalised metadata; then sentiment and summary jobs."""
+    message_id = ctx.job["message_id"]
+    async with ctx.engine.begin() as conn:
+        row = await _message(conn, message_id)
+        if row is None or row.deleted_at is not None:
+            return {"skipped": "message deleted"}
+        tokens = await count_message_tokens(row.role, row.content)
+        language = detect_language(row.content).code
+        await conn.execute(
+            update(messages)
+            .where(messages.c.id == message_id)
+            .values(
+                tokens_cl100k=tokens["cl100k_base"],
+                tokens_o200k=tokens["o200k_base"],
+                token_count=tokens["o200k_base"],
+                language=language,
+                metadata=normalise_metadata(row.metadata, row.content),
+            )
+        )
+        delta = tokens["o200k_base"] - (row.token_count or 0)
+        if delta:
+            await conn.execute(
+                update(conversations)
+                .where(conversations.c.id == row.conversation_id)
+                .values(token_count=conversations.c.token_count + delta)
+            )
+        specs: list[JobSpec] = []
+        if row.role in ("user", "assistant") and row.content.strip():
+            specs.append(
+                JobSpec(
+                    kind=JobKind.ANALYZE_SENTIMENT,
+                    queue=queue_for(JobKind.ANALYZE_SENTIMENT, row.priority),
+                    tenant_id=row.tenant_id,
+                    conversation_id=row.conversation_id,
+                    message_id=message_id,
+                    max_attempts=ctx.settings.job_max_attempts,
+                    dedupe_key=f"sentiment:{message_id}",
+                )
+            )
+        summary = await summary_job_if_due(
+            conn, ctx, row.conversation_id, row.tenant_id, row.priority
+        )
+        if summary is not None:
+            specs.append(summary)
+        await ctx.enqueue(conn, specs)
+    return {
+        "language": language,
+        "token_count": tokens["o200k_base"],
+        "followups": [spec.kind.value for spec in ctx.followups],
+    }
+
+
+async def summary_job_if_due(
+    conn: AsyncConnection,
+    ctx: JobContext,
+    conversation_id: uuid.UUID,
+    tenant_id: str,
+    priority: str,
+) -> JobSpec | None:
+    """A summary job when the tokens left out of the window pass the trigger threshold."""
+    manager = ConversationMemoryManager(conn, ctx.redis)
+    try:
+        memory = await manager.build(
+            conversation_id, WindowRequest(strategy=MemoryStrategy.SUMMARY_BUFFER)
+        )
+    except ValidationError:
+        return None  # the policy's budget cannot even hold the pinned messages
+    if not memory.truncated or memory.cut_seq is None:
+        return None
+    floor = memory.summary.covers_until_seq if memory.summary else 0
+    outside = await conn.scalar(
+        select(func.coalesce(func.sum(messages.c.tokens_o200k), 0)).where(
+            messages.c.conversation_id == conversation_id,
+            messages.c.seq > floor,
+            messages.c.seq <= memory.cut_seq,
+            messages.c.deleted_at.is_(None),
+        )
+    )
+    if int(outside or 0) < ctx.settings.summary_trigger_tokens:
+        return None
+    return summary_spec(
+        ctx.settings, conversation_id, tenant_id, priority, until_seq=memory.cut_seq
+    )
+
+
+def summary_spec(
+    settings: ConversationSettings,
+    conversation_id: uuid.UUID,
+    tenant_id: str,
+    priority: str,
+    *,
+    until_seq: int,
+    queue: str | None = None,
+    callback_url: str | None = None,
+    notify: bool = False,
+) -> JobSpec:
+    """A ``generate_summary`` job for history up to ``until_seq`` (one per span, ever)."""
+    return JobSpec(
+        kind=JobKind.GENERATE_SUMMARY,
+        queue=queue or queue_for(JobKind.GENERATE_SUMMARY, priority),
+        tenant_id=tenant_id,
+        conversation_id=conversation_id,
+        args={"until_seq": until_seq, "notify": notify},
+        callback_url=callback_url,
+        max_attempts=settings.job_max_attempts,
+        dedupe_key=None if notify else f"summary:{conversation_id}:{until_seq}",
+    )
+
+
+async def analyze_sentiment(ctx: JobContext) -> dict[str, Any]:
+    """Per-message label, score and model; and the rolling conversation-level sentiment."""
+    message_id = ctx.job["message_id"]
+    async with ctx.engine.begin() as conn:
+        row = await _message(conn, message_id)
+        if row is None or row.deleted_at is not None:
+            return {"skipped": "message deleted"}
+        language = row.language or detect_language(row.content).code
+        result = score_sentiment(row.content, language)
+        await conn.execute(
+            update(messages)
+            .where(messages.c.id == message_id)
+            .values(
+                sentiment_label=result.label,
+                sentiment_score=result.score,
+                sentiment_model=result.model,
+            )
+        )
+        current = (
+            await conn.execute(
+                select(conversations.c.sentiment_score, conversations.c.sentiment_count)
+                .where(conversations.c.id == row.conversation_id)
+                .with_for_update()
+            )
+        ).one()
+        rolling = rolling_sentiment(current.sentiment_score, current.sentiment_count, result.score)
+        await conn.execute(
+            update(conversations)
+            .where(conversations.c.id == row.conversation_id)
+            .values(
+                sentiment_score=rolling,
+                sentiment_label=label_for(rolling),
+                sentiment_count=conversations.c.sentiment_count + 1,
+            )
+        )
+    return {
+        "label": result.label,
+        "score": result.score,
+        "model": result.model,
+        "conversation_score": rolling,
+    }
+
+
+def build_summarizer(
+    settings: ConversationSettings, client: httpx.AsyncClient | None = None
+) -> Summarizer:
+    """The configured summarizer: extractive (offline, default) or an OpenAI-compatible LLM."""
+    if settings.summarizer == "llm":
+        if not settings.summary_llm_url:
+            raise ValueError("CONVERSATION_SUMMARY_LLM_URL is required with summarizer=llm")
+        key = (
+            settings.summary_llm_api_key.get_secret_value()
+            if settings.summary_llm_api_key
+            else None
+        )
+        return LLMSummarizer(
+            base_url=settings.summary_llm_url,
+            model=settings.summary_llm_model,
+            api_key=key,
+            client=client,
+        )
+    return ExtractiveSummarizer()
+
+
+async def generate_summary(ctx: JobContext) -> dict[str, Any]:
+    """A new summary version = previous summary + messages since its cut point (non-destructive)."""
+    conversation_id = ctx.job["conversation_id"]
+    until_seq = int(ctx.args["until_seq"])
+    lock_key = f"cs:summary-lock:{conversation_id}"
+    token = str(ctx.job["id"])
+    if not await ctx.redis.set(lock_key, token, nx=True, ex=SUMMARY_LOCK_SECONDS):
+        raise RetryableJobError("another summary of this conversation is running")
+    try:
+        async with ctx.engine.connect() as conn:
+            latest = await summaries.latest_summary(conn, conversation_id)
+            floor = latest["covers_until_seq"] if latest else 0
+            if floor >= until_seq:
+                return {"skipped": "already covered", "covers_until_seq": floor}
+            rows = (
+                await conn.execute(
+                    select(messages.c.seq, messages.c.role, messages.c.content, messages.c.language)
+                    .where(
+                        messages.c.conversation_id == conversation_id,
+                        messages.c.seq > floor,
+                        messages.c.seq <= until_seq,
+                        messages.c.deleted_at.is_(None),
+                        messages.c.role.in_(("user", "assistant")),
+                    )
+                    .order_by(messages.c.seq)
+                )
+            ).all()
+        languages = Counter(row.language for row in rows if row.language)
+        language = languages.most_common(1)[0][0] if languages else None
+        summarizer = build_summarizer(ctx.settings)
+        text = await summarizer.summarize(
+            latest["content"] if latest else None,
+            [SummaryInput(role=row.role, content=row.content, seq=row.seq) for row in rows],
+            language,
+        )
+        if text is None:
+            return {"skipped": "nothing to say", "span": [floor + 1, until_seq]}
+        async with ctx.engine.begin() as conn:
+            values = await summaries.add_summary(
+                conn,
+                conversation_id=conversation_id,
+                tenant_id=ctx.job["tenant_id"],
+                content=text,
+                covers_until_seq=until_seq,
+                method=type(summarizer).__name__.removesuffix("Summarizer").lower(),
+            )
+        return {"version": values["version"], "covers_until_seq": until_seq}
+    finally:
+        if await ctx.redis.get(lock_key) == token.encode():
+            await ctx.redis.delete(lock_key)
+
+
+async def deliver_callback(ctx: JobContext) -> dict[str, Any]:
+    """One signed attempt; a retryable failure raises so RQ retries with backoff."""
+    delivery_id = uuid.UUID(ctx.args["delivery_id"])
+    final = ctx.job["attempts"] >= ctx.job["max_attempts"]
+    async with httpx.AsyncClient(follow_redirects=False) as client:
+        try:
+            return await callbacks.deliver(
+                ctx.engine, ctx.settings, delivery_id, client, final=final
+            )
+        except callbacks.CallbackFailedError as exc:
+            raise RetryableJobError(str(exc)) from exc

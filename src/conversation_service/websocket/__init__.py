@@ -1,0 +1,1 @@
+"""Realtime delivery: the event log, the per-process live hub and the WebSocket handlers."""

@@ -1,0 +1,487 @@
+"""Per-process live fan-out: one Redis pub/sub connection, in-process delivery to clients.
+
+``ConnectionManager`` holds ONE pub/sub connection for the whole process. It is subscribed to
+the channel ``cs:live:{conversation_id}`` of every conversation that has at least one local
+subscriber (reference-counted) and hands each published frame to the local subscribers'
+bounded outboxes; nothing is ever published per viewer.
+
+Resume without gap or duplicate (``subscribe``):
+
+1. the subscription is registered for live delivery first, in buffering mode;
+2. the channel's SUBSCRIBE is confirmed by Redis (only then is every later event sure to come);
+3. the stream is replayed after the client's position, in chunks, at the client's pace;
+4. the buffered live events with an id above the last replayed one are flushed, in one step
+   with no await in between, and the subscription turns live.
+
+Live events are also filtered by id, so a repeat can never reach the client. When the stream
+cannot prove it still holds everything after the position (trimmed, expired, or an unknown id),
+a ``snapshot`` frame built from the database replaces the replay, then live events follow.
+
+If the pub/sub connection drops, every subscription goes back to buffering, the connection is
+re-established with backoff, and each subscription catches up from its own last id the same way:
+a Redis hiccup costs latency, never events. A watchdog PINGs the connection and reconnects when
+it goes silent.
+
+Outboxes are bounded (``OUTBOX_LIMIT`` frames). A client that falls that far behind is closed
+with ``CLOSE_TOO_SLOW`` (4408) and resumes with its last id on its next connection.
+"""
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import RedisError
+
+from conversation_service.websocket import events
+from conversation_service.websocket.events import EventId
+
+log = logging.getLogger(__name__)
+
+# WebSocket close codes (documented in the README and the ``/api/v1/ws`` description).
+CLOSE_NORMAL: Final = 1000
+CLOSE_MESSAGE_TOO_BIG: Final = 1009
+CLOSE_INTERNAL_ERROR: Final = 1011
+CLOSE_SERVICE_RESTART: Final = 1012
+CLOSE_UNAUTHENTICATED: Final = 4401
+CLOSE_TOO_SLOW: Final = 4408
+
+OUTBOX_LIMIT: Final = 1_000
+REPLAY_CHUNK: Final = 256
+SUBSCRIBE_TIMEOUT: Final = 5.0
+_PING_EVERY: Final = 10.0
+_SILENCE_LIMIT: Final = 30.0
+_BACKOFF_MAX: Final = 2.0
+_CONTROL_CHANNEL: Final = b"cs:live:~process"
+
+SnapshotSource = Callable[[uuid.UUID, str | None], Awaitable[str]]
+
+
+class LiveUnavailableError(Exception):
+    """The pub/sub connection is down or did not confirm a subscription in time."""
+
+
+class Outbox:
+    """The bounded queue of frames waiting to be sent to one client.
+
+    ``put`` never blocks (the fan-out loop must not wait for a slow client): past ``limit``
+    frames the outbox is marked ``overflowed`` and the writer closes the connection.
+    """
+
+    __slots__ = ("_frames", "_room", "_wakeup", "close_code", "close_reason", "limit")
+
+    def __init__(self, limit: int = OUTBOX_LIMIT) -> None:
+        self._frames: deque[str] = deque()
+        self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()
+        self.limit = limit
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def put(self, frame: str, event_id: str | None = None) -> None:
+        """Queue a frame; on overflow ask the writer to close the connection as too slow."""
+        if self.close_code is not None:
+            return
+        if len(self._frames) >= self.limit:
+            self.close(CLOSE_TOO_SLOW, "too slow: resume with your last event id")
+            return
+        self._frames.append(self.render(frame, event_id))
+        self._wakeup.set()
+
+    def render(self, frame: str, event_id: str | None) -> str:
+        """What goes on the wire for one frame (the WebSocket sends the frame itself)."""
+        return frame
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Ask the writer to close the connection now, dropping what is queued (first wins)."""
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+        self._frames.clear()
+        self._wakeup.set()
+        self._room.set()
+
+    async def next_frames(self, idle_timeout: float) -> list[str] | None:
+        """Everything queued (waiting up to ``idle_timeout``); [] on timeout, None once closed."""
+        if not self._frames and self.close_code is None:
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(idle_timeout):
+                    await self._wakeup.wait()
+        if self._frames:
+            frames = list(self._frames)
+            self._frames.clear()
+            self._room.set()
+            return frames
+        return None if self.close_code is not None else []
+
+    async def wait_for_room(self, room: int) -> None:
+        """Wait until ``room`` more frames fit (replay goes at the client's pace)."""
+        while self.close_code is None and len(self._frames) > self.limit - room:
+            self._room.clear()
+            await self._room.wait()
+
+
+class SSEOutbox(Outbox):
+    """An outbox whose frames are Server-Sent Events (``id:`` line for logged events)."""
+
+    __slots__ = ()
+
+    def render(self, frame: str, event_id: str | None) -> str:
+        if event_id is None:
+            return f"data: {frame}\n\n"
+        return f"id: {event_id}\ndata: {frame}\n\n"
+
+
+@dataclass(eq=False, slots=True)
+class Subscription:
+    """One client's subscription to one conversation.
+
+    ``pending`` is not None while it is catching up (live frames are buffered there);
+    ``last`` is the id of the last logged event handed to the client. ``resync`` marks a live
+    subscription that must catch up after the pub/sub connection came back; ``broken`` one whose
+    catch-up was overtaken by a lost connection (it fails and the client subscribes again).
+    """
+
+    conversation_id: uuid.UUID
+    channel: bytes
+    outbox: Outbox
+    last: EventId | None = None
+    pending: list[tuple[EventId | None, str | None, str]] | None = field(default_factory=list)
+    active: bool = True
+    resync: bool = False
+    broken: bool = False
+
+
+class ConnectionManager:
+    """This process's live hub: the pub/sub connection, channels and local subscribers."""
+
+    def __init__(self, *, redis_url: str, redis: Redis, snapshot: SnapshotSource) -> None:
+        # A client of its own: pub/sub reads block indefinitely, which the app's client (with
+        # a socket timeout) must not do.
+        self._pubsub_client = Redis.from_url(redis_url, socket_connect_timeout=2.0)
+        self._redis = redis
+        self._snapshot = snapshot
+        self._channels: dict[bytes, set[Subscription]] = {}
+        self._confirmations: dict[bytes, deque[asyncio.Future[None]]] = {}
+        self._connection: AbstractConnection | None = None
+        self._connected = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._outboxes: set[Outbox] = set()
+        self._last_heard = time.monotonic()
+        self._stopping = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the reader (it connects, and reconnects, in the background)."""
+        self._stopping = False
+        self._reader = asyncio.create_task(self._run(), name="live-hub-reader")
+        self._watchdog = asyncio.create_task(self._watch(), name="live-hub-watchdog")
+
+    async def stop(self) -> None:
+        """Close every client with 1012 (service restart) and the pub/sub connection."""
+        self._stopping = True
+        for outbox in list(self._outboxes):
+            outbox.close(CLOSE_SERVICE_RESTART, "service restarting: resume with your last id")
+        for task in (self._reader, self._watchdog, *self._background):
+            if task is not None:
+                task.cancel()
+        for task in (self._reader, self._watchdog, *self._background):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self._drop_connection()
+        await self._pubsub_client.aclose()
+
+    def register(self, outbox: Outbox) -> None:
+        """Track a client connection (closed with 1012 when the process stops)."""
+        self._outboxes.add(outbox)
+        if self._stopping:
+            outbox.close(CLOSE_SERVICE_RESTART, "service restarting")
+
+    def unregister(self, outbox: Outbox) -> None:
+        """Forget a client connection."""
+        self._outboxes.discard(outbox)
+
+    @property
+    def connections(self) -> int:
+        """Client connections open on this process."""
+        return len(self._outboxes)
+
+    @property
+    def channels(self) -> int:
+        """Conversations this process is subscribed to."""
+        return len(self._channels)
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    async def subscribe(
+        self, outbox: Outbox, conversation_id: uuid.UUID, after: str | None
+    ) -> Subscription:
+        """Deliver the conversation's events after ``after`` (None: from now on) to ``outbox``.
+
+        Sends a ``subscribed`` frame first, then the replay (or a snapshot), then live events.
+        Raises ``LiveUnavailableError`` when Redis cannot be reached.
+        """
+        channel = events.live_channel(conversation_id).encode()
+        try:
+            start = after if after is not None else await events.head(self._redis, conversation_id)
+        except (RedisError, OSError) as exc:
+            raise LiveUnavailableError(str(exc)) from exc
+        subscription = Subscription(conversation_id, channel, outbox, events.parse_event_id(start))
+        ready = self._add(subscription)
+        try:
+            await self._await_confirmation(ready)
+            outbox.put(events.control_frame("subscribed", conversation_id, {"after": start}), None)
+            await self._catch_up(subscription)
+        except BaseException:
+            self.unsubscribe(subscription)
+            raise
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop delivering to a subscription (UNSUBSCRIBE once nobody local listens)."""
+        if not subscription.active:
+            return
+        subscription.active = False
+        subscribers = self._channels.get(subscription.channel)
+        if subscribers is None:
+            return
+        subscribers.discard(subscription)
+        if not subscribers:
+            del self._channels[subscription.channel]
+            self._send_nowait("UNSUBSCRIBE", subscription.channel)
+
+    def _add(self, subscription: Subscription) -> asyncio.Future[None] | None:
+        if self._connection is None:
+            raise LiveUnavailableError("live updates are unavailable right now")
+        subscribers = self._channels.get(subscription.channel)
+        if subscribers is not None:
+            subscribers.add(subscription)
+            pending = self._confirmations.get(subscription.channel)
+            return pending[-1] if pending else None
+        self._channels[subscription.channel] = {subscription}
+        return self._request_subscribe(subscription.channel)
+
+    def _request_subscribe(self, channel: bytes) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._confirmations.setdefault(channel, deque()).append(future)
+        self._send_nowait("SUBSCRIBE", channel)
+        return future
+
+    async def _await_confirmation(self, ready: asyncio.Future[None] | None) -> None:
+        if ready is None:
+            return
+        try:
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                await asyncio.shield(ready)
+        except TimeoutError as exc:
+            raise LiveUnavailableError("Redis did not confirm the subscription") from exc
+
+    async def _catch_up(self, subscription: Subscription) -> None:
+        """Replay after ``subscription.last`` (or a snapshot on a gap), then turn live."""
+        snapshots = 0
+        outbox = subscription.outbox
+        while subscription.active:
+            await outbox.wait_for_room(REPLAY_CHUNK)
+            if outbox.close_code is not None:
+                return
+            try:
+                chunk = await events.read_after(
+                    self._redis, subscription.conversation_id, subscription.last, count=REPLAY_CHUNK
+                )
+            except (RedisError, OSError) as exc:
+                raise LiveUnavailableError(str(exc)) from exc
+            if chunk.gap:
+                snapshots += 1
+                if snapshots > 3:
+                    raise LiveUnavailableError("the event log is changing too fast to resume")
+                head = await events.head(self._redis, subscription.conversation_id)
+                frame = await self._snapshot(subscription.conversation_id, head)
+                outbox.put(frame, head)
+                subscription.last = events.parse_event_id(head)
+                continue
+            for entry in chunk.entries:
+                self._deliver(subscription, entry.id, entry.id_text, entry.frame)
+            if len(chunk.entries) < REPLAY_CHUNK:
+                break
+        if subscription.broken:
+            raise LiveUnavailableError("pub/sub connection lost while catching up")
+        self._go_live(subscription)
+
+    def _go_live(self, subscription: Subscription) -> None:
+        pending, subscription.pending = subscription.pending or [], None
+        for event_id, id_text, frame in pending:
+            self._deliver(subscription, event_id, id_text, frame)
+
+    @staticmethod
+    def _deliver(
+        subscription: Subscription, event_id: EventId | None, id_text: str | None, frame: str
+    ) -> None:
+        if event_id is not None:
+            last = subscription.last
+            if last is not None and event_id <= last:
+                return
+            subscription.last = event_id
+        subscription.outbox.put(frame, id_text)
+
+    # -- the pub/sub connection ----------------------------------------------------------------
+
+    def _send_nowait(self, *args: Any) -> None:
+        connection = self._connection
+        if connection is None:
+            return
+        task = asyncio.create_task(self._send(connection, *args))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _send(self, connection: AbstractConnection, *args: Any) -> None:
+        try:
+            await connection.send_command(*args, check_health=False)
+        except (RedisError, OSError) as exc:
+            # The reader sees the broken connection too and reconnects (resubscribing all).
+            log.warning("live hub command failed", extra={"error": str(exc)})
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while not self._stopping:
+            try:
+                await self._connect_and_read()
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._stopping:
+                    return
+                log.warning("live hub connection lost", extra={"error": str(exc)})
+            await self._connection_lost()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    async def _connect_and_read(self) -> None:
+        connection = self._pubsub_client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        await connection.connect()
+        self._connection = connection
+        self._last_heard = time.monotonic()
+        # The control channel keeps the connection in subscribed mode even with no clients.
+        channels = [_CONTROL_CHANNEL, *self._channels]
+        futures = []
+        for channel in channels:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._confirmations.setdefault(channel, deque()).append(future)
+            futures.append(future)
+        await connection.send_command("SUBSCRIBE", *channels, check_health=False)
+        self._connected.set()
+        resync = asyncio.create_task(self._resync(futures[1:]))
+        self._background.add(resync)
+        resync.add_done_callback(self._background.discard)
+        while True:
+            reply = await connection.read_response(timeout=math.inf, push_request=True)
+            self._last_heard = time.monotonic()
+            self._dispatch(reply)
+
+    def _dispatch(self, reply: Any) -> None:
+        if not isinstance(reply, list) or len(reply) < 2:
+            return
+        kind = reply[0]
+        if kind == b"message":
+            self._fan_out(reply[1], reply[2])
+        elif kind == b"subscribe":
+            pending = self._confirmations.get(reply[1])
+            if pending:
+                future = pending.popleft()
+                if not future.done():
+                    future.set_result(None)
+                if not pending:
+                    del self._confirmations[reply[1]]
+
+    def _fan_out(self, channel: bytes, payload: bytes) -> None:
+        subscribers = self._channels.get(channel)
+        if not subscribers:
+            return
+        space = payload.find(b" ")
+        raw_id = payload[:space]
+        frame = payload[space + 1 :].decode()
+        event_id: EventId | None = None
+        id_text: str | None = None
+        if raw_id != b"-":
+            ms, _, seq = raw_id.partition(b"-")
+            event_id = (int(ms), int(seq))
+            id_text = raw_id.decode()
+        for subscription in subscribers:
+            if subscription.pending is not None:
+                subscription.pending.append((event_id, id_text, frame))
+            else:
+                self._deliver(subscription, event_id, id_text, frame)
+
+    async def _resync(self, confirmations: list[asyncio.Future[None]]) -> None:
+        """After a (re)connect: wait for the SUBSCRIBEs, then catch every buffering one up."""
+        try:
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                await asyncio.gather(*confirmations)
+        except TimeoutError:
+            await self._drop_connection()
+            return
+        except LiveUnavailableError:
+            return
+        for subscribers in list(self._channels.values()):
+            for subscription in list(subscribers):
+                if subscription.active and subscription.resync:
+                    subscription.resync = False
+                    try:
+                        await self._catch_up(subscription)
+                    except Exception:
+                        log.warning("live catch-up failed", exc_info=True)
+                        subscription.outbox.close(
+                            CLOSE_SERVICE_RESTART, "live updates interrupted: resume"
+                        )
+
+    async def _connection_lost(self) -> None:
+        self._connected.clear()
+        await self._drop_connection()
+        for pending in self._confirmations.values():
+            for future in pending:
+                if not future.done():
+                    future.set_exception(LiveUnavailableError("pub/sub connection lost"))
+                    future.exception()  # retrieved: nobody may be waiting
+        self._confirmations.clear()
+        # Everyone buffers until the new connection is confirmed, then catches up by id.
+        for subscribers in self._channels.values():
+            for subscription in subscribers:
+                if subscription.pending is None:
+                    subscription.pending = []
+                    subscription.resync = True
+                elif not subscription.resync:
+                    subscription.broken = True
+
+    async def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.disconnect(nowait=True)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(_PING_EVERY)
+            connection = self._connection
+            if connection is None:
+                continue
+            if time.monotonic() - self._last_heard > _SILENCE_LIMIT:
+                log.warning("live hub connection silent; reconnecting")
+                await self._drop_connection()
+                continue
+            await self._send(connection, "PING")

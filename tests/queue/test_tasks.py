@@ -1,0 +1,152 @@
+"""Task requests, job status, priorities, summaries and recovery from a killed worker."""
+
+import signal
+import uuid
+
+from tests.conftest import create_conversation, new_caller
+from tests.queue.conftest import QueueEnv
+
+
+async def test_task_request_runs_and_notifies_its_callback(queue_env: QueueEnv) -> None:
+    cid = (await create_conversation(queue_env.client))["id"]
+    await queue_env.client.post(
+        f"/api/v1/conversations/{cid}/messages", json={"content": "This is terrible, I hate it."}
+    )
+    response = await queue_env.client.post(
+        f"/internal/v1/conversations/{cid}/tasks",
+        json={"kind": "sentiment", "priority": "high", "callback_url": queue_env.receiver.url},
+        headers=queue_env.service,
+    )
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["status"] == "pending"
+    assert job["queue"] == "high"
+    await queue_env.run_worker()
+    status = (
+        await queue_env.client.get(f"/internal/v1/jobs/{job['id']}", headers=queue_env.service)
+    ).json()
+    assert status["status"] == "finished"
+    assert status["result"]["label"] == "negative"
+    public = await queue_env.client.get(f"/api/v1/jobs/{job['id']}")
+    assert public.json()["status"] == "finished"
+    stranger = await queue_env.client.get(f"/api/v1/jobs/{job['id']}", headers=new_caller().headers)
+    assert stranger.status_code == 404
+    completed = [r for r in queue_env.receiver.received if r.event_type == "task.completed"]
+    # Sent to the task's callback_url and the orchestrator's (here the same receiver URL,
+    # deduplicated: one delivery).
+    assert len(completed) == 1
+    assert completed[0].verified
+    assert completed[0].body["data"]["job_id"] == job["id"]
+
+
+async def test_high_jobs_run_before_waiting_low_jobs(queue_env: QueueEnv) -> None:
+    cid = (await create_conversation(queue_env.client))["id"]
+    for i in range(3):
+        await queue_env.client.post(
+            f"/api/v1/conversations/{cid}/messages", json={"content": f"m {i}"}
+        )
+    low = [
+        (
+            await queue_env.client.post(
+                f"/internal/v1/conversations/{cid}/tasks",
+                json={"kind": "sentiment", "priority": "low"},
+                headers=queue_env.service,
+            )
+        ).json()
+        for _ in range(3)
+    ]
+    high = (
+        await queue_env.client.post(
+            f"/internal/v1/conversations/{cid}/tasks",
+            json={"kind": "process", "priority": "high"},
+            headers=queue_env.service,
+        )
+    ).json()
+    assert {j["queue"] for j in low} == {"low"}
+    await queue_env.wait_until(
+        lambda: _statuses(queue_env, [high["id"], *(j["id"] for j in low)], "queued"), what="queued"
+    )
+    await queue_env.run_worker()
+    rows = {str(r["id"]): r for r in await queue_env.jobs(conversation_id=uuid.UUID(cid))}
+    assert all(rows[j["id"]]["started_at"] > rows[high["id"]]["started_at"] for j in low)
+
+
+async def _statuses(env: QueueEnv, ids: list[str], status: str) -> bool:
+    rows = {str(r["id"]): r["status"] for r in await env.jobs()}
+    return all(rows.get(i) == status for i in ids)
+
+
+async def test_killed_worker_job_is_run_again(queue_env: QueueEnv) -> None:
+    queue_env.receiver.delay = 1.5  # the worker is killed while it waits for the receiver
+    cid = (await create_conversation(queue_env.client))["id"]
+    await queue_env.client.post(f"/api/v1/conversations/{cid}/messages", json={"content": "hi"})
+    worker = queue_env.start_worker()
+    await queue_env.wait_until(lambda: len(queue_env.receiver.received) >= 1, what="first attempt")
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=10)
+    queue_env.receiver.delay = 0
+    # The lease (2 s) runs out, the sweep re-dispatches, a new worker finishes the job.
+    callback_job = await queue_env.wait_until(
+        lambda: _started_or_requeued(queue_env, cid),
+        what="the sweep to requeue the job",
+        timeout=30,
+    )
+    await queue_env.run_worker()
+    done = await queue_env.jobs(id=callback_job)
+    assert done[0]["status"] == "finished"
+    assert done[0]["attempts"] == 2
+    ids = [r.webhook_id for r in queue_env.receiver.received if r.event_type == "message.created"]
+    assert len(ids) == 2
+    assert len(set(ids)) == 1  # the receiver can drop the repeat
+
+
+async def _started_or_requeued(env: QueueEnv, cid: str) -> uuid.UUID | None:
+    for job in await env.jobs(conversation_id=uuid.UUID(cid), kind="deliver_callback"):
+        if job["attempts"] == 1 and job["status"] == "queued" and job["rq_job_id"].endswith("-r1"):
+            return job["id"]  # type: ignore[no-any-return]
+    return None
+
+
+async def test_summary_is_generated_incrementally_and_versions_are_kept(
+    queue_env: QueueEnv,
+) -> None:
+    cid = (
+        await create_conversation(
+            queue_env.client, memory_policy={"strategy": "summary_buffer", "max_tokens": 200}
+        )
+    )["id"]
+    facts = [
+        "I am planning a trip to Japan in April with my wife.",
+        "We want to visit Kyoto temples and see the cherry blossoms.",
+        "Our budget is about four thousand dollars for two weeks.",
+        "We prefer traditional ryokan hotels over modern chains.",
+        "My wife is vegetarian, so restaurants need vegetarian options.",
+        "We land in Tokyo Narita airport on April third in the morning.",
+    ]
+    for fact in facts:
+        await queue_env.client.post(f"/api/v1/conversations/{cid}/messages", json={"content": fact})
+    await queue_env.run_worker(CONVERSATION_SUMMARY_TRIGGER_TOKENS="40")
+    first = await queue_env.client.get(f"/api/v1/conversations/{cid}/summary")
+    assert first.status_code == 200, first.text
+    v1 = first.json()
+    assert v1["version"] == 1
+    more = [
+        "Also we would love a day trip to Nara to see the deer park.",
+        "Can you suggest a rail pass that covers Tokyo, Kyoto and Nara?",
+        "We need to be back in Tokyo by April sixteenth for our flight home.",
+    ]
+    for fact in more:
+        await queue_env.client.post(f"/api/v1/conversations/{cid}/messages", json={"content": fact})
+    await queue_env.run_worker(CONVERSATION_SUMMARY_TRIGGER_TOKENS="40")
+    v2 = (await queue_env.client.get(f"/api/v1/conversations/{cid}/summary")).json()
+    assert v2["version"] == 2
+    assert v2["covers_until_seq"] > v1["covers_until_seq"]
+    context = (
+        await queue_env.client.get(
+            f"/internal/v1/conversations/{cid}/context", headers=queue_env.service
+        )
+    ).json()
+    assert context["summary"]["version"] == 2
+    assert all(m["seq"] > v2["covers_until_seq"] for m in context["messages"])
+    summary_jobs = await queue_env.jobs(conversation_id=uuid.UUID(cid), kind="generate_summary")
+    assert len({j["dedupe_key"] for j in summary_jobs}) == len(summary_jobs)

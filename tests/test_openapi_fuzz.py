@@ -1,0 +1,279 @@
+"""Schemathesis v4 against a live ``conversation-service serve``: the OpenAPI spec is the contract.
+
+The server is a real process (uvicorn, migrations, middleware, error handlers) on a fresh SQLite
+file and the session's Redis. Schemathesis runs every phase (examples, coverage, fuzzing,
+stateful) with ``--checks all`` and a fixed seed, so a CI failure reproduces locally.
+
+Credentials come from a Web Fuzzing Commons document: two users in two tenants (``alice``,
+``bob``, JWTs), the orchestrator's service key and, where the OpenAI-compatible API exists, an API
+key of alice's issued through the internal API. Schemathesis tries them in order per operation
+and keeps the first one admitted, so ``/api/v1`` runs as alice, ``/internal/v1`` as the
+orchestrator and the OpenAI-compatible routes with alice's key. alice and bob are ``peers``,
+which turns on ``object_level_authorization``: what alice reads on ``/api/v1`` is replayed as
+bob, who must not get it. The test also fails if no request to some authenticated operation got
+past authentication, since such a run proves nothing about that operation.
+
+Exceptions to ``--checks all`` (each one narrow, written into the run's config from the live
+document, and listed in the README):
+
+* ``positive_data_acceptance`` also accepts ``400`` on operations with a ``cursor`` query
+  parameter: a cursor is an opaque token signed by the server, so a schema-valid string is almost
+  never one it issued, and ``400 invalid-cursor`` is the documented answer. Every other operation
+  keeps the default.
+* ``ensure_resource_availability`` is off for ``.../sessions/current`` and ``.../summary``:
+  schemathesis infers that a conversation it just created is reachable there, but a new
+  conversation has no session until there is activity and no summary until one is generated, so
+  ``404 session-not-found`` / ``404 summary-not-found`` is the documented, correct answer.
+
+Tune with ``FUZZ_MAX_EXAMPLES`` (per operation and phase, default 30) and ``FUZZ_SEED``.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import INTERNAL_KEY, JWT_SECRET
+from conversation_service.services.auth import issue_token
+from live_server import live_server, run_cli, service_env, tail
+
+MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "30"))
+SEED = int(os.environ.get("FUZZ_SEED", "20240611"))
+RUN_TIMEOUT = 300.0
+
+# Answers that do not show an identity was admitted: refusals, and what the body guard answers
+# before credentials are looked at. (400 counts as admitted: the OpenAI-compatible API answers
+# validation errors with it, and a malformed body alone never fills a whole run.)
+PRE_AUTH_STATUSES = {401, 403, 413, 415}
+# `positive_data_acceptance` accepts these on operations that take a `cursor` query parameter.
+CURSOR_STATUSES = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
+# Sub-resources that a new conversation does not have yet, so 404 is the right answer right after
+# it was created: the current session (none until there is activity) and the summary (none until
+# one was generated). Schemathesis infers they are created with the conversation.
+NO_RESOURCE_AVAILABILITY = re.compile(r"/(sessions/current|summary)(/|$)")
+
+
+def operations(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every operation of the document by schemathesis's name for it, ``METHOD /path``."""
+    return {
+        f"{method.upper()} {path}": operation
+        for path, path_item in spec["paths"].items()
+        for method, operation in path_item.items()
+    }
+
+
+def schemathesis_config(spec: dict[str, Any], wfc_path: Path) -> str:
+    """The run's config: WFC identities, then the per-operation exceptions to `--checks all`."""
+    lines = ["[auth.wfc]", f"path = {json.dumps(str(wfc_path))}", 'peers = ["alice", "bob"]']
+    for name, operation in operations(spec).items():
+        query = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+        if "cursor" in query:
+            # An opaque, server-signed token: a schema-valid string is almost never one the
+            # server issued, and 400 invalid-cursor is the documented answer.
+            lines += [
+                "",
+                "[[operations]]",
+                f"include-name = {json.dumps(name)}",
+                "checks.positive_data_acceptance.expected-statuses = "
+                + json.dumps(CURSOR_STATUSES),
+            ]
+        if NO_RESOURCE_AVAILABILITY.search(name):
+            lines += [
+                "",
+                "[[operations]]",
+                f"include-name = {json.dumps(name)}",
+                "checks.ensure_resource_availability.enabled = false",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def schemathesis_command() -> list[str]:
+    """The schemathesis CLI of the running interpreter's environment."""
+    script = Path(sys.executable).parent / "schemathesis"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "schemathesis.cli"]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One entry of the WFC auth document: a name and the bearer credential it sends."""
+
+    name: str
+    credential: str
+
+
+def tenant_user(name: str, run: str) -> tuple[str, str]:
+    """A (tenant, user) pair of its own for ``name`` in this run."""
+    return f"t-{name}-{run}", f"u-{name}-{run}"
+
+
+def issue_api_key(base_url: str, tenant: str, user_id: str) -> str:
+    """An OpenAI-compatible API key for the user, issued through the internal API."""
+    response = httpx.post(
+        f"{base_url}/internal/v1/api-keys",
+        json={"tenant": tenant, "user": user_id, "name": "schemathesis"},
+        headers={"Authorization": f"Bearer {INTERNAL_KEY}"},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    key: str = response.json()["key"]
+    return key
+
+
+def write_auth(path: Path, identities: list[Identity]) -> Path:
+    """Write the WFC auth document; schemathesis tries its entries in this order."""
+    entries = [
+        {
+            "name": identity.name,
+            "fixedHeaders": [{"name": "Authorization", "value": f"Bearer {identity.credential}"}],
+        }
+        for identity in identities
+    ]
+    path.write_text(json.dumps({"auth": entries}))
+    return path
+
+
+def responses_by_operation(har_path: Path, spec: dict[str, Any]) -> dict[str, set[int]]:
+    """Status codes schemathesis received, keyed by ``METHOD /path/template``."""
+    patterns = {
+        name: re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", name.split(" ", 1)[1]) + "$")
+        for name in operations(spec)
+    }
+    seen: dict[str, set[int]] = defaultdict(set)
+    for entry in json.loads(har_path.read_text())["log"]["entries"]:
+        request = entry["request"]
+        path = httpx.URL(request["url"]).path
+        for name, pattern in patterns.items():
+            if name.startswith(request["method"] + " ") and pattern.match(path):
+                seen[name].add(entry["response"]["status"])
+    return seen
+
+
+def clip(text: str, limit: int = 40_000) -> str:
+    """``text`` cut in the middle to at most about ``limit`` characters (head and summary kept)."""
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    return f"{text[: limit * 3 // 4]}\n[... {cut} characters cut ...]\n{text[-limit // 4 :]}"
+
+
+def server_errors(log_path: Path, limit: int = 20) -> str:
+    """One line per distinct unhandled exception in the server's JSON log: path and cause."""
+    causes: dict[str, str] = {}
+    for line in log_path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("exc") and entry.get("path"):
+            cause = str(entry["exc"]).strip().splitlines()[-1]
+            causes.setdefault(cause, str(entry["path"]))
+    return "\n".join(f"{path}: {cause}" for cause, path in list(causes.items())[:limit])
+
+
+@pytest.mark.slow
+def test_live_server_honours_its_openapi_contract(tmp_path: Path, redis_url: str) -> None:
+    env = {
+        "CONVERSATION_ENVIRONMENT": "test",
+        "CONVERSATION_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'fuzz.db'}",
+        "CONVERSATION_REDIS_URL": redis_url,
+        "CONVERSATION_JWT_SECRET": JWT_SECRET,
+        "CONVERSATION_INTERNAL_API_KEYS": INTERNAL_KEY,
+    }
+    run_cli(["migrate"], env, cwd=tmp_path)
+    config_path = tmp_path / "schemathesis.toml"
+    har_path = tmp_path / "schemathesis.har"
+    log_path = tmp_path / "server.log"
+
+    run = uuid.uuid4().hex[:8]
+    (alice_tenant, alice), (bob_tenant, bob) = tenant_user("alice", run), tenant_user("bob", run)
+    identities = [
+        Identity("alice", issue_token(JWT_SECRET, tenant=alice_tenant, user=alice)),
+        Identity("bob", issue_token(JWT_SECRET, tenant=bob_tenant, user=bob)),
+        Identity("orchestrator", INTERNAL_KEY),
+    ]
+
+    with live_server(env, cwd=tmp_path, log_path=log_path) as base_url:
+        spec = httpx.get(f"{base_url}/openapi.json", timeout=10).json()
+        if "POST /internal/v1/api-keys" in operations(spec):
+            # The OpenAI-compatible API takes API keys, not JWTs: alice gets one too. Peers stay
+            # the two JWT users, so object-level authorization is checked on /api/v1 only.
+            api_key = issue_api_key(base_url, alice_tenant, alice)
+            identities.append(Identity("alice-api-key", api_key))
+        wfc_path = write_auth(tmp_path / "wfc-auth.json", identities)
+        config_path.write_text(schemathesis_config(spec, wfc_path))
+        command = [
+            *schemathesis_command(),
+            "--config-file",
+            str(config_path),
+            "run",
+            f"{base_url}/openapi.json",
+            "--checks",
+            "all",
+            "--max-examples",
+            str(MAX_EXAMPLES),
+            "--seed",
+            str(SEED),
+            "--generation-database",
+            "none",
+            "--request-timeout",
+            "10",
+            "--no-color",
+            "--report",
+            "har",
+            "--report-har-path",
+            str(har_path),
+        ]
+        started = time.monotonic()
+        result = subprocess.run(
+            command,
+            env=service_env({}),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            check=False,
+        )
+        elapsed = time.monotonic() - started
+
+    # A run whose credentials never worked passes most checks on 401s alone: prove they did,
+    # by an answer that an admitted request gets (2xx, or a 400/404/409/422 from behind it).
+    secured = [name for name, operation in operations(spec).items() if operation.get("security")]
+    refused: list[str] = []
+    if har_path.exists():  # absent only if schemathesis itself failed; its exit code says why
+        statuses = responses_by_operation(har_path, spec)
+        refused = [name for name in secured if not statuses.get(name, set()) - PRE_AUTH_STATUSES]
+    refused_note = (
+        f"no request to these operations got past authentication: {refused}\n" if refused else ""
+    )
+
+    output = result.stdout + result.stderr
+    failures = output[output.find("=== FAILURES ===") :] if "=== FAILURES ===" in output else output
+    # pytrace=False: the message is the report; the test's own source would only bury it.
+    if result.returncode != 0:
+        pytest.fail(
+            f"schemathesis exited {result.returncode} after {elapsed:.0f}s "
+            f"(seed {SEED}, {MAX_EXAMPLES} examples; request log {har_path})\n"
+            f"command: {' '.join(command)}\n{refused_note}"
+            f"--- unhandled exceptions in the server log ({log_path}) ---\n"
+            f"{server_errors(log_path) or '(none)'}\n"
+            f"--- schemathesis ---\n{clip(failures)}",
+            pytrace=False,
+        )
+    if refused:
+        pytest.fail(
+            f"{refused_note}the fuzzing credentials do not work for them: schemathesis tested "
+            f"nothing behind authentication there\n--- server log tail ---\n{tail(log_path)}",
+            pytrace=False,
+        )
