@@ -22,6 +22,7 @@ from bench.harness import BenchContext
 from bench.raw import RawConnection, RawPool
 from bench.report import Result, Target
 from bench.stats import Measurement, Operation, closed_loop, median_of
+from bench.streaming import SCENARIOS as STREAMING_SCENARIOS
 
 CONCURRENT_CLIENTS = 16
 POOL_SIZE = 8
@@ -259,4 +260,4 @@ async def list_history(ctx: BenchContext) -> list[Result]:
     ]
 
 
-SCENARIOS: dict[str, Scenario] = {"append": append, "list": list_history}
+SCENARIOS: dict[str, Scenario] = {"append": append, "list": list_history, **STREAMING_SCENARIOS}

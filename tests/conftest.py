@@ -57,6 +57,9 @@ def make_settings(database_url: str, redis_url: str, **overrides: Any) -> Conver
         "jwt_secret": JWT_SECRET,
         "internal_api_keys": INTERNAL_KEY,
         "log_json": True,
+        # Several test apps share one database with different Redis servers; only the queue
+        # tests' app sweeps, so no app dispatches another's jobs to the wrong Redis.
+        "outbox_sweep_enabled": False,
     }
     values.update(overrides)
     return ConversationSettings(**values)

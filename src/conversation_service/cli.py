@@ -184,6 +184,12 @@ def _worker(settings: ConversationSettings, *, pool: int, burst: bool, fork: boo
     from conversation_service.queue.jobs import QUEUES  # noqa: PLC0415
 
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    # Models and tokenizers load once here, not in every job (forked horses inherit them).
+    from conversation_service.analysis import warm_up  # noqa: PLC0415
+    from conversation_service.utils.memory_utils import preload_encoders  # noqa: PLC0415
+
+    warm_up()
+    preload_encoders()
     embedded = start_embedded_redis() if settings.redis_url is None else None
     connection = Redis.from_url(settings.effective_redis_url())
     # Listening order is priority: a worker always takes from high before default before low.

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from redis import Redis as SyncRedis
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from conversation_service.config.settings import DEV_WEBHOOK_SECRET, ConversationSettings
 from conversation_service.db.tables import jobs_table
@@ -38,6 +38,7 @@ class QueueEnv:
     client: httpx.AsyncClient
     caller: Caller
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    last_worker_log: str = ""
 
     @property
     def service(self) -> dict[str, str]:
@@ -63,6 +64,7 @@ class QueueEnv:
             _, stderr = await process.communicate()
             raise AssertionError("burst worker did not finish:\n" + stderr.decode()[-3000:]) from None
         assert process.returncode == 0, stderr.decode()[-3000:]
+        self.last_worker_log = stderr.decode()
 
     def start_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
         """Start a long-running worker (the test kills or stops it)."""
@@ -84,6 +86,28 @@ class QueueEnv:
         )
         async with engine.connect() as conn:
             return list((await conn.execute(stmt)).mappings().all())
+
+    async def wait_dispatched(self, *job_ids: Any, timeout: float = 30.0) -> None:
+        """Wait until RQ holds every given job (the relay dispatches after commit)."""
+        from rq.job import Job as RQJob  # noqa: PLC0415
+
+        redis = SyncRedis.from_url(self.settings.effective_redis_url())
+
+        async def present() -> bool:
+            rows = {str(r["id"]): r for r in await self.jobs()}
+            for job_id in job_ids:
+                row = rows.get(str(job_id))
+                if row is None:
+                    return False
+                rq_id = row["rq_job_id"] or f"{row['kind']}-{row['id'].hex}"
+                if not RQJob.exists(rq_id, connection=redis):
+                    return False
+            return True
+
+        try:
+            await self.wait_until(present, timeout=timeout, what="jobs to reach RQ")
+        finally:
+            redis.close()
 
     async def wait_until(
         self, check: Callable[[], Any], *, timeout: float = 30.0, what: str = "condition"
@@ -141,6 +165,7 @@ def queue_settings(
         "job_lease_seconds": 2,
         "outbox_sweep_interval": 0.2,
         "outbox_grace_seconds": 0.2,
+        "outbox_sweep_enabled": True,
     }
     values.update(overrides)
     return make_settings(database_url, redis_url, **values)
@@ -168,3 +193,10 @@ async def queue_env(
                 for process in env.workers:
                     process.kill()
                     process.wait(timeout=10)
+                # Work this test left behind must not run in the next one.
+                async with app.state.resources.engine.begin() as conn:
+                    await conn.execute(
+                        update(jobs_table)
+                        .where(jobs_table.c.status.in_(("pending", "queued", "started")))
+                        .values(status="cancelled")
+                    )

@@ -67,9 +67,7 @@ async def test_gives_up_after_max_attempts_and_redelivery_sends_again(queue_env:
         f"/internal/v1/callbacks/{delivery['id']}/redeliver", headers=queue_env.service
     )
     assert redelivered.status_code == 202
-    await queue_env.wait_until(
-        lambda: _job_status(queue_env, redelivered.json()["job_id"], "queued"), what="dispatch"
-    )
+    await queue_env.wait_dispatched(redelivered.json()["job_id"])
     await queue_env.run_worker()
     again = await delivery_of(queue_env, cid, "message.created")
     assert again["status"] == "delivered"
@@ -77,17 +75,13 @@ async def test_gives_up_after_max_attempts_and_redelivery_sends_again(queue_env:
     assert ids == {delivery["webhook_id"]}
 
 
-async def _job_status(env: QueueEnv, job_id: str, status: str) -> bool:
-    jobs = await env.jobs(id=uuid.UUID(job_id))
-    return bool(jobs) and jobs[0]["status"] == status
-
-
 async def test_timeouts_are_retried(queue_env: QueueEnv) -> None:
     queue_env.receiver.delay = 3.0  # longer than the 2 s client timeout
     cid, _ = await user_message(queue_env)
-    await queue_env.run_worker(CONVERSATION_CALLBACK_MAX_ATTEMPTS="2")
+    await queue_env.run_worker()
     delivery = await delivery_of(queue_env, cid, "message.created")
-    assert [a["error"] for a in delivery["attempts"]] == ["timeout", "timeout"]
+    attempts = queue_env.settings.callback_max_attempts
+    assert [a["error"] for a in delivery["attempts"]] == ["timeout"] * attempts
     assert delivery["status"] == "failed"
 
 

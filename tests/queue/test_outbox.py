@@ -27,11 +27,7 @@ async def test_append_records_jobs_and_relay_queues_them_on_high(queue_env: Queu
     callback_rows = await queue_env.jobs(conversation_id=uuid.UUID(cid), kind="deliver_callback")
     assert any(r["queue"] == "high" for r in callback_rows)  # message.created is urgent
 
-    async def queued() -> bool:
-        jobs = await queue_env.jobs(message_id=uuid.UUID(message["id"]))
-        return jobs[0]["status"] == "queued"
-
-    await queue_env.wait_until(queued, what="relay to mark the job queued")
+    await queue_env.wait_dispatched(rows[0]["id"])
     high = Queue("high", connection=SyncRedis.from_url(queue_env.settings.effective_redis_url()))
     assert rows[0]["id"].hex in " ".join(high.job_ids)
 
@@ -39,9 +35,8 @@ async def test_append_records_jobs_and_relay_queues_them_on_high(queue_env: Queu
 async def test_worker_processes_message_and_runs_each_job_once(queue_env: QueueEnv) -> None:
     cid = (await create_conversation(queue_env.client))["id"]
     message = await post(queue_env, cid, "¡Hola! Me encanta este servicio, funciona de maravilla.")
-    await queue_env.wait_until(
-        lambda: _all_queued(queue_env, message["id"]), what="jobs to be queued"
-    )
+    rows = await queue_env.jobs(message_id=uuid.UUID(message["id"]))
+    await queue_env.wait_dispatched(*(r["id"] for r in rows))
     # Dispatch the same row again, as a confused sweep would: RQ refuses the duplicate id.
     row = (await queue_env.jobs(message_id=uuid.UUID(message["id"])))[0]
     relay = queue_env.app.state.resources.relay
@@ -74,11 +69,6 @@ async def test_worker_processes_message_and_runs_each_job_once(queue_env: QueueE
     assert conversation["sentiment"]["label"] == "positive"
 
 
-async def _all_queued(env: QueueEnv, message_id: str) -> bool:
-    jobs = await env.jobs(message_id=uuid.UUID(message_id))
-    return bool(jobs) and all(j["status"] == "queued" for j in jobs)
-
-
 async def test_redis_outage_loses_nothing_and_runs_nothing_twice(
     queue_env: QueueEnv, tmp_path: object
 ) -> None:
@@ -88,6 +78,8 @@ async def test_redis_outage_loses_nothing_and_runs_nothing_twice(
     from tests.queue.conftest import env_for, queue_settings
     import httpx
 
+    # A deployment of its own: the fixture's app must not sweep this database meanwhile.
+    await queue_env.app.state.resources.relay.stop()
     # A Redis of this test's own, so it can be stopped and restarted on the same port.
     server = ValkeyServer(data_dir=tmp_path, appendonly="yes")  # type: ignore[arg-type]
     server.start()

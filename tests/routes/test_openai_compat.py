@@ -73,8 +73,10 @@ class Live:
 
 
 @pytest.fixture(scope="module")
-def live(database_url: str, redis_url: str) -> Iterator[Live]:
-    """``conversation-service serve`` on the backend under test."""
+def live(
+    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Live]:
+    """``conversation-service serve`` on the backend under test (its log stays in the tmp dir)."""
     env = {
         "CONVERSATION_ENVIRONMENT": "test",
         "CONVERSATION_DATABASE_URL": database_url,
@@ -83,7 +85,7 @@ def live(database_url: str, redis_url: str) -> Iterator[Live]:
         "CONVERSATION_INTERNAL_API_KEYS": INTERNAL_KEY,
     }
     run_cli(["migrate"], env)
-    with live_server(env) as base_url:
+    with live_server(env, cwd=tmp_path_factory.mktemp("openai-live")) as base_url:
         yield Live(base_url=base_url, env=env)
 
 

@@ -430,9 +430,10 @@ def conversations(draw: st.DrawFn) -> list[WindowCandidate]:
             messages.append(WindowCandidate(seq, kind, draw(tokens), pinned=is_pinned))
             continue
         ids = tuple(f"call_{turn}_{i}" for i in range(draw(st.integers(1, 3))))
-        messages.append(
-            WindowCandidate(seq, "assistant", draw(tokens), draw(pinned), tool_call_ids=ids)
-        )
+        call = WindowCandidate(seq, "assistant", draw(tokens), draw(pinned), tool_call_ids=ids)
+        # A deleted call leaves its results behind as orphans anywhere in the history.
+        if draw(st.integers(0, 3)) > 0:
+            messages.append(call)
         # Some calls are still waiting for results, some results arrive out of call order.
         for call_id in draw(st.lists(st.sampled_from(ids), unique=True)):
             seq += draw(st.integers(1, 2))
@@ -464,19 +465,22 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         summary_tokens=summary_tokens,
         summary_covers_until_seq=covers,
     )
-    # Budgets too small for the fixed part, with room to spare, and exactly on the cost of a
-    # suffix of the history: off-by-one mistakes only show on that boundary.
+    # Budgets exactly on the cost of a suffix of the history (off-by-one mistakes only show on
+    # that boundary), with some room to spare, with room for every candidate (so anything
+    # wrongly eligible would get in), and too small for the fixed part alone.
     history = [
         c for c in scenario.eligible if c.seq not in scenario.fixed and not scenario.is_orphan(c)
     ]
     suffix_costs = [sum(c.tokens for c in history[i:]) for i in range(len(history) + 1)]
-    budget = draw(st.sampled_from(["exact", "exact", "spare", "spare", "too_small"]))
-    if budget == "too_small":
-        room = draw(st.integers(-scenario.fixed_cost, -1))
+    budget = draw(st.sampled_from(["exact", "exact", "spare", "ample", "too_small"]))
+    if budget == "exact":
+        room = draw(st.sampled_from(suffix_costs))
     elif budget == "spare":
         room = draw(st.integers(0, suffix_costs[0] + 30))
+    elif budget == "ample":
+        room = sum(c.tokens for c in candidates)
     else:
-        room = draw(st.sampled_from(suffix_costs))
+        room = draw(st.integers(-scenario.fixed_cost, -1))
     return replace(scenario, max_tokens=scenario.fixed_cost + room)
 
 

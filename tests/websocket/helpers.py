@@ -9,7 +9,7 @@ Every wait has a generous timeout that only guards against a hang.
 import asyncio
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,9 +17,8 @@ import httpx
 import orjson
 import uvicorn
 from fastapi import FastAPI
-from websockets.asyncio.client import ClientConnection, connect
-
 from tests.conftest import INTERNAL_KEY
+from websockets.asyncio.client import ClientConnection, connect
 
 SERVICE = {"Authorization": f"Bearer {INTERNAL_KEY}"}
 TIMEOUT = 10.0
@@ -79,31 +78,31 @@ class Client:
 
     async def send(self, frame: dict[str, Any] | str) -> None:
         """Send a JSON frame (or raw text)."""
-        await self.connection.send(frame if isinstance(frame, str) else orjson.dumps(frame).decode())
+        await self.connection.send(
+            frame if isinstance(frame, str) else orjson.dumps(frame).decode()
+        )
 
-    async def recv(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+    async def recv(self, wait: float = TIMEOUT) -> dict[str, Any]:
         """The next frame of a type not skipped."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait):
             while True:
                 frame: dict[str, Any] = orjson.loads(await self.connection.recv())
                 if frame["type"] not in self.skip:
                     return frame
 
     async def recv_until(
-        self, done: Callable[[dict[str, Any]], bool], timeout: float = TIMEOUT
+        self, done: Callable[[dict[str, Any]], bool], wait: float = TIMEOUT
     ) -> list[dict[str, Any]]:
         """Frames up to and including the first for which ``done`` is true."""
         frames: list[dict[str, Any]] = []
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait):
             while True:
-                frame = await self.recv(timeout)
+                frame = await self.recv(wait)
                 frames.append(frame)
                 if done(frame):
                     return frames
 
-    async def subscribe(
-        self, conversation_id: str, after: str | None = None
-    ) -> dict[str, Any]:
+    async def subscribe(self, conversation_id: str, after: str | None = None) -> dict[str, Any]:
         """Subscribe and return the ``subscribed`` acknowledgement."""
         await self.send({"type": "subscribe", "conversation_id": conversation_id, "after": after})
         frame = await self.recv()
@@ -164,6 +163,18 @@ def event_key(event_id: str) -> tuple[int, int]:
     """An event id as a comparable tuple."""
     ms, seq = event_id.split("-")
     return int(ms), int(seq)
+
+
+async def wait_until(check: Callable[[], Awaitable[bool] | bool], wait: float = TIMEOUT) -> None:
+    """Poll ``check`` until it holds (``wait`` seconds at most: a guard, not a timing)."""
+    async with asyncio.timeout(wait):
+        while True:
+            outcome = check()
+            if not isinstance(outcome, bool):
+                outcome = await outcome
+            if outcome:
+                return
+            await asyncio.sleep(0.01)
 
 
 def new_uuid() -> str:

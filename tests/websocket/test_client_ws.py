@@ -1,5 +1,8 @@
 """``/api/v1/ws`` with a real ``websockets`` client against a real uvicorn server."""
 
+import asyncio
+import base64
+import os
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -9,13 +12,9 @@ import orjson
 import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
-
-from conversation_service.websocket import handlers
-from conversation_service.websocket.events import events_key
 from tests.conftest import Caller, create_conversation, new_caller
 from tests.websocket.helpers import (
+    TIMEOUT,
     Client,
     complete,
     event_key,
@@ -23,9 +22,15 @@ from tests.websocket.helpers import (
     post_deltas,
     serve,
     start_reply,
+    wait_until,
     ws_client,
     ws_url,
 )
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from conversation_service.websocket import handlers
+from conversation_service.websocket.events import events_key
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +58,9 @@ async def test_a_streamed_reply_arrives_in_order(
         assert ack["conversation_id"] == cid
         message = await start_reply(client, cid)
         for start in range(0, 20, 5):
-            await post_deltas(client, cid, message["id"], [(i, f"t{i} ") for i in range(start, start + 5)])
+            await post_deltas(
+                client, cid, message["id"], [(i, f"t{i} ") for i in range(start, start + 5)]
+            )
         final = await complete(client, cid, message["id"])
         frames = await ws.recv_until(lambda f: f["type"] == "message.completed")
 
@@ -80,7 +87,9 @@ async def test_resume_after_a_dropped_connection_mid_reply_has_no_gap_and_no_dup
     async with ws_client(base_url, caller.token) as ws:
         await ws.subscribe(cid)
         await post_deltas(client, cid, message["id"], [(i, str(i)) for i in range(5)])
-        seen = await ws.recv_until(lambda f: f["type"] == "message.delta" and f["data"]["index"] == 4)
+        seen = await ws.recv_until(
+            lambda f: f["type"] == "message.delta" and f["data"]["index"] == 4
+        )
     last = seen[-1]["id"]
     # While the client is away: more deltas, a repeat of one it already has, and the end.
     await post_deltas(client, cid, message["id"], [(4, "4"), (5, "5"), (6, "6")])
@@ -88,7 +97,9 @@ async def test_resume_after_a_dropped_connection_mid_reply_has_no_gap_and_no_dup
     async with ws_client(base_url, caller.token) as ws:
         ack = await ws.subscribe(cid, after=last)
         assert ack["data"]["after"] == last
-        replayed = await ws.recv_until(lambda f: f["type"] == "message.delta" and f["data"]["index"] == 9)
+        replayed = await ws.recv_until(
+            lambda f: f["type"] == "message.delta" and f["data"]["index"] == 9
+        )
         await complete(client, cid, message["id"])
         live = await ws.recv_until(lambda f: f["type"] == "message.completed")
 
@@ -230,7 +241,10 @@ async def test_typing_reaches_the_other_viewers_without_an_id(
     base_url: str, client: httpx.AsyncClient, caller: Caller
 ) -> None:
     cid = (await create_conversation(client))["id"]
-    async with ws_client(base_url, caller.token) as typist, ws_client(base_url, caller.token) as viewer:
+    async with (
+        ws_client(base_url, caller.token) as typist,
+        ws_client(base_url, caller.token) as viewer,
+    ):
         await typist.subscribe(cid)
         await viewer.subscribe(cid)
         await typist.send({"type": "typing", "conversation_id": cid})
@@ -272,19 +286,29 @@ async def test_a_client_too_slow_to_keep_up_is_closed_with_4408_and_can_resume(
     monkeypatch.setattr(handlers, "OUTBOX_LIMIT", 50)
     cid = (await create_conversation(client))["id"]
     publisher = app.state.resources.events
-    total, blob = 1_000, "x" * 8_192
+    # Incompressible: permessage-deflate would shrink a repeated character to nothing.
+    total, blob = 1_000, base64.b64encode(os.urandom(6_144)).decode()
     # A tiny receive buffer and max_queue=1: the client stops reading, as a stalled tab does.
-    sock = socket.create_connection(("127.0.0.1", int(base_url.rsplit(":", 1)[1])))
+    sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", int(base_url.rsplit(":", 1)[1])))
     async with connect(ws_url(base_url, token=caller.token), sock=sock, max_queue=1) as conn:
         ws = Client(conn)
         await ws.subscribe(cid)
         for _ in range(total):
             await publisher.publish(cid, "summary.updated", {"blob": blob})
+        # Let the hub catch up with Redis: the outbox overflows while the client reads nothing.
+        outbox = next(iter(app.state.resources.live._outboxes))
+        await wait_until(lambda: outbox.close_code is not None)
         received: list[dict[str, Any]] = []
+
+        async def drain() -> None:
+            async with asyncio.timeout(TIMEOUT):
+                while True:
+                    received.append(orjson.loads(await conn.recv()))
+
         with pytest.raises(ConnectionClosed) as closed:
-            while True:
-                received.append(orjson.loads(await conn.recv()))
+            await drain()
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4408
     summaries = sum(frame["type"] == "summary.updated" for frame in received)

@@ -9,6 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Self
 
+from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -68,6 +69,8 @@ class ConversationSettings(BaseSettings):
     job_timeout_seconds: int = Field(default=300, ge=1)
     # A started job whose worker stops renewing this lease is run again by the sweep.
     job_lease_seconds: int = Field(default=60, ge=1)
+    # Off only for tests that run several apps against one database with different Redis.
+    outbox_sweep_enabled: bool = True
     outbox_sweep_interval: float = Field(default=5.0, gt=0)
     # Rows younger than this are left to the after-commit relay before the sweep takes them.
     outbox_grace_seconds: float = Field(default=5.0, ge=0)
@@ -96,6 +99,40 @@ class ConversationSettings(BaseSettings):
     # conversations it creates (the OpenAI API has no notion of an agent).
     openai_prefix: str = Field(default="/v1", pattern=r"^(/[A-Za-z0-9._~-]+)+$")
     openai_default_agent_id: str = Field(default="default", min_length=1, max_length=128)
+
+    # Rate limits and quotas, in the `limits` notation ("60/minute", "10/second;600/hour"), kept
+    # in Redis so they hold across replicas (see services.rate_limits). Redis unreachable: the
+    # limiter fails open and readiness says so.
+    rate_limit_enabled: bool = True
+    rate_limit_messages: str = "60/minute"  # per user: message appends
+    rate_limit_requests: str = "600/minute"  # per user: every public request
+    rate_limit_tenant: str = "6000/minute"  # per tenant: every public request
+    rate_limit_internal: str = "60000/minute"  # per orchestrator service key
+    rate_limit_ws_connections: int = Field(default=20, ge=1)  # concurrent WebSockets per user
+    rate_limit_strategy: str = Field(
+        default="fixed-window", pattern="^(fixed-window|sliding-window-counter|moving-window)$"
+    )
+
+    # Data lifecycle (services.lifecycle): None turns a rule off.
+    retention_archive_after_days: int | None = Field(default=None, ge=1)
+    retention_purge_after_days: int | None = Field(default=None, ge=1)
+    retention_interval_seconds: float = Field(default=3600.0, gt=0)
+
+    @field_validator(
+        "rate_limit_messages",
+        "rate_limit_requests",
+        "rate_limit_tenant",
+        "rate_limit_internal",
+    )
+    @classmethod
+    def _limits_notation(cls, value: str) -> str:
+        try:
+            items = parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not in the limits notation, e.g. 60/minute") from exc
+        if any(item.amount < 1 for item in items):
+            raise ValueError("a limit must allow at least 1; set rate_limit_enabled=false instead")
+        return value
 
     @field_validator(
         "internal_api_keys",

@@ -3,6 +3,7 @@
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -24,7 +25,11 @@ def create_engine(settings: ConversationSettings, *, null_pool: bool = False) ->
     worker process waits on the busy timeout. PostgreSQL gets a sized asyncpg pool.
     """
     url = make_url(settings.database_url)
-    kwargs: dict[str, Any] = {}
+    # orjson: JSON columns are decoded and encoded on every row of every hot read and write.
+    kwargs: dict[str, Any] = {
+        "json_serializer": lambda value: orjson.dumps(value).decode(),
+        "json_deserializer": orjson.loads,
+    }
     if null_pool:
         kwargs["poolclass"] = NullPool
     if url.get_backend_name() == "sqlite":

@@ -74,10 +74,11 @@ class InputModel(BaseModel):
 
 
 class Sentiment(BaseModel):
-    """A sentiment label with its score in [-1, 1]."""
+    """A sentiment label with its score in [-1, 1] and the model that produced it."""
 
     label: str
     score: float
+    model: str | None = None
 
 
 class Page(BaseModel, Generic[T]):

@@ -239,24 +239,12 @@ async def _record_failure(engine: AsyncEngine, row: RowMapping, exc: Exception) 
 async def _dispatch_followups(
     engine: AsyncEngine, dispatcher: Dispatcher, specs: list[JobSpec]
 ) -> None:
-    now = utcnow()
+    """Enqueue follow-up jobs; left ``pending``, as on the request path (see OutboxRelay)."""
     try:
-        dispatched = [(spec, dispatcher.dispatch(spec)) for spec in specs]
+        for spec in specs:
+            dispatcher.dispatch(spec)
     except Exception:  # noqa: BLE001 - left pending; the sweep dispatches them
         log.warning("follow-up dispatch failed; the sweep will retry", exc_info=True)
-        return
-    async with engine.begin() as conn:
-        for spec, rq_id in dispatched:
-            await conn.execute(
-                update(jobs)
-                .where(jobs.c.id == spec.id, jobs.c.status == JobStatus.PENDING.value)
-                .values(
-                    status=JobStatus.QUEUED.value,
-                    rq_job_id=rq_id,
-                    dispatched_at=now,
-                    updated_at=now,
-                )
-            )
 
 
 def run_sync(job_id: str, core: Core) -> dict[str, Any]:

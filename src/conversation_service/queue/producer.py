@@ -102,10 +102,9 @@ class OutboxRelay:
 
     def start(self) -> None:
         """Start the relay and sweep loops (in the app lifespan)."""
-        self._tasks = [
-            asyncio.create_task(self._relay_loop(), name="outbox-relay"),
-            asyncio.create_task(self._sweep_loop(), name="outbox-sweep"),
-        ]
+        self._tasks = [asyncio.create_task(self._relay_loop(), name="outbox-relay")]
+        if self.settings.outbox_sweep_enabled:
+            self._tasks.append(asyncio.create_task(self._sweep_loop(), name="outbox-sweep"))
 
     async def stop(self) -> None:
         """Stop the loops; undispatched rows stay pending for the next sweep."""
@@ -125,8 +124,16 @@ class OutboxRelay:
             except Exception:  # noqa: BLE001 - the sweep retries whatever failed here
                 log.warning("outbox relay could not dispatch; the sweep will", exc_info=True)
 
-    async def dispatch(self, specs: list[JobSpec], attempts: dict[str, int] | None = None) -> None:
-        """Enqueue specs (in a thread: RQ is blocking) and mark them queued in one UPDATE."""
+    async def dispatch(
+        self, specs: list[JobSpec], attempts: dict[str, int] | None = None, *, mark: bool = False
+    ) -> None:
+        """Enqueue specs (in a thread: RQ is blocking).
+
+        The hot path does not write the rows back: a dispatched row stays ``pending`` until a
+        worker claims it, and the sweep tells "dispatched" from "left behind" by asking RQ. That
+        keeps an append at one database transaction. The sweep's re-dispatches are ``mark``ed
+        ``queued`` with their new RQ id.
+        """
         attempts = attempts or {}
         dispatched = await asyncio.to_thread(
             lambda: [
@@ -134,6 +141,8 @@ class OutboxRelay:
                 for spec in specs
             ]
         )
+        if not mark:
+            return
         now = utcnow()
         async with self.engine.begin() as conn:
             for spec, rq_id in dispatched:
@@ -191,7 +200,11 @@ class OutboxRelay:
         attempts: dict[str, int] = {}
         for row in rows:
             spec = spec_from_row(row)
-            if row.status == JobStatus.QUEUED.value:
+            if row.status == JobStatus.PENDING.value:
+                # Dispatched right after its commit (still waiting in RQ)? Then it is not lost.
+                if await asyncio.to_thread(self.dispatcher.exists, spec.rq_job_id()):
+                    continue
+            elif row.status == JobStatus.QUEUED.value:
                 if await asyncio.to_thread(self.dispatcher.exists, row.rq_job_id or ""):
                     continue  # still waiting in RQ: not lost
                 attempts[str(spec.id)] = row.attempts + 1
@@ -216,5 +229,5 @@ class OutboxRelay:
             todo.append(spec)
         if todo:
             log.info("outbox sweep re-dispatching", extra={"jobs": len(todo)})
-            await self.dispatch(todo, attempts)
+            await self.dispatch(todo, attempts, mark=True)
         return len(todo)

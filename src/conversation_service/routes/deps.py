@@ -1,7 +1,7 @@
 """Request dependencies: resources, the unit of work, credentials and load-or-404 guards."""
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -16,7 +16,7 @@ from conversation_service.services.auth import Principal, verify_service_key
 log = logging.getLogger(__name__)
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
     """The resources the lifespan built."""
     resources: Resources = request.app.state.resources
     return resources
@@ -25,12 +25,23 @@ def get_resources(request: Request) -> Resources:
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-async def unit_of_work(resources: ResourcesDep) -> AsyncIterator[AsyncConnection]:
-    """One connection and one transaction per request: committed when the handler returns,
-    rolled back if it raises. Function scope makes the commit happen before the response is sent,
-    so a client never sees a 2xx for work that did not commit."""
-    async with resources.engine.connect() as conn, conn.begin():
-        yield conn
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+async def unit_of_work(request: Request, resources: ResourcesDep) -> AsyncIterator[AsyncConnection]:
+    """One connection per request; writes get one transaction, committed when the handler
+    returns and rolled back if it raises. Function scope makes the commit happen before the
+    response is sent, so a client never sees a 2xx for work that did not commit.
+
+    Reads run in autocommit: under READ COMMITTED each statement sees committed data either
+    way, and skipping BEGIN/COMMIT saves two round trips per read.
+    """
+    async with resources.engine.connect() as conn:
+        if request.method in _READ_METHODS:
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return
+        async with conn.begin():
+            yield conn
 
 
 UnitOfWork = Annotated[AsyncConnection, Depends(unit_of_work, scope="function")]
@@ -73,7 +84,7 @@ _service_bearer = HTTPBearer(
 )
 
 
-def current_user(
+async def current_user(
     resources: ResourcesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -86,7 +97,7 @@ def current_user(
 CurrentUser = Annotated[Principal, Depends(current_user)]
 
 
-def internal_service(
+async def internal_service(
     resources: ResourcesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_service_bearer)],
 ) -> None:
@@ -96,7 +107,7 @@ def internal_service(
     verify_service_key(credentials.credentials, resources.internal_keys)
 
 
-def idempotency_key(
+async def idempotency_key(
     resources: ResourcesDep,
     user: CurrentUser,
     key: Annotated[
@@ -106,7 +117,7 @@ def idempotency_key(
             description="Retry-safe key: a repeat with the same body returns the first response.",
         ),
     ] = None,
-) -> Iterator[str | None]:
+) -> AsyncIterator[str | None]:
     """Validate the Idempotency-Key and hold it in-process until the request has committed.
 
     Declared before the unit of work in a route's signature, so it is released after the commit.

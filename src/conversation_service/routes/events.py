@@ -6,6 +6,7 @@ events carry an ``id:`` line so the browser's ``EventSource`` resumes with ``Las
 ``Authorization`` header on ``EventSource`` either, may pass the JWT as ``?token=``.
 """
 
+import re
 import uuid
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from conversation_service.services.auth import Principal
 from conversation_service.websocket import handlers
 from conversation_service.websocket.events import EventType
 
+_EVENT_ID = re.compile(EVENT_ID_PATTERN)
 router = APIRouter(prefix="/api/v1/conversations/{conversation_id}", tags=["events"])
 _bearer = HTTPBearer(auto_error=False, description="User JWT (HS256 or RS256) with sub and tenant")
 
@@ -41,10 +43,20 @@ def stream_user(
     return resources.verifier.verify(presented)
 
 
+_SSE_EVENT = {
+    "type": "object",
+    "description": "One event; ``data`` is a JSON frame {id, type, conversation_id, data}",
+    "properties": {
+        "id": {"type": "string", "pattern": EVENT_ID_PATTERN},
+        "event": {"type": "string"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "retry": {"type": "integer"},
+    },
+}
 _SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "An endless ``text/event-stream`` of the conversation's events",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": _SSE_EVENT, "itemSchema": _SSE_EVENT}},
     }
 }
 
@@ -62,7 +74,11 @@ async def conversation_events(
     resources: ResourcesDep,
     last_event_id: Annotated[
         str | None,
-        Header(alias="Last-Event-ID", pattern=EVENT_ID_PATTERN, description="Resume after it"),
+        Header(
+            alias="Last-Event-ID",
+            max_length=64,
+            description="Resume after this event id (a value that is not an event id is ignored)",
+        ),
     ] = None,
     after: Annotated[
         str | None, Query(pattern=EVENT_ID_PATTERN, description="Resume after this event id")
@@ -79,6 +95,8 @@ async def conversation_events(
             )
 
         hooks.add(publish)
+    if last_event_id is not None and not _EVENT_ID.match(last_event_id):
+        last_event_id = None
     return StreamingResponse(
         handlers.sse_frames(resources, conversation_id, last_event_id or after),
         media_type="text/event-stream",

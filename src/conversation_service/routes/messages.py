@@ -68,7 +68,7 @@ async def append_message(
     return JSONBytesResponse(result.message, status_code=201, headers=headers)
 
 
-@router.get("", responses=problems(400, 401, 404, 422))
+@router.get("", response_model=Page[MessageOut], responses=problems(400, 401, 404, 422))
 async def list_messages(
     conversation_id: uuid.UUID,
     user: CurrentUser,
@@ -79,9 +79,9 @@ async def list_messages(
     order: Literal["asc", "desc"] = "asc",
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
-) -> Page[MessageOut]:
+) -> Response:
     """A page of history by ``seq`` (keyset: ``after_seq``/``before_seq`` or ``cursor``)."""
-    return await message_store.list_messages(
+    page = await message_store.list_messages(
         uow,
         user,
         conversation_id,
@@ -92,17 +92,22 @@ async def list_messages(
         cursor=cursor,
         codec=resources.cursors,
     )
+    return JSONBytesResponse(page)
 
 
-@router.get("/{message_id}", responses=problems(401, 404, 422))
+@router.get("/{message_id}", response_model=MessageOut, responses=problems(401, 404, 422))
 async def get_message(
     conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, uow: UnitOfWork
-) -> MessageOut:
+) -> Response:
     """Get one message."""
-    return await message_store.get_message(uow, user, conversation_id, message_id)
+    return JSONBytesResponse(
+        await message_store.get_message(uow, user, conversation_id, message_id)
+    )
 
 
-@router.patch("/{message_id}", responses=problems(400, 401, 404, 413, 415, 422))
+@router.patch(
+    "/{message_id}", response_model=MessageOut, responses=problems(400, 401, 404, 413, 415, 422)
+)
 async def update_message(
     conversation_id: uuid.UUID,
     message_id: uuid.UUID,
@@ -111,16 +116,16 @@ async def update_message(
     hooks: AfterCommit,
     uow: UnitOfWork,
     resources: ResourcesDep,
-) -> MessageOut:
+) -> Response:
     """Merge-patch a message's metadata."""
     message = await message_store.update_message_metadata(
         uow, user, conversation_id, message_id, body
     )
     publish_after_commit(
         hooks, resources.events, conversation_id, EventType.MESSAGE_UPDATED,
-        {"message": message.model_dump(mode="json")},
+        {"message": message},
     )  # fmt: skip
-    return message
+    return JSONBytesResponse(message)
 
 
 @router.delete(

@@ -11,6 +11,10 @@ from conversation_service.config.settings import ConversationSettings
 from conversation_service.errors import UnauthorizedError
 
 
+_CACHE_SIZE = 10_000
+_CACHE_SECONDS = 60.0
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling: a user (``sub``) inside a tenant."""
@@ -40,9 +44,24 @@ class TokenVerifier:
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
         self._leeway = settings.jwt_leeway_seconds
+        self._cache: dict[str, tuple[Principal, float]] = {}
 
     def verify(self, token: str) -> Principal:
-        """Return the principal of a valid token or raise ``UnauthorizedError``."""
+        """Return the principal of a valid token or raise ``UnauthorizedError``.
+
+        Verified tokens are remembered (bounded, never past their ``exp``): a client sends the
+        same token on every request, and the signature check is the costliest step of auth.
+        """
+        cached = self._cache.get(token)
+        if cached is not None and cached[1] > time.time():
+            return cached[0]
+        principal, expires = self._verify(token)
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.clear()
+        self._cache[token] = (principal, min(expires, time.time() + _CACHE_SECONDS))
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             claims = jwt.decode(
                 token,
@@ -65,7 +84,7 @@ class TokenVerifier:
             raise UnauthorizedError("token claims sub and tenant must be non-empty strings")
         assert isinstance(sub, str)
         assert isinstance(tenant, str)
-        return Principal(tenant_id=tenant, user_id=sub)
+        return Principal(tenant_id=tenant, user_id=sub), float(claims["exp"])
 
 
 def _is_id(value: object) -> bool:

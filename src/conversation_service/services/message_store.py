@@ -8,10 +8,22 @@ back its increment too.
 
 import asyncio
 import uuid
+from collections.abc import Mapping
+from datetime import datetime
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NoReturn
 
-from sqlalchemy import ColumnElement, RowMapping, insert, literal, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    RowMapping,
+    bindparam,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conversation_service.db.tables import conversations_table as conversations
@@ -55,6 +67,7 @@ MESSAGE_COLUMNS = (
     messages.c.language,
     messages.c.sentiment_label,
     messages.c.sentiment_score,
+    messages.c.sentiment_model,
     messages.c.parent_id,
     messages.c.created_at,
     messages.c.updated_at,
@@ -74,10 +87,46 @@ class AppendResult:
     jobs: tuple[JobSpec, ...] = ()
 
 
+def json_time(value: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z``, exactly as Pydantic renders it."""
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def message_json(m: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
+    """The API shape of a message row as JSON-ready values (the hot paths skip Pydantic).
+
+    ``MessageOut`` documents this shape; tests compare both renderings.
+    """
+    label = m["sentiment_label"]
+    parent = m["parent_id"]
+    return {
+        "id": str(m["id"]),
+        "conversation_id": str(m["conversation_id"]),
+        "seq": m["seq"],
+        "role": m["role"],
+        "content": m["content"],
+        "content_parts": m["content_parts"],
+        "status": m["status"],
+        "metadata": m["metadata"],
+        "token_count": m["token_count"],
+        "language": m["language"],
+        "sentiment": (
+            {"label": label, "score": m["sentiment_score"], "model": m["sentiment_model"]}
+            if label is not None
+            else None
+        ),
+        "parent_id": str(parent) if parent is not None else None,
+        "created_at": json_time(m["created_at"]),
+        "updated_at": json_time(m["updated_at"]),
+    }
+
+
 def to_out(m: RowMapping) -> MessageOut:
     """Build the API shape from a row of ``MESSAGE_COLUMNS``."""
     sentiment = (
-        Sentiment(label=m["sentiment_label"], score=m["sentiment_score"])
+        Sentiment(
+            label=m["sentiment_label"], score=m["sentiment_score"], model=m["sentiment_model"]
+        )
         if m["sentiment_label"] is not None
         else None
     )
@@ -222,22 +271,16 @@ async def append_message(
         always_include=is_always_included(draft.role.value, draft.metadata),
     )
     seq = await _insert_with_next_seq(conn, principal, conversation_id, values, now)
-    message = MessageOut(
-        id=message_id,
-        conversation_id=conversation_id,
-        seq=seq,
-        role=draft.role,
-        content=draft.content,
-        content_parts=draft.content_parts,
-        status=draft.status,
-        metadata=draft.metadata,
-        token_count=tokens["o200k_base"],
-        language=None,
-        sentiment=None,
-        parent_id=draft.parent_id,
-        created_at=now,
-        updated_at=now,
-    ).model_dump(mode="json")
+    message = message_json(
+        {
+            **values,
+            "seq": seq,
+            "language": None,
+            "sentiment_label": None,
+            "sentiment_score": None,
+            "sentiment_model": None,
+        }
+    )
     if scope is not None:
         await idempotency.record_response(
             conn, scope, conversation_id=conversation_id, status_code=201, response=message
@@ -283,6 +326,68 @@ def is_always_included(role: str, metadata: dict[str, Any]) -> bool:
     return role == Role.SYSTEM.value or metadata.get("pinned") is True
 
 
+_INSERT_COLUMNS = (
+    "id",
+    "conversation_id",
+    "tenant_id",
+    "role",
+    "content",
+    "content_parts",
+    "status",
+    "metadata",
+    "parent_id",
+    "idempotency_key",
+    "created_at",
+    "updated_at",
+    "tokens_cl100k",
+    "tokens_o200k",
+    "token_count",
+    "always_include",
+)
+
+
+def _bump_statement() -> Any:
+    """UPDATE … RETURNING last_seq under the conversation's row lock (bind parameters only)."""
+    return (
+        update(conversations)
+        .where(
+            conversations.c.id == bindparam("b_conversation_id"),
+            conversations.c.tenant_id == bindparam("b_tenant_id"),
+            conversations.c.user_id == bindparam("b_user_id"),
+            conversations.c.deleted_at.is_(None),
+            # Constants inline (not anonymous binds): INSERT … FROM SELECT executed with a
+            # parameter dict requires every bind to be named in it.
+            conversations.c.status == literal_column(f"'{ConversationStatus.ACTIVE.value}'"),
+        )
+        .values(
+            last_seq=conversations.c.last_seq + literal_column("1"),
+            message_count=conversations.c.message_count + literal_column("1"),
+            token_count=conversations.c.token_count + bindparam("b_tokens", type_=Integer()),
+            updated_at=bindparam("b_now", type_=messages.c.created_at.type),
+            last_message_at=bindparam("b_now", type_=messages.c.created_at.type),
+        )
+        .returning(conversations.c.last_seq)
+    )
+
+
+def _pg_append_statement() -> Any:
+    """One statement on PostgreSQL: bump the seq and insert the message with it."""
+    bumped = _bump_statement().cte("bumped")
+    # Bind names must not be column names: a parameter dict whose keys match columns would
+    # also become SET clauses of the CTE's UPDATE.
+    source = select(
+        *(bindparam(f"m_{name}", type_=messages.c[name].type) for name in _INSERT_COLUMNS),
+        bumped.c.last_seq,
+    )
+    return insert(messages).from_select([*_INSERT_COLUMNS, "seq"], source).returning(messages.c.seq)
+
+
+# Built once: every append reuses the compiled form from SQLAlchemy's statement cache.
+_BUMP = _bump_statement()
+_PG_APPEND = _pg_append_statement()
+_INSERT = insert(messages)
+
+
 async def _insert_with_next_seq(
     conn: AsyncConnection,
     principal: Principal,
@@ -290,50 +395,29 @@ async def _insert_with_next_seq(
     values: dict[str, Any],
     now: Any,
 ) -> int:
-    bump = (
-        update(conversations)
-        .where(
-            owned_by(principal, conversation_id),
-            conversations.c.status == ConversationStatus.ACTIVE.value,
-        )
-        .values(
-            last_seq=conversations.c.last_seq + 1,
-            message_count=conversations.c.message_count + 1,
-            token_count=conversations.c.token_count + values["token_count"],
-            updated_at=now,
-            last_message_at=now,
-        )
-        .returning(conversations.c.last_seq)
-    )
+    params = {
+        "b_conversation_id": conversation_id,
+        "b_tenant_id": principal.tenant_id,
+        "b_user_id": principal.user_id,
+        "b_tokens": values["token_count"],
+        "b_now": now,
+    }
     seq: int | None
     if conn.dialect.name == "postgresql":
-        bumped = bump.cte("bumped")
-        columns = list(values)
-        stmt = (
-            insert(messages)
-            .from_select(
-                [*columns, "seq"],
-                select(
-                    *(literal(values[name], messages.c[name].type) for name in columns),
-                    bumped.c.last_seq,
-                ),
-            )
-            .returning(messages.c.seq)
-        )
-        seq = (await conn.execute(stmt)).scalar_one_or_none()
+        row_params = {f"m_{name}": values[name] for name in _INSERT_COLUMNS}
+        seq = (await conn.execute(_PG_APPEND, {**params, **row_params})).scalar_one_or_none()
     else:
-        seq = (await conn.execute(bump)).scalar_one_or_none()
+        seq = (await conn.execute(_BUMP, params)).scalar_one_or_none()
         if seq is not None:
-            await conn.execute(insert(messages).values(**values, seq=seq))
+            await conn.execute(_INSERT, {**values, "seq": seq})
     if seq is None:
         await _explain_refused_append(conn, principal, conversation_id)
-    assert seq is not None
-    return seq
+    return int(seq)
 
 
 async def _explain_refused_append(
     conn: AsyncConnection, principal: Principal, conversation_id: uuid.UUID
-) -> None:
+) -> NoReturn:
     status = (
         await conn.execute(
             select(conversations.c.status).where(owned_by(principal, conversation_id))
@@ -344,6 +428,32 @@ async def _explain_refused_append(
     raise ConversationNotWritableError(
         f"conversation is {status}; set its status to active to add messages"
     )
+
+
+_SEQ_MAX = 2**62
+
+
+def _page_statement(ascending: bool) -> Any:
+    """A history page as one prebuilt statement (compiled once, cached by SQLAlchemy)."""
+    return (
+        select(*MESSAGE_COLUMNS)
+        .select_from(messages.join(conversations, conversations.c.id == messages.c.conversation_id))
+        .where(
+            messages.c.conversation_id == bindparam("p_conversation_id"),
+            messages.c.deleted_at.is_(None),
+            messages.c.seq > bindparam("p_after", type_=BigInteger()),
+            messages.c.seq < bindparam("p_before", type_=BigInteger()),
+            conversations.c.tenant_id == bindparam("p_tenant_id"),
+            conversations.c.user_id == bindparam("p_user_id"),
+            conversations.c.deleted_at.is_(None),
+        )
+        .order_by(messages.c.seq.asc() if ascending else messages.c.seq.desc())
+        .limit(bindparam("p_limit", type_=Integer()))
+    )
+
+
+_PAGE_ASC = _page_statement(ascending=True)
+_PAGE_DESC = _page_statement(ascending=False)
 
 
 def _visible(principal: Principal, conversation_id: uuid.UUID) -> list[ColumnElement[bool]]:
@@ -367,38 +477,38 @@ async def list_messages(
     limit: int,
     cursor: str | None,
     codec: CursorCodec,
-) -> Page[MessageOut]:
-    """One page of history, a range scan on (conversation_id, seq) whatever the length."""
+) -> dict[str, Any]:
+    """One page of history, a range scan on (conversation_id, seq) whatever the length.
+
+    Returned as JSON-ready data in the ``Page[MessageOut]`` shape.
+    """
     if cursor is not None:
         order, position = _decode_cursor(codec, cursor, conversation_id)
         if order == "asc":
             after_seq = position if after_seq is None else max(after_seq, position)
         else:
             before_seq = position if before_seq is None else min(before_seq, position)
-    where = _visible(principal, conversation_id)
-    if after_seq is not None:
-        where.append(messages.c.seq > after_seq)
-    if before_seq is not None:
-        where.append(messages.c.seq < before_seq)
-    ordering = messages.c.seq.asc() if order == "asc" else messages.c.seq.desc()
-    stmt = (
-        select(*MESSAGE_COLUMNS)
-        .select_from(messages.join(conversations, conversations.c.id == messages.c.conversation_id))
-        .where(*where)
-        .order_by(ordering)
-        .limit(limit + 1)
-    )
-    rows = (await conn.execute(stmt)).all()
+    # Unbounded sides get sentinel bounds so one prebuilt statement per order serves every page.
+    params = {
+        "p_conversation_id": conversation_id,
+        "p_tenant_id": principal.tenant_id,
+        "p_user_id": principal.user_id,
+        "p_after": after_seq if after_seq is not None else -1,
+        "p_before": before_seq if before_seq is not None else _SEQ_MAX,
+        "p_limit": limit + 1,
+    }
+    stmt = _PAGE_ASC if order == "asc" else _PAGE_DESC
+    rows = (await conn.execute(stmt, params)).mappings().all()
     if not rows:
         await _require_conversation(conn, principal, conversation_id)
     has_more = len(rows) > limit
-    items = [to_out(row._mapping) for row in rows[:limit]]
+    items = [message_json(row) for row in rows[:limit]]
     next_cursor = (
-        codec.encode({"k": "msg", "c": str(conversation_id), "o": order, "s": items[-1].seq})
+        codec.encode({"k": "msg", "c": str(conversation_id), "o": order, "s": items[-1]["seq"]})
         if has_more
         else None
     )
-    return Page(data=items, has_more=has_more, next_cursor=next_cursor)
+    return {"data": items, "has_more": has_more, "next_cursor": next_cursor}
 
 
 def _decode_cursor(codec: CursorCodec, cursor: str, conversation_id: uuid.UUID) -> tuple[str, int]:
@@ -426,18 +536,24 @@ async def _require_conversation(
 
 async def get_message(
     conn: AsyncConnection, principal: Principal, conversation_id: uuid.UUID, message_id: uuid.UUID
-) -> MessageOut:
-    """One visible message of one of the caller's conversations."""
+) -> dict[str, Any]:
+    """One visible message of one of the caller's conversations (JSON-ready)."""
+    return message_json(await _visible_row(conn, principal, conversation_id, message_id))
+
+
+async def _visible_row(
+    conn: AsyncConnection, principal: Principal, conversation_id: uuid.UUID, message_id: uuid.UUID
+) -> RowMapping:
     stmt = (
         select(*MESSAGE_COLUMNS)
         .select_from(messages.join(conversations, conversations.c.id == messages.c.conversation_id))
         .where(*_visible(principal, conversation_id), messages.c.id == message_id)
     )
-    row = (await conn.execute(stmt)).one_or_none()
+    row = (await conn.execute(stmt)).mappings().one_or_none()
     if row is None:
         await _require_conversation(conn, principal, conversation_id)
         raise MessageNotFoundError(f"message {message_id} not found")
-    return to_out(row._mapping)
+    return row
 
 
 async def update_message_metadata(
@@ -446,21 +562,21 @@ async def update_message_metadata(
     conversation_id: uuid.UUID,
     message_id: uuid.UUID,
     patch: MessageUpdate,
-) -> MessageOut:
+) -> dict[str, Any]:
     """Merge-patch a message's metadata (RFC 7396)."""
-    current = await get_message(conn, principal, conversation_id, message_id)
-    metadata = merge_patch(current.metadata, patch.metadata)
+    current = await _visible_row(conn, principal, conversation_id, message_id)
+    metadata = merge_patch(current["metadata"], patch.metadata)
     stmt = (
         update(messages)
         .where(messages.c.id == message_id, messages.c.conversation_id == conversation_id)
         .values(
             metadata=metadata,
-            always_include=is_always_included(current.role.value, metadata),
+            always_include=is_always_included(current["role"], metadata),
             updated_at=utcnow(),
         )
         .returning(*MESSAGE_COLUMNS)
     )
-    return to_out((await conn.execute(stmt)).mappings().one())
+    return message_json((await conn.execute(stmt)).mappings().one())
 
 
 async def delete_message(
@@ -470,7 +586,7 @@ async def delete_message(
 
     The row stays as a tombstone so ``seq`` remains gap-free for clients that resume by seq.
     """
-    current = await get_message(conn, principal, conversation_id, message_id)
+    current = await _visible_row(conn, principal, conversation_id, message_id)
     now = utcnow()
     await conn.execute(
         update(messages)
@@ -489,7 +605,7 @@ async def delete_message(
         .where(conversations.c.id == conversation_id)
         .values(
             message_count=conversations.c.message_count - 1,
-            token_count=conversations.c.token_count - (current.token_count or 0),
+            token_count=conversations.c.token_count - (current["token_count"] or 0),
             updated_at=now,
         )
     )

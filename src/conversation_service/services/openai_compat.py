@@ -367,7 +367,10 @@ async def list_items(
         )
     except ConversationNotFoundError as exc:
         raise _conversation_not_found(conversation_id) from exc
-    return item_list([render_item(m, include) for m in page.data], has_more=page.has_more)
+    return item_list(
+        [render_item(MessageOut.model_validate(m), include) for m in page["data"]],
+        has_more=page["has_more"],
+    )
 
 
 async def _item_seq(
@@ -412,7 +415,9 @@ async def get_item(
         if parsed_item is None:
             await conversation_manager.require_owned(conn, principal, parsed)
             raise _item_not_found(item_id)
-        message = await message_store.get_message(conn, principal, parsed, parsed_item)
+        message = MessageOut.model_validate(
+            await message_store.get_message(conn, principal, parsed, parsed_item)
+        )
     except ConversationNotFoundError as exc:
         raise _conversation_not_found(conversation_id) from exc
     except MessageNotFoundError as exc:

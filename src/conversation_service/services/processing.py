@@ -30,7 +30,11 @@ from conversation_service.models.memory import MemoryStrategy
 from conversation_service.queue.consumer import JobContext, RetryableJobError
 from conversation_service.queue.jobs import JobKind, JobSpec, queue_for
 from conversation_service.services import callbacks, summaries
-from conversation_service.services.memory_manager import ConversationMemoryManager, WindowRequest
+from conversation_service.services.memory_manager import (
+    ConversationMemoryManager,
+    WindowRequest,
+    resolve_policy,
+)
 from conversation_service.services.message_store import count_message_tokens
 
 log = logging.getLogger(__name__)
@@ -64,6 +68,7 @@ async def _message(conn: AsyncConnection, message_id: uuid.UUID) -> Any:
                 messages.c.metadata,
                 messages.c.language,
                 messages.c.token_count,
+                messages.c.sentiment_label,
                 messages.c.deleted_at,
                 conversations.c.priority,
             )
@@ -208,6 +213,14 @@ async def analyze_sentiment(ctx: JobContext) -> dict[str, Any]:
                 .with_for_update()
             )
         ).one()
+        if row.sentiment_label is not None:
+            # A re-run (the message was scored before): the rolling value already counts it.
+            return {
+                "label": result.label,
+                "score": result.score,
+                "model": result.model,
+                "conversation_score": current.sentiment_score,
+            }
         rolling = rolling_sentiment(current.sentiment_score, current.sentiment_count, result.score)
         await conn.execute(
             update(conversations)
@@ -227,9 +240,16 @@ async def analyze_sentiment(ctx: JobContext) -> dict[str, Any]:
 
 
 def build_summarizer(
-    settings: ConversationSettings, client: httpx.AsyncClient | None = None
+    settings: ConversationSettings,
+    client: httpx.AsyncClient | None = None,
+    *,
+    budget_tokens: int = 4000,
 ) -> Summarizer:
-    """The configured summarizer: extractive (offline, default) or an OpenAI-compatible LLM."""
+    """The configured summarizer: extractive (offline, default) or an OpenAI-compatible LLM.
+
+    The extractive summary is kept to about a quarter of the window's budget (≈4 characters a
+    token), so the summary never crowds the recent messages out of the window.
+    """
     if settings.summarizer == "llm":
         if not settings.summary_llm_url:
             raise ValueError("CONVERSATION_SUMMARY_LLM_URL is required with summarizer=llm")
@@ -244,7 +264,7 @@ def build_summarizer(
             api_key=key,
             client=client,
         )
-    return ExtractiveSummarizer()
+    return ExtractiveSummarizer(max_chars=min(1200, max(160, budget_tokens)))
 
 
 async def generate_summary(ctx: JobContext) -> dict[str, Any]:
@@ -257,6 +277,9 @@ async def generate_summary(ctx: JobContext) -> dict[str, Any]:
         raise RetryableJobError("another summary of this conversation is running")
     try:
         async with ctx.engine.connect() as conn:
+            stored_policy = await conn.scalar(
+                select(conversations.c.memory_policy).where(conversations.c.id == conversation_id)
+            )
             latest = await summaries.latest_summary(conn, conversation_id)
             floor = latest["covers_until_seq"] if latest else 0
             if floor >= until_seq:
@@ -276,7 +299,8 @@ async def generate_summary(ctx: JobContext) -> dict[str, Any]:
             ).all()
         languages = Counter(row.language for row in rows if row.language)
         language = languages.most_common(1)[0][0] if languages else None
-        summarizer = build_summarizer(ctx.settings)
+        budget = resolve_policy(stored_policy, WindowRequest()).max_tokens
+        summarizer = build_summarizer(ctx.settings, budget_tokens=budget)
         text = await summarizer.summarize(
             latest["content"] if latest else None,
             [SummaryInput(role=row.role, content=row.content, seq=row.seq) for row in rows],

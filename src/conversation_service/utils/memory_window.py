@@ -103,7 +103,7 @@ def select_window(
 
     # Older history is represented by the summary, so it is not eligible (and not "truncated").
     floor = summary_covers_until_seq if strategy == "summary_buffer" else None
-    history = [c for c in candidates if c.seq not in fixed]
+    history = [c for c in candidates if c.seq not in fixed and (floor is None or c.seq > floor)]
     history = _without_orphan_results(history, group_of)
 
     max_count = last_n if last_n is not None else len(history)

@@ -61,6 +61,7 @@ _PING_EVERY: Final = 10.0
 _SILENCE_LIMIT: Final = 30.0
 _BACKOFF_MAX: Final = 2.0
 _CONTROL_CHANNEL: Final = b"cs:live:~process"
+_BATCH: Final = 16
 
 SnapshotSource = Callable[[uuid.UUID, str | None], Awaitable[str]]
 
@@ -113,15 +114,16 @@ class Outbox:
         self._room.set()
 
     async def next_frames(self, idle_timeout: float) -> list[str] | None:
-        """Everything queued (waiting up to ``idle_timeout``); [] on timeout, None once closed."""
+        """The next few frames (waiting up to ``idle_timeout``); [] on timeout, None once closed."""
         if not self._frames and self.close_code is None:
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(idle_timeout):
                     await self._wakeup.wait()
-        if self._frames:
-            frames = list(self._frames)
-            self._frames.clear()
+        queued = self._frames
+        if queued:
+            # A small batch: what the writer holds is outside the bound, so keep it small.
+            frames = [queued.popleft() for _ in range(min(len(queued), _BATCH))]
             self._room.set()
             return frames
         return None if self.close_code is not None else []
@@ -170,7 +172,9 @@ class ConnectionManager:
     def __init__(self, *, redis_url: str, redis: Redis, snapshot: SnapshotSource) -> None:
         # A client of its own: pub/sub reads block indefinitely, which the app's client (with
         # a socket timeout) must not do.
-        self._pubsub_client = Redis.from_url(redis_url, socket_connect_timeout=2.0)
+        self._pubsub_client = Redis.from_url(
+            redis_url, socket_connect_timeout=2.0, client_name="conversation-service-live"
+        )
         self._redis = redis
         self._snapshot = snapshot
         self._channels: dict[bytes, set[Subscription]] = {}
@@ -183,6 +187,8 @@ class ConnectionManager:
         self._outboxes: set[Outbox] = set()
         self._last_heard = time.monotonic()
         self._stopping = False
+        # Redis CLIENT ID of the pub/sub connection (operators and tests can find it).
+        self.client_id: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -296,13 +302,14 @@ class ConnectionManager:
         """Replay after ``subscription.last`` (or a snapshot on a gap), then turn live."""
         snapshots = 0
         outbox = subscription.outbox
+        count = max(1, min(REPLAY_CHUNK, outbox.limit // 2))
         while subscription.active:
-            await outbox.wait_for_room(REPLAY_CHUNK)
+            await outbox.wait_for_room(count)
             if outbox.close_code is not None:
                 return
             try:
                 chunk = await events.read_after(
-                    self._redis, subscription.conversation_id, subscription.last, count=REPLAY_CHUNK
+                    self._redis, subscription.conversation_id, subscription.last, count=count
                 )
             except (RedisError, OSError) as exc:
                 raise LiveUnavailableError(str(exc)) from exc
@@ -317,7 +324,7 @@ class ConnectionManager:
                 continue
             for entry in chunk.entries:
                 self._deliver(subscription, entry.id, entry.id_text, entry.frame)
-            if len(chunk.entries) < REPLAY_CHUNK:
+            if len(chunk.entries) < count:
                 break
         if subscription.broken:
             raise LiveUnavailableError("pub/sub connection lost while catching up")
@@ -375,6 +382,8 @@ class ConnectionManager:
     async def _connect_and_read(self) -> None:
         connection = self._pubsub_client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
         await connection.connect()
+        await connection.send_command("CLIENT", "ID", check_health=False)
+        self.client_id = int(await connection.read_response())
         self._connection = connection
         self._last_heard = time.monotonic()
         # The control channel keeps the connection in subscribed mode even with no clients.

@@ -73,8 +73,8 @@ from conversation_service.services import streaming
 from conversation_service.services.auth import Principal, verify_service_key
 from conversation_service.websocket.connection_manager import (
     CLOSE_MESSAGE_TOO_BIG,
-    OUTBOX_LIMIT,
     CLOSE_UNAUTHENTICATED,
+    OUTBOX_LIMIT,
     LiveUnavailableError,
     Outbox,
     SSEOutbox,

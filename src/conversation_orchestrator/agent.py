@@ -1,0 +1,363 @@
+"""A small rule-based, bilingual (English/Spanish) demo agent that uses its context window.
+
+It stands where a real orchestrator calls a model, and it exists to show that the context the
+service hands over is enough to hold a conversation: it greets, learns the user's name (and
+stores it in the tracked context), answers "what's my name?", refers to an earlier turn, quotes
+the conversation summary when one exists, and answers in the language of the user's message.
+Everything is deterministic, so tests can assert on what it says.
+"""
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from conversation_service.analysis.language import detect_language
+
+LANGUAGES: Final = frozenset({"en", "es"})
+MODEL_NAME: Final = "demo-agent/1"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentCard:
+    """What the orchestrator's Agent Management knows about an agent."""
+
+    id: str
+    names: Mapping[str, str]
+    description: str
+    usable: bool = True
+    reason: str | None = None
+    style: str = "assistant"
+
+    def name(self, language: str) -> str:
+        """The agent's display name in ``language`` (English when it has none)."""
+        return self.names.get(language) or self.names["en"]
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``GET /agents/{id}`` body."""
+        return {
+            "id": self.id,
+            "name": self.names["en"],
+            "names": dict(self.names),
+            "description": self.description,
+            "usable": self.usable,
+            "reason": self.reason,
+            "languages": sorted(LANGUAGES),
+            "model": MODEL_NAME,
+        }
+
+
+DEMO_AGENTS: Final[Mapping[str, AgentCard]] = {
+    card.id: card
+    for card in (
+        AgentCard(
+            id="demo-assistant",
+            names={"en": "Demo Assistant", "es": "Asistente de demostración"},
+            description="A friendly bilingual assistant that remembers the conversation.",
+        ),
+        AgentCard(
+            id="support-agent",
+            names={"en": "Support Agent", "es": "Agente de soporte"},
+            description="A help-desk persona: same memory, a more formal tone.",
+            style="support",
+        ),
+        AgentCard(
+            id="retired-agent",
+            names={"en": "Retired Agent", "es": "Agente retirado"},
+            description="An agent that still exists but may no longer take conversations.",
+            usable=False,
+            reason="this agent was retired; use demo-assistant",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """What the agent knows when it answers: the new message and the context window."""
+
+    text: str
+    earlier: tuple[str, ...] = ()  # earlier user messages in the window, oldest first
+    summary: str | None = None
+    known_name: str | None = None  # from the tracked context
+    language_hints: tuple[str, ...] = ()  # newest first: earlier messages, session locale
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The agent's answer, its language, and a name it learnt in this turn (to remember)."""
+
+    text: str
+    language: str
+    learned_name: str | None = None
+    used: tuple[str, ...] = field(default=())  # which parts of the context it used
+
+
+# -- reading the context ----------------------------------------------------------------------
+
+_NAME_ANY_CASE = re.compile(r"\b(?i:my name is|me llamo|mi nombre es)\s+([^\W\d_][\w'-]{0,40})")
+_NAME_CAPITALISED = re.compile(r"\b(?i:i am|i'm|i’m|soy)\s+([A-ZÁÉÍÓÚÑ][^\W\d_]{1,40})")
+_NOT_NAMES = frozenset(
+    {"a", "an", "the", "not", "so", "very", "here", "un", "una", "el", "la", "muy", "de"}
+)
+_NAME_QUESTION = re.compile(
+    r"(?i)\bwhat(?:'s|’s| is) my name\b|\bdo you (?:know|remember) my name\b"
+    r"|\bc[oó]mo me llamo\b|\bcu[aá]l es mi nombre\b|\b(?:sabes|recuerdas) mi nombre\b"
+)
+_RECALL_QUESTION = re.compile(
+    r"(?i)\bwhat did i (?:say|tell you|mention|ask)\b|\bdo you remember\b"
+    r"|\bqu[eé] te (?:dije|cont[eé]|pregunt[eé])\b|\b(?:te acuerdas|recuerdas)\b"
+)
+_WORD = re.compile(r"[^\W\d_]+")
+_SPANISH_MARKS = re.compile(r"[¿¡ñÑáéíóúÁÉÍÓÚ]")
+_SPANISH_WORDS = frozenset(
+    "hola gracias que qué como cómo por favor quiero necesito tengo estoy es el la los las "
+    "una un de del para con mi me te y pero muy bien buenos buenas días sí también".split()
+)
+_ENGLISH_WORDS = frozenset(
+    "hello hi thanks thank please what how want need have i am is the a an of for with my "
+    "me you and but very good morning yes also".split()
+)
+_STOPWORDS = frozenset(
+    (
+        "about also been could does doing from have hello here just know like make more much "
+        "name need please really remember said should thanks than that their them then there "
+        "they thing think this want were what when where which will with would your you're "
+        "tell again earlier today mention mentioned something anything nothing best better"
+    ).split()
+    + (
+        "algo ahora ayuda ayudar bien buenas buenos como cómo cual cuál cuando dije donde dónde "
+        "desde entre esta este esto estoy favor gracias hacer hasta hola llamo mucho muy nada "
+        "necesito nombre para pero porque puedes puedo quiero recuerdas sabes sobre también "
+        "tengo tiene tienes todo todos unas unos días tardes noches antes hace está están"
+    ).split()
+)
+
+
+def find_name(text: str) -> str | None:
+    """A name the user gives for themselves in ``text`` ("my name is Ana", "soy Ana")."""
+    for pattern in (_NAME_ANY_CASE, _NAME_CAPITALISED):
+        match = pattern.search(text)
+        if match and match.group(1).lower() not in _NOT_NAMES:
+            name = match.group(1).strip("'-")
+            return name[:1].upper() + name[1:]
+    return None
+
+
+def keywords(text: str, limit: int = 3) -> list[str]:
+    """Up to ``limit`` content words of ``text``, in order of appearance."""
+    seen: list[str] = []
+    lowered: set[str] = set()
+    for word in _WORD.findall(text):
+        lower = word.lower()
+        if len(word) >= 4 and lower not in _STOPWORDS and lower not in lowered:
+            seen.append(word)
+            lowered.add(lower)
+            if len(seen) == limit:
+                break
+    return seen
+
+
+def _heuristic_language(text: str) -> str | None:
+    if _SPANISH_MARKS.search(text):
+        return "es"
+    words = _WORD.findall(text.lower())
+    spanish = sum(word in _SPANISH_WORDS for word in words)
+    english = sum(word in _ENGLISH_WORDS for word in words)
+    if spanish != english:
+        return "es" if spanish > english else "en"
+    return None
+
+
+def choose_language(text: str, hints: Iterable[str] = ()) -> str:
+    """English or Spanish: the detector, then telltale words, then the hints, then English."""
+    code = detect_language(text, languages=LANGUAGES).code
+    if code in LANGUAGES:
+        return code
+    code = _heuristic_language(text)
+    if code is not None:
+        return code
+    for hint in hints:
+        prefix = hint.split("-")[0].lower()
+        if prefix in LANGUAGES:
+            return prefix
+    return "en"
+
+
+def build_turn(context: Mapping[str, Any], message: Mapping[str, Any]) -> Turn:
+    """A ``Turn`` from the native context window (``GET …/context``) and the new message."""
+    current_seq = int(message.get("seq") or 0)
+    earlier: list[str] = []
+    languages: list[str] = []
+    for item in context.get("messages") or ():
+        if item.get("role") != "user" or item.get("id") == message.get("id"):
+            continue
+        if current_seq and int(item.get("seq") or 0) > current_seq:
+            continue
+        content = str(item.get("content") or "").strip()
+        if content:
+            earlier.append(content)
+            if item.get("language"):
+                languages.append(str(item["language"]))
+    summary = context.get("summary") or {}
+    tracked = context.get("tracked_context") or {}
+    user = tracked.get("user") if isinstance(tracked, Mapping) else None
+    known_name = user.get("name") if isinstance(user, Mapping) else None
+    session = context.get("session_context") or {}
+    locale = session.get("locale") if isinstance(session, Mapping) else None
+    hints = [*reversed(languages), *([str(locale)] if locale else [])]
+    return Turn(
+        text=str(message.get("content") or ""),
+        earlier=tuple(earlier),
+        summary=str(summary.get("text")) if summary.get("text") else None,
+        known_name=str(known_name) if known_name else None,
+        language_hints=tuple(hints),
+    )
+
+
+# -- answering ---------------------------------------------------------------------------------
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0].rstrip(",.;:")
+    return cut + "…"
+
+
+def _join(words: Sequence[str], conjunction: str) -> str:
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + f" {conjunction} " + words[-1]
+
+
+def _quote(text: str, language: str) -> str:
+    text = text.rstrip(".!;:, ")
+    return f"«{text}»" if language == "es" else f"“{text}”"
+
+
+_PHRASES: Final[Mapping[str, Mapping[str, str]]] = {
+    "en": {
+        "hello": "Hi{name}! I'm {agent}.",
+        "hello_support": "Hi{name}, thanks for contacting support. I'm {agent}.",
+        "ack0": "Got it{name}.",
+        "ack1": "Thanks{name}.",
+        "ack2": "Understood{name}.",
+        "learned": "Nice to meet you, {name} — I'll remember your name.",
+        "your_name": "Your name is {name}; you told me earlier.",
+        "no_name": "You haven't told me your name yet.",
+        "asking": "You're asking about {topics}.",
+        "telling": "You're telling me about {topics}.",
+        "earlier": "Earlier you mentioned {quote}.",
+        "earlier_again": "Earlier you mentioned {quote}, and {word} comes up again now.",
+        "recall": "So far you've told me {quotes}.",
+        "summary": "From the summary of our conversation: {quote}.",
+        "intro": (
+            "I'm a built-in demo agent without a language model, so my answers are simple, "
+            "but I remember what you tell me. What would you like to talk about?"
+        ),
+        "question_close": (
+            "A real agent would answer that with a model, using this same context. "
+            "Anything else on your mind?"
+        ),
+        "close": "What else can I help you with?",
+        "and": "and",
+    },
+    "es": {
+        "hello": "¡Hola{name}! Soy {agent}.",
+        "hello_support": "Hola{name}, gracias por contactar con soporte. Soy {agent}.",
+        "ack0": "Entendido{name}.",
+        "ack1": "Gracias{name}.",
+        "ack2": "De acuerdo{name}.",
+        "learned": "Encantado de conocerte, {name}; recordaré tu nombre.",
+        "your_name": "Te llamas {name}; me lo dijiste antes.",
+        "no_name": "Todavía no me has dicho tu nombre.",
+        "asking": "Me preguntas sobre {topics}.",
+        "telling": "Me hablas de {topics}.",
+        "earlier": "Antes mencionaste {quote}.",
+        "earlier_again": "Antes mencionaste {quote}, y ahora vuelve a salir {word}.",
+        "recall": "Hasta ahora me has dicho {quotes}.",
+        "summary": "Según el resumen de nuestra conversación: {quote}.",
+        "intro": (
+            "Soy un agente de demostración sin modelo de lenguaje: mis respuestas son sencillas, "
+            "pero recuerdo lo que me cuentas. ¿De qué te gustaría hablar?"
+        ),
+        "question_close": (
+            "Un agente real lo respondería con un modelo, usando este mismo contexto. "
+            "¿Algo más?"
+        ),
+        "close": "¿En qué más puedo ayudarte?",
+        "and": "y",
+    },
+}
+
+
+def compose_reply(turn: Turn, agent: AgentCard) -> Reply:
+    """The agent's answer to ``turn``, in the language of the user's message."""
+    language = choose_language(turn.text, turn.language_hints)
+    say = _PHRASES[language]
+    learned = find_name(turn.text)
+    remembered = turn.known_name or next(
+        (name for name in map(find_name, reversed(turn.earlier)) if name), None
+    )
+    if remembered is None and turn.summary:
+        remembered = find_name(turn.summary)
+    name = learned or remembered
+    used: list[str] = []
+    parts: list[str] = []
+    salutation = f", {name}" if name else ""
+    first_turn = not turn.earlier and not turn.summary
+    if first_turn:
+        greeting = say["hello_support"] if agent.style == "support" else say["hello"]
+        parts.append(greeting.format(name=f" {name}" if name else "", agent=agent.name(language)))
+    else:
+        parts.append(say[f"ack{len(turn.earlier) % 3}"].format(name=salutation))
+    if learned and learned != remembered:
+        parts.append(say["learned"].format(name=learned))
+    if _NAME_QUESTION.search(turn.text):
+        if remembered:
+            parts.append(say["your_name"].format(name=remembered))
+            used.append("name")
+        else:
+            parts.append(say["no_name"])
+    elif _RECALL_QUESTION.search(turn.text) and turn.earlier:
+        quotes = [_quote(_shorten(text, 60), language) for text in turn.earlier[-3:]]
+        parts.append(say["recall"].format(quotes=_join(quotes, say["and"])))
+        used.append("earlier")
+    else:
+        topics = keywords(turn.text)
+        if topics and not learned:
+            key = "asking" if turn.text.rstrip().endswith("?") else "telling"
+            parts.append(say[key].format(topics=_join(topics, say["and"])))
+        if turn.earlier:
+            previous = turn.earlier[-1]
+            before = {word.lower() for word in keywords(previous, 8)}
+            shared = [word for word in keywords(turn.text, 8) if word.lower() in before]
+            quote = _quote(_shorten(previous, 70), language)
+            if shared:
+                parts.append(say["earlier_again"].format(quote=quote, word=shared[0]))
+            else:
+                parts.append(say["earlier"].format(quote=quote))
+            used.append("earlier")
+    if turn.summary:
+        first = re.split(r"(?<=[.!?])\s", turn.summary.strip(), maxsplit=1)[0]
+        parts.append(say["summary"].format(quote=_quote(_shorten(first, 140), language)))
+        used.append("summary")
+    if first_turn:
+        parts.append(say["intro"])
+    elif turn.text.rstrip().endswith("?") and "name" not in used and "earlier" not in used:
+        parts.append(say["question_close"])
+    else:
+        parts.append(say["close"])
+    if name and name == remembered and "name" not in used:
+        used.append("name")
+    return Reply(text=" ".join(parts), language=language, learned_name=learned, used=tuple(used))
+
+
+_TOKEN = re.compile(r"\s*\S+")
+
+
+def tokens(text: str) -> list[str]:
+    """The reply as the chunks it is streamed in (words with their leading space)."""
+    return _TOKEN.findall(text)

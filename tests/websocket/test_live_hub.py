@@ -1,0 +1,72 @@
+"""The per-process live hub: one pub/sub connection, resync after it drops, shared channels."""
+
+from collections.abc import AsyncIterator
+
+import httpx
+import orjson
+import pytest
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from tests.conftest import Caller, create_conversation
+from tests.websocket.helpers import serve, wait_until, ws_client
+
+from conversation_service.websocket.connection_manager import ConnectionManager
+
+
+@pytest.fixture(scope="session")
+async def base_url(app: FastAPI) -> AsyncIterator[str]:
+    async with serve(app) as url:
+        yield url
+
+
+async def _wait_connected(hub: ConnectionManager, old_id: int | None) -> None:
+    await wait_until(lambda: hub.client_id not in (None, old_id) and hub._connection is not None)
+
+
+async def test_events_published_while_the_pubsub_connection_was_down_are_not_lost(
+    base_url: str, client: httpx.AsyncClient, caller: Caller, app: FastAPI
+) -> None:
+    resources = app.state.resources
+    hub: ConnectionManager = resources.live
+    redis: Redis = resources.redis
+    cid = (await create_conversation(client))["id"]
+    async with ws_client(base_url, caller.token) as ws:
+        await ws.subscribe(cid)
+        await resources.events.publish(cid, "summary.updated", {"n": 0})
+        assert (await ws.recv())["data"] == {"n": 0}
+        old_id = hub.client_id
+        assert old_id is not None
+        await redis.client_kill_filter(_id=str(old_id))
+        # Published while the hub is (re)connecting: recovered from the log, in order, once.
+        for n in range(1, 6):
+            await resources.events.publish(cid, "summary.updated", {"n": n})
+        await _wait_connected(hub, old_id)
+        for n in range(6, 9):
+            await resources.events.publish(cid, "summary.updated", {"n": n})
+        frames = await ws.recv_until(lambda f: f["data"] == {"n": 8})
+    assert [f["data"]["n"] for f in frames] == list(range(1, 9))
+
+
+async def test_one_channel_per_conversation_whatever_the_number_of_viewers(
+    base_url: str, client: httpx.AsyncClient, caller: Caller, app: FastAPI
+) -> None:
+    hub: ConnectionManager = app.state.resources.live
+    cid = (await create_conversation(client))["id"]
+    before = hub.channels
+    async with (
+        ws_client(base_url, caller.token) as first,
+        ws_client(base_url, caller.token) as second,
+        ws_client(base_url, caller.token) as third,
+    ):
+        for ws in (first, second, third):
+            await ws.subscribe(cid)
+        assert hub.channels == before + 1
+        numsub = await app.state.resources.redis.pubsub_numsub(f"cs:live:{cid}")
+        assert numsub[0][1] == 1  # one Redis subscription for three viewers
+        await client.post(f"/api/v1/conversations/{cid}/messages", json={"content": "hi"})
+        got = [await ws.recv() for ws in (first, second, third)]
+        await first.send({"type": "unsubscribe", "conversation_id": cid})
+        await first.recv()
+        assert hub.channels == before + 1
+    await wait_until(lambda: hub.channels == before)
+    assert len({orjson.dumps(frame) for frame in got}) == 1
