@@ -59,7 +59,7 @@ class Receiver:
 def _app(state: Receiver) -> Starlette:
     async def hook(request: Request) -> Response:
         raw = await request.body()
-        headers = {k: v for k, v in request.headers.items()}
+        headers = dict(request.headers.items())
         try:
             Webhook(state.secret).verify(raw, headers)
             verified = True

@@ -8,7 +8,9 @@ from pathlib import Path
 from tests.conftest import INTERNAL_KEY, JWT_SECRET
 
 
-def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "conversation_service.cli", *args],
         env={**os.environ, **env},
@@ -50,6 +52,8 @@ def test_production_start_with_placeholder_secret_fails_clearly(tmp_path: Path) 
 
 
 def test_dev_placeholder_says_it_is_not_available(tmp_path: Path) -> None:
-    result = run_cli("dev", env={"CONVERSATION_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/w.db"})
+    result = run_cli(
+        "dev", env={"CONVERSATION_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/w.db"}
+    )
     assert result.returncode == 3
     assert "not available" in result.stderr

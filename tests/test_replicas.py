@@ -15,6 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
+
+from conversation_service.config.settings import ConversationSettings
+from conversation_service.websocket.events import OPEN_STREAMS_KEY
 from tests.conftest import INTERNAL_KEY, JWT_SECRET, Caller, new_caller
 from tests.live_server import ServerProcess
 from tests.websocket.helpers import (
@@ -27,10 +31,6 @@ from tests.websocket.helpers import (
     wait_until,
     ws_client,
 )
-from websockets.exceptions import ConnectionClosed
-
-from conversation_service.config.settings import ConversationSettings
-from conversation_service.websocket.events import OPEN_STREAMS_KEY
 
 pytestmark = pytest.mark.slow
 

@@ -111,26 +111,14 @@ _RECALL_QUESTION = re.compile(
 _WORD = re.compile(r"[^\W\d_]+")
 _SPANISH_MARKS = re.compile(r"[¿¡ñÑáéíóúÁÉÍÓÚ]")
 _SPANISH_WORDS = frozenset(
-    "hola gracias que qué como cómo por favor quiero necesito tengo estoy es el la los las "
-    "una un de del para con mi me te y pero muy bien buenos buenas días sí también".split()
+    ["hola", "gracias", "que", "qué", "como", "cómo", "por", "favor", "quiero", "necesito", "tengo", "estoy", "es", "el", "la", "los", "las", "una", "un", "de", "del", "para", "con", "mi", "me", "te", "y", "pero", "muy", "bien", "buenos", "buenas", "días", "sí", "también"]
 )
 _ENGLISH_WORDS = frozenset(
-    "hello hi thanks thank please what how want need have i am is the a an of for with my "
-    "me you and but very good morning yes also".split()
+    ["hello", "hi", "thanks", "thank", "please", "what", "how", "want", "need", "have", "i", "am", "is", "the", "a", "an", "of", "for", "with", "my", "me", "you", "and", "but", "very", "good", "morning", "yes", "also"]
 )
 _STOPWORDS = frozenset(
-    (
-        "about also been could does doing from have hello here just know like make more much "
-        "name need please really remember said should thanks than that their them then there "
-        "they thing think this want were what when where which will with would your you're "
-        "tell again earlier today mention mentioned something anything nothing best better"
-    ).split()
-    + (
-        "algo ahora ayuda ayudar bien buenas buenos como cómo cual cuál cuando dije donde dónde "
-        "desde entre esta este esto estoy favor gracias hacer hasta hola llamo mucho muy nada "
-        "necesito nombre para pero porque puedes puedo quiero recuerdas sabes sobre también "
-        "tengo tiene tienes todo todos unas unos días tardes noches antes hace está están"
-    ).split()
+    ["about", "also", "been", "could", "does", "doing", "from", "have", "hello", "here", "just", "know", "like", "make", "more", "much", "name", "need", "please", "really", "remember", "said", "should", "thanks", "than", "that", "their", "them", "then", "there", "they", "thing", "think", "this", "want", "were", "what", "when", "where", "which", "will", "with", "would", "your", "you're", "tell", "again", "earlier", "today", "mention", "mentioned", "something", "anything", "nothing", "best", "better"]
+    + ["algo", "ahora", "ayuda", "ayudar", "bien", "buenas", "buenos", "como", "cómo", "cual", "cuál", "cuando", "dije", "donde", "dónde", "desde", "entre", "esta", "este", "esto", "estoy", "favor", "gracias", "hacer", "hasta", "hola", "llamo", "mucho", "muy", "nada", "necesito", "nombre", "para", "pero", "porque", "puedes", "puedo", "quiero", "recuerdas", "sabes", "sobre", "también", "tengo", "tiene", "tienes", "todo", "todos", "unas", "unos", "días", "tardes", "noches", "antes", "hace", "está", "están"]
 )
 
 

@@ -175,18 +175,18 @@ def _serve(settings: ConversationSettings, host: str, port: int, workers: int) -
 
 
 def _worker(settings: ConversationSettings, *, pool: int, burst: bool, fork: bool) -> int:
-    from redis import Redis  # noqa: PLC0415
-    from rq import SimpleWorker, Worker  # noqa: PLC0415
-    from rq.worker_pool import WorkerPool  # noqa: PLC0415
+    from redis import Redis
+    from rq import SimpleWorker, Worker
+    from rq.worker_pool import WorkerPool
 
-    from conversation_service.embedded import start_embedded_redis  # noqa: PLC0415
-    from conversation_service.observability import configure_logging  # noqa: PLC0415
-    from conversation_service.queue.jobs import QUEUES  # noqa: PLC0415
+    from conversation_service.embedded import start_embedded_redis
+    from conversation_service.observability import configure_logging
+    from conversation_service.queue.jobs import QUEUES
 
     configure_logging(settings.log_level, json_lines=settings.log_json)
     # Models and tokenizers load once here, not in every job (forked horses inherit them).
-    from conversation_service.analysis import warm_up  # noqa: PLC0415
-    from conversation_service.utils.memory_utils import preload_encoders  # noqa: PLC0415
+    from conversation_service.analysis import warm_up
+    from conversation_service.utils.memory_utils import preload_encoders
 
     warm_up()
     preload_encoders()

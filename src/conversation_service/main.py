@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
@@ -24,6 +25,7 @@ from conversation_service.routes import (
     openai_compat,
     sessions,
 )
+from conversation_service.routes import chat as chat_page
 from conversation_service.routes import events as event_routes
 from conversation_service.routes import streaming as streaming_routes
 from conversation_service.routes import ws as ws_routes
@@ -31,6 +33,7 @@ from conversation_service.routes.errors import install_error_handlers
 from conversation_service.routes.limits import BodyGuardMiddleware
 from conversation_service.routes.openai_errors import OpenAIErrorMiddleware
 from conversation_service.routes.webhooks import document_webhooks
+from conversation_service.services.agents import AgentDirectory
 from conversation_service.services.auth import TokenVerifier
 from conversation_service.services.idempotency import InFlightGate
 from conversation_service.utils.cursors import CursorCodec
@@ -66,6 +69,18 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
         )
         relay = OutboxRelay(engine, redis, Dispatcher(rq_redis, settings), settings)
         realtime = Realtime(settings, engine, redis)
+        # Agent validation's client: short timeouts, never follows redirects.
+        agent_http = httpx.AsyncClient(timeout=settings.agent_validation_timeout_seconds)
+        agents = (
+            AgentDirectory(
+                agent_http,
+                settings.orchestrator_url,
+                required=settings.agent_validation_required,
+                timeout=settings.agent_validation_timeout_seconds,
+            )
+            if settings.orchestrator_url
+            else None
+        )
         try:
             await assert_migrated(engine)
             # Token tables load now, not on the first append (0.2-0.4 s).
@@ -82,6 +97,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
                 events=realtime.events,
                 live=realtime.live,
                 relay=relay,
+                agents=agents,
             )
             relay.start()
             await realtime.start()
@@ -89,6 +105,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
         finally:
             await realtime.stop()
             await relay.stop()
+            await agent_http.aclose()
             rq_redis.close()
             await redis.aclose()
             await engine.dispose()
@@ -113,6 +130,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
     app.include_router(jobs.internal)
     app.include_router(api_keys.router)
     app.include_router(openai_compat.router, prefix=settings.openai_prefix)
+    chat_page.install(app, settings)
     app.add_middleware(
         BodyGuardMiddleware,
         max_bytes=settings.max_body_bytes,

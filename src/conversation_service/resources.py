@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.observability import Metrics
 from conversation_service.queue.producer import OutboxRelay
+from conversation_service.services.agents import AgentDirectory
 from conversation_service.services.auth import TokenVerifier
 from conversation_service.services.idempotency import InFlightGate
 from conversation_service.utils.cursors import CursorCodec
@@ -31,6 +32,8 @@ class Resources:
     events: EventPublisher
     live: ConnectionManager
     relay: OutboxRelay
+    # Agent validation through the orchestrator; None when CONVERSATION_ORCHESTRATOR_URL is unset.
+    agents: AgentDirectory | None = None
 
 
 def cursor_key(settings: ConversationSettings) -> bytes:

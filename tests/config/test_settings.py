@@ -30,6 +30,10 @@ def test_development_defaults_work_without_any_secret(monkeypatch: pytest.Monkey
         ),
         ({"jwt_secret": STRONG, "redis_url": "redis://r"}, "CONVERSATION_INTERNAL_API_KEYS"),
         ({"jwt_secret": STRONG, "internal_api_keys": "k" * 30}, "CONVERSATION_REDIS_URL"),
+        (
+            {"jwt_secret": STRONG, "internal_api_keys": "k" * 30, "redis_url": "redis://r"},
+            "CONVERSATION_WEBHOOK_SECRET",
+        ),
     ],
 )
 def test_production_refuses_missing_or_placeholder_secrets(
@@ -42,8 +46,13 @@ def test_production_refuses_missing_or_placeholder_secrets(
 def test_internal_keys_are_read_comma_separated_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVERSATION_ENVIRONMENT", "production")
     monkeypatch.setenv("CONVERSATION_JWT_SECRET", STRONG)
-    monkeypatch.setenv("CONVERSATION_INTERNAL_API_KEYS", "key-one-aaaaaaaaaaaa, key-two-bbbbbbbbbbbb")
+    monkeypatch.setenv(
+        "CONVERSATION_INTERNAL_API_KEYS", "key-one-aaaaaaaaaaaa, key-two-bbbbbbbbbbbb"
+    )
     monkeypatch.setenv("CONVERSATION_REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv(
+        "CONVERSATION_WEBHOOK_SECRET", "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"
+    )
     settings = ConversationSettings()
     assert settings.effective_internal_keys() == {"key-one-aaaaaaaaaaaa", "key-two-bbbbbbbbbbbb"}
     assert "key-one" not in repr(settings)  # secrets never print

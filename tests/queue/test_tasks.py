@@ -82,7 +82,7 @@ async def test_killed_worker_job_is_run_again(queue_env: QueueEnv) -> None:
     callback_job = await queue_env.wait_until(
         lambda: _started_or_requeued(queue_env, cid),
         what="the sweep to requeue the job",
-        timeout=30,
+        limit=30,
     )
     await queue_env.run_worker()
     done = await queue_env.jobs(id=callback_job)
@@ -100,7 +100,9 @@ async def _started_or_requeued(env: QueueEnv, cid: str) -> uuid.UUID | None:
     return None
 
 
-async def test_summary_is_generated_incrementally_and_versions_are_kept(queue_env: QueueEnv) -> None:
+async def test_summary_is_generated_incrementally_and_versions_are_kept(
+    queue_env: QueueEnv,
+) -> None:
     cid = (
         await create_conversation(
             queue_env.client, memory_policy={"strategy": "summary_buffer", "max_tokens": 120}

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conversation_service.models.message import Role
-from conversation_service.services.message_store import MessageDraft
 from conversation_service.services import message_store, summaries
 from conversation_service.services.auth import Principal
+from conversation_service.services.message_store import MessageDraft
 from conversation_service.utils.memory_utils import REPLY_PRIMING_TOKENS, message_tokens
 from tests.conftest import INTERNAL_KEY, Caller, create_conversation
 
@@ -53,9 +53,13 @@ async def test_token_counts_are_exact_and_stored(client: httpx.AsyncClient) -> N
     ).json()
     assert message["token_count"] == message_tokens("user", text, "o200k_base")
     window = await context(client, cid, encoding="cl100k_base", strategy="token_budget")
-    assert window["token_count"] == message_tokens("user", text, "cl100k_base") + REPLY_PRIMING_TOKENS
+    assert (
+        window["token_count"] == message_tokens("user", text, "cl100k_base") + REPLY_PRIMING_TOKENS
+    )
     window = await context(client, cid, encoding="o200k_base", strategy="token_budget")
-    assert window["token_count"] == message_tokens("user", text, "o200k_base") + REPLY_PRIMING_TOKENS
+    assert (
+        window["token_count"] == message_tokens("user", text, "o200k_base") + REPLY_PRIMING_TOKENS
+    )
 
 
 async def test_token_budget_keeps_newest_that_fit_and_reports_cut(
@@ -95,7 +99,9 @@ async def test_system_and_pinned_always_included_and_deleted_never(
             json={"content": "My passport number is X123", "metadata": {"pinned": True}},
         )
     ).json()
-    doomed = (await client.post(f"/api/v1/conversations/{cid}/messages", json={"content": "oops"})).json()
+    doomed = (
+        await client.post(f"/api/v1/conversations/{cid}/messages", json={"content": "oops"})
+    ).json()
     for i in range(40):
         await client.post(f"/api/v1/conversations/{cid}/messages", json={"content": f"chat {i}"})
     await client.delete(f"/api/v1/conversations/{cid}/messages/{doomed['id']}")
@@ -127,7 +133,9 @@ async def test_tool_call_and_result_are_never_separated(
         "",
         {"tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "weather"}}]},
     )
-    result = await append(engine, caller, cid, Role.TOOL, "sunny, 24C " * 20, {"tool_call_id": "call_1"})
+    result = await append(
+        engine, caller, cid, Role.TOOL, "sunny, 24C " * 20, {"tool_call_id": "call_1"}
+    )
     answer = await append(engine, caller, cid, Role.ASSISTANT, "It is sunny.")
     tail = message_tokens("assistant", "It is sunny.", "o200k_base")
     # Room for the answer and the tool result, but not the call: the result must go too.
@@ -174,9 +182,9 @@ async def test_summary_buffer_uses_newest_summary_and_messages_after_it(
 
 
 async def test_policy_stored_on_conversation_and_overridable(client: httpx.AsyncClient) -> None:
-    cid = (
-        await create_conversation(client, memory_policy={"strategy": "last_n", "last_n": 2})
-    )["id"]
+    cid = (await create_conversation(client, memory_policy={"strategy": "last_n", "last_n": 2}))[
+        "id"
+    ]
     for i in range(5):
         await client.post(f"/api/v1/conversations/{cid}/messages", json={"content": f"m{i}"})
     window = await context(client, cid)
@@ -226,7 +234,9 @@ async def test_context_includes_session_and_tracked_context(client: httpx.AsyncC
         headers=SERVICE,
     )
     await client.patch(
-        f"/internal/v1/conversations/{cid}/tracked-context", json={"intent": "greet"}, headers=SERVICE
+        f"/internal/v1/conversations/{cid}/tracked-context",
+        json={"intent": "greet"},
+        headers=SERVICE,
     )
     window = await context(client, cid)
     assert window["session_id"] == session["id"]

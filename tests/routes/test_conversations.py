@@ -113,7 +113,9 @@ async def test_list_paginates_newest_first_with_opaque_cursor(client: httpx.Asyn
 async def test_list_filters_by_agent_status_tag_metadata_and_time(
     client: httpx.AsyncClient,
 ) -> None:
-    a = await create_conversation(client, agent_id="alpha", tags=["vip", "es"], metadata={"plan": "pro"})
+    a = await create_conversation(
+        client, agent_id="alpha", tags=["vip", "es"], metadata={"plan": "pro"}
+    )
     b = await create_conversation(client, agent_id="beta", tags=["es"], metadata={"plan": "free"})
     c = await create_conversation(client, agent_id="alpha", metadata={"plan": 7})
     await client.post(f"/api/v1/conversations/{c['id']}/archive")

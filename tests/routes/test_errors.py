@@ -92,7 +92,9 @@ async def test_deeply_nested_metadata_is_422(client: httpx.AsyncClient) -> None:
     for _ in range(40):
         node["n"] = {}
         node = node["n"]  # type: ignore[assignment]
-    response = await client.post("/api/v1/conversations", json={"agent_id": "a", "metadata": nested})
+    response = await client.post(
+        "/api/v1/conversations", json={"agent_id": "a", "metadata": nested}
+    )
     assert_problem(response, 422)
 
 

@@ -9,10 +9,10 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
-from tests.conftest import Caller, create_conversation, new_caller
-from tests.websocket.helpers import TIMEOUT, complete, post_deltas, serve, start_reply
 
 from conversation_service.websocket import handlers
+from tests.conftest import Caller, create_conversation, new_caller
+from tests.websocket.helpers import TIMEOUT, complete, post_deltas, serve, start_reply
 
 
 @pytest.fixture(scope="session")

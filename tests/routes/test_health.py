@@ -44,7 +44,7 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
     await client.get("/api/v1/conversations/00000000-0000-0000-0000-000000000000")
     text = (await client.get("/metrics")).text
     assert 'http_requests_total{method="GET",route="/api/v1/conversations",status="200"}' in text
-    assert (
-        'route="/api/v1/conversations/{conversation_id}",status="404"' in text
-    ), "route label must be the template, not the raw path"
+    assert 'route="/api/v1/conversations/{conversation_id}",status="404"' in text, (
+        "route label must be the template, not the raw path"
+    )
     assert "http_request_duration_seconds_bucket" in text

@@ -190,7 +190,9 @@ async def test_history_pages_by_seq_both_orders(client: httpx.AsyncClient) -> No
     newest = (await client.get(url, params={"order": "desc", "limit": 2})).json()
     assert [m["seq"] for m in newest["data"]] == [7, 6]
     older = (
-        await client.get(url, params={"order": "desc", "limit": 10, "cursor": newest["next_cursor"]})
+        await client.get(
+            url, params={"order": "desc", "limit": 10, "cursor": newest["next_cursor"]}
+        )
     ).json()
     assert [m["seq"] for m in older["data"]] == [5, 4, 3, 2, 1]
     assert older["has_more"] is False

@@ -85,7 +85,9 @@ async def test_explicit_start_and_end(client: httpx.AsyncClient) -> None:
     assert ended.status_code == 200
     assert ended.json()["end_reason"] == "ended"
     assert ended.json()["active"] is False
-    assert (await client.post(f"/api/v1/conversations/{cid}/sessions/current/end")).status_code == 404
+    assert (
+        await client.post(f"/api/v1/conversations/{cid}/sessions/current/end")
+    ).status_code == 404
     bad = await client.post(f"/api/v1/conversations/{cid}/sessions", json={"locale": "x y"})
     assert bad.status_code == 422
 
@@ -109,7 +111,9 @@ async def test_session_context_is_hot_in_redis_and_durable_in_db(
     url = f"/internal/v1/sessions/{session['id']}/context"
     first = await client.patch(url, json={"variables": {"cart": ["a"], "step": 1}}, headers=SERVICE)
     assert first.status_code == 200, first.text
-    second = await client.patch(url, json={"variables": {"step": None, "lang": "es"}}, headers=SERVICE)
+    second = await client.patch(
+        url, json={"variables": {"step": None, "lang": "es"}}, headers=SERVICE
+    )
     assert second.json() == {
         "session_id": session["id"],
         "version": 2,

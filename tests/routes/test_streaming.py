@@ -8,11 +8,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
-from tests.conftest import create_conversation
-from tests.websocket.helpers import SERVICE, complete, post_deltas, start_reply
 
 from conversation_service.services import streaming
 from conversation_service.websocket.events import events_key, read_after
+from tests.conftest import create_conversation
+from tests.websocket.helpers import SERVICE, complete, post_deltas, start_reply
 
 
 def _url(cid: str, mid: str | None = None, action: str = "") -> str:

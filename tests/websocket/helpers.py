@@ -17,8 +17,9 @@ import httpx
 import orjson
 import uvicorn
 from fastapi import FastAPI
-from tests.conftest import INTERNAL_KEY
 from websockets.asyncio.client import ClientConnection, connect
+
+from tests.conftest import INTERNAL_KEY
 
 SERVICE = {"Authorization": f"Bearer {INTERNAL_KEY}"}
 TIMEOUT = 10.0

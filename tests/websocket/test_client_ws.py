@@ -12,6 +12,11 @@ import orjson
 import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from conversation_service.websocket import handlers
+from conversation_service.websocket.events import events_key
 from tests.conftest import Caller, create_conversation, new_caller
 from tests.websocket.helpers import (
     TIMEOUT,
@@ -26,11 +31,6 @@ from tests.websocket.helpers import (
     ws_client,
     ws_url,
 )
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
-
-from conversation_service.websocket import handlers
-from conversation_service.websocket.events import events_key
 
 
 @pytest.fixture(scope="session")

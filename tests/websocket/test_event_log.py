@@ -10,8 +10,6 @@ import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from tests.conftest import create_conversation
-from tests.websocket.helpers import SERVICE
 
 from conversation_service.websocket.events import (
     EventPublisher,
@@ -19,6 +17,8 @@ from conversation_service.websocket.events import (
     parse_event_id,
     read_after,
 )
+from tests.conftest import create_conversation
+from tests.websocket.helpers import SERVICE
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import orjson
 import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
-from tests.conftest import Caller, create_conversation
-from tests.websocket.helpers import serve, wait_until, ws_client
 
 from conversation_service.websocket.connection_manager import ConnectionManager
+from tests.conftest import Caller, create_conversation
+from tests.websocket.helpers import serve, wait_until, ws_client
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ PLACEHOLDER_SECRETS = frozenset(
 DEV_JWT_SECRET = "dev-secret"  # noqa: S105 - refused outside development by the validator below
 DEV_INTERNAL_API_KEY = "dev-internal-key"
 # base64 of "conversation-service-dev-webhook" (32 bytes); refused outside development.
-DEV_WEBHOOK_SECRET = "whsec_Y29udmVyc2F0aW9uLXNlcnZpY2UtZGV2LXdlYmhvb2s="
+DEV_WEBHOOK_SECRET = "whsec_Y29udmVyc2F0aW9uLXNlcnZpY2UtZGV2LXdlYmhvb2s="  # noqa: S105 - refused in production
 
 
 class Environment(StrEnum):
@@ -95,6 +95,16 @@ class ConversationSettings(BaseSettings):
         1800,
         3600,
     )
+    # Agent validation (Agent Management goes through the orchestrator): when set, creating a
+    # conversation asks GET {orchestrator_url}/agents/{agent_id} (see services.agents).
+    orchestrator_url: str | None = None
+    # True: no conversation without a validated agent (503 while the orchestrator is down);
+    # false: an orchestrator outage lets conversations through (a warning is logged).
+    agent_validation_required: bool = False
+    agent_validation_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
+    # The chat page at / and its static files; None: on in development only.
+    chat_page_enabled: bool | None = None
+
     # OpenAI Conversations API compatibility: where it is mounted, and the agent_id given to the
     # conversations it creates (the OpenAI API has no notion of an agent).
     openai_prefix: str = Field(default="/v1", pattern=r"^(/[A-Za-z0-9._~-]+)+$")
@@ -206,6 +216,12 @@ class ConversationSettings(BaseSettings):
         if self.webhook_secret is not None and self.webhook_secret.get_secret_value():
             return self.webhook_secret.get_secret_value()
         return DEV_WEBHOOK_SECRET
+
+    def effective_chat_page_enabled(self) -> bool:
+        """Whether ``/`` serves the chat page (default: only in development)."""
+        if self.chat_page_enabled is not None:
+            return self.chat_page_enabled
+        return self.environment is Environment.DEVELOPMENT
 
     def effective_redis_url(self) -> str:
         """The Redis URL, or the embedded server's address when none is configured."""

@@ -104,7 +104,7 @@ async def run_job(
         for hook in context.after_commit:
             try:
                 await hook()
-            except Exception:  # noqa: BLE001 - events are best effort; the DB is the record
+            except Exception:
                 log.warning("job after-commit hook failed", exc_info=True)
         if context.followups:
             await _dispatch_followups(engine, dispatcher, context.followups)
@@ -140,7 +140,7 @@ async def _claim(
             .mappings()
             .one_or_none()
         )
-    return claimed
+    return claimed  # noqa: RET504 - read inside the transaction, returned once it committed
 
 
 async def _renew_lease(
@@ -243,7 +243,7 @@ async def _dispatch_followups(
     try:
         for spec in specs:
             dispatcher.dispatch(spec)
-    except Exception:  # noqa: BLE001 - left pending; the sweep dispatches them
+    except Exception:
         log.warning("follow-up dispatch failed; the sweep will retry", exc_info=True)
 
 

@@ -58,7 +58,8 @@ class Dispatcher:
             else self.settings.job_retry_intervals
         )
         retries = spec.max_attempts - 1 - attempt
-        try:
+        # Already there (dispatched before): counts as dispatched.
+        with contextlib.suppress(DuplicateJobError):
             self.queues[spec.queue].enqueue_call(
                 func=TASK_PATHS[spec.kind],
                 args=(str(spec.id),),
@@ -69,8 +70,6 @@ class Dispatcher:
                 retry=Retry(max=retries, interval=list(intervals)) if retries > 0 else None,
                 unique=True,
             )
-        except DuplicateJobError:
-            pass
         return rq_id
 
     def exists(self, rq_job_id: str) -> bool:
@@ -121,7 +120,7 @@ class OutboxRelay:
                 batch.append(self._queue.get_nowait())
             try:
                 await self.dispatch(batch)
-            except Exception:  # noqa: BLE001 - the sweep retries whatever failed here
+            except Exception:
                 log.warning("outbox relay could not dispatch; the sweep will", exc_info=True)
 
     async def dispatch(
@@ -165,7 +164,7 @@ class OutboxRelay:
             await asyncio.sleep(self.settings.outbox_sweep_interval)
             try:
                 await self.sweep()
-            except Exception:  # noqa: BLE001 - keep sweeping; log what went wrong
+            except Exception:
                 log.warning("outbox sweep failed", exc_info=True)
 
     async def sweep(self) -> int:

@@ -36,12 +36,14 @@ _METADATA_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses=problems(400, 401, 413, 415, 422),
+    responses=problems(400, 401, 413, 415, 422, 503),
 )
 async def create_conversation(
     body: ConversationCreate, user: CurrentUser, uow: UnitOfWork, resources: ResourcesDep
 ) -> ConversationOut:
-    """Create a conversation owned by the caller."""
+    """Create a conversation owned by the caller (the agent is validated by the orchestrator)."""
+    if resources.agents is not None:
+        await resources.agents.ensure_usable(user.tenant_id, body.agent_id)
     return await conversation_manager.create_conversation(
         uow, user, body, settings=resources.settings
     )

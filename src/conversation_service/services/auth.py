@@ -10,7 +10,6 @@ from conversation_service.config.constants import MAX_ID_CHARS
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.errors import UnauthorizedError
 
-
 _CACHE_SIZE = 10_000
 _CACHE_SECONDS = 60.0
 

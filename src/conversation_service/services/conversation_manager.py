@@ -20,6 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import conversations_table as conversations
 from conversation_service.db.tables import idempotency_table, jobs_table, messages_table
 from conversation_service.errors import ConversationNotFoundError, InvalidCursorError
@@ -30,7 +31,6 @@ from conversation_service.models.conversation import (
     ConversationStatus,
     ConversationUpdate,
 )
-from conversation_service.config.settings import ConversationSettings
 from conversation_service.queue.jobs import record_jobs
 from conversation_service.services import callbacks
 from conversation_service.services.auth import Principal

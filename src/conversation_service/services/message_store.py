@@ -9,8 +9,8 @@ back its increment too.
 import asyncio
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, NoReturn
 
 from sqlalchemy import (
@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import conversations_table as conversations
 from conversation_service.db.tables import messages_table as messages
 from conversation_service.errors import (
@@ -34,7 +35,7 @@ from conversation_service.errors import (
     InvalidCursorError,
     MessageNotFoundError,
 )
-from conversation_service.models.common import Page, Sentiment
+from conversation_service.models.common import Sentiment
 from conversation_service.models.conversation import ConversationStatus
 from conversation_service.models.message import (
     MessageCreate,
@@ -43,12 +44,11 @@ from conversation_service.models.message import (
     MessageUpdate,
     Role,
 )
-from conversation_service.config.settings import ConversationSettings
 from conversation_service.queue.jobs import JobKind, JobSpec, queue_for, record_jobs
 from conversation_service.services import callbacks, idempotency
 from conversation_service.services.auth import Principal
-from conversation_service.services.sessions import SessionActivity, touch_session
 from conversation_service.services.conversation_manager import owned_by
+from conversation_service.services.sessions import SessionActivity, touch_session
 from conversation_service.utils.clock import new_id, utcnow
 from conversation_service.utils.cursors import CursorCodec, CursorError
 from conversation_service.utils.json_merge import merge_patch

