@@ -14,9 +14,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The whole stack in one command: embedded Valkey, migrations, API, worker, reference orchestrator.
 run: $(STAMP)
-	$(BIN)/conversation-service migrate
-	$(BIN)/conversation-service serve
+	$(BIN)/conversation-service dev
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -38,7 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(BENCH_POSTGRES_URL, default %(default)s)",
     )
     parser.add_argument("--quick", action="store_true", help="small counts, one round (smoke run)")
-    parser.add_argument("--scenario", choices=sorted(SCENARIOS), help="run only this scenario")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=sorted(SCENARIOS),
+        help="run only this scenario (repeat the option for several)",
+    )
     parser.add_argument(
         "--client",
         choices=get_args(ClientKind),
@@ -115,7 +120,7 @@ async def _run_backends(
     postgres_url: str,
     redis_url: str,
 ) -> int:
-    scenarios = [args.scenario] if args.scenario else list(SCENARIOS)
+    scenarios = list(dict.fromkeys(args.scenario)) if args.scenario else list(SCENARIOS)
 
     started = time.monotonic()
     results: list[Result] = []

@@ -40,6 +40,12 @@ class Counts:
     large_conversation: int
     small_conversation: int
     repeats: int
+    # Background jobs (bench.queueing): low jobs waiting behind the measured high ones, high
+    # jobs timed per round, and jobs per throughput run (service tasks and raw RQ no-ops).
+    queue_backlog: int = 10_000
+    queue_samples: int = 20
+    queue_jobs: int = 300
+    noop_jobs: int = 1_000
 
 
 FULL = Counts(
@@ -61,6 +67,10 @@ QUICK = Counts(
     large_conversation=100_000,
     small_conversation=100,
     repeats=1,
+    queue_backlog=1_000,
+    queue_samples=10,
+    queue_jobs=60,
+    noop_jobs=200,
 )
 
 

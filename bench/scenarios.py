@@ -18,7 +18,9 @@ from typing import Literal
 
 from bench.api import BenchError
 from bench.client import LoadConnection, PreparedRequest, open_connections, prepare
+from bench.context import SCENARIOS as CONTEXT_SCENARIOS
 from bench.harness import BenchContext
+from bench.queueing import SCENARIOS as QUEUE_SCENARIOS
 from bench.raw import RawConnection, RawPool
 from bench.report import Result, Target
 from bench.stats import Measurement, Operation, closed_loop, median_of
@@ -260,4 +262,10 @@ async def list_history(ctx: BenchContext) -> list[Result]:
     ]
 
 
-SCENARIOS: dict[str, Scenario] = {"append": append, "list": list_history, **STREAMING_SCENARIOS}
+SCENARIOS: dict[str, Scenario] = {
+    "append": append,
+    "list": list_history,
+    **STREAMING_SCENARIOS,
+    **CONTEXT_SCENARIOS,
+    **QUEUE_SCENARIOS,
+}

@@ -11,9 +11,9 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -24,6 +24,8 @@ import httpx
 CLI = Path(sys.executable).with_name("conversation-service")
 READY_TIMEOUT = 30.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_QUOTAS = ("MESSAGES", "REQUESTS", "TENANT", "INTERNAL")
+_UNREACHABLE_QUOTA = "100000000/minute"
 
 
 class ServiceError(RuntimeError):
@@ -38,6 +40,8 @@ class ServiceConfig:
     redis_url: str
     jwt_secret: str
     internal_key: str
+    # More CONVERSATION_* settings for one process (e.g. an orchestrator callback URL).
+    extra_env: Mapping[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         """The process environment: ours plus the service's settings."""
@@ -49,6 +53,14 @@ class ServiceConfig:
             "CONVERSATION_JWT_SECRET": self.jwt_secret,
             "CONVERSATION_INTERNAL_API_KEYS": self.internal_key,
             "CONVERSATION_LOG_LEVEL": "WARNING",
+            # The limiter stays in the path (one Redis call per request, as in production), with
+            # quotas no benchmark reaches: the default 60 appends/minute would stop every run.
+            **{f"CONVERSATION_RATE_LIMIT_{name}": _UNREACHABLE_QUOTA for name in _QUOTAS},
+            # No worker drains the API's jobs here, so pending outbox rows pile up and the sweep
+            # would re-check the oldest 500 in Redis every 5 s (and re-dispatch the rows the
+            # queue scenarios write for their own workers and Redis database).
+            "CONVERSATION_OUTBOX_SWEEP_ENABLED": "false",
+            **self.extra_env,
         }
 
 

@@ -35,6 +35,7 @@ from bench.harness import BenchContext
 from bench.report import Result, Target
 from bench.server import free_port
 from bench.stats import percentile
+from bench.ws_floor import PIPE_CHANNEL
 
 VIEWERS = (1, 10, 100)
 FLOOD_VIEWERS = 10
@@ -257,6 +258,7 @@ class Floor:
             "-m",
             "bench.ws_floor",
             str(self.port),
+            self.redis_url,
             stdout=asyncio.subprocess.PIPE,
             cwd=Path(__file__).parent.parent,
         )
@@ -287,6 +289,16 @@ class Floor:
         viewers.start()
         await asyncio.sleep(0.05)
         return viewers, driver
+
+    async def pipeline_sender(self, stack: AsyncExitStack) -> Send:
+        """Publish to the bare server's Redis channel (it fans out what it receives)."""
+        publisher = Redis.from_url(self.redis_url)
+        stack.push_async_callback(publisher.aclose)
+
+        async def send(key: int) -> None:
+            await publisher.publish(PIPE_CHANNEL, str(key))
+
+        return send
 
     async def pubsub_latency(self, count: int, warmup: int) -> list[float]:
         publisher = Redis.from_url(self.redis_url)
@@ -350,6 +362,9 @@ async def stream(ctx: BenchContext) -> list[Result]:
                     await driver.send(str(key))
 
                 latencies[f"ws {n}"].append(await _paced(broadcast, bare, paced_count, warmup))
+                async with AsyncExitStack() as pipe:
+                    publish = await floor.pipeline_sender(pipe)
+                    latencies[f"pipe {n}"].append(await _paced(publish, bare, paced_count, warmup))
                 if n == FLOOD_VIEWERS:
                     runs["ws flood"].append(await _flood(broadcast, bare, flood_requests, 1))
                 await bare.close()
@@ -416,9 +431,27 @@ async def stream(ctx: BenchContext) -> list[Result]:
                 details,
             )
         )
-        results.append(Result(f"agent WS delta → viewer p50, {n} viewers", b, "ms",
-                              p(f"agent {n}", 0.5), floor50, label, None,
-                              {**details, "agent_ws_p99_ms": p(f"agent {n}", 0.99)}))  # fmt: skip
+        details |= {
+            "agent_ws_p99_ms": p(f"agent {n}", 0.99),
+            "raw_pipeline_p50_ms": p(f"pipe {n}", 0.5),
+            "raw_pipeline_p99_ms": p(f"pipe {n}", 0.99),
+        }
+        results.append(
+            Result(
+                f"agent WS delta → viewer p50, {n} viewers",
+                b,
+                "ms",
+                p(f"agent {n}", 0.5),
+                floor50,
+                label,
+                None,
+                details,
+            )
+        )
+        results.append(Result(f"agent WS delta → viewer p50 vs raw pipeline, {n} viewers", b,
+                              "ms", p(f"agent {n}", 0.5), p(f"pipe {n}", 0.5),
+                              "Redis publish → subscriber process → bare WS fan-out", None,
+                              details))  # fmt: skip
     flood = {"ws_flood": rate("ws flood"), "posters": FLOOD_POSTERS, "batch": BATCH}
     results.append(
         Result(

@@ -51,9 +51,15 @@ def test_production_start_with_placeholder_secret_fails_clearly(tmp_path: Path) 
     assert "changeme" not in result.stderr
 
 
-def test_dev_placeholder_says_it_is_not_available(tmp_path: Path) -> None:
-    result = run_cli(
-        "dev", env={"CONVERSATION_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/w.db"}
-    )
-    assert result.returncode == 3
-    assert "not available" in result.stderr
+def test_dev_refuses_a_production_environment(tmp_path: Path) -> None:
+    env = {
+        "CONVERSATION_ENVIRONMENT": "production",
+        "CONVERSATION_JWT_SECRET": JWT_SECRET,
+        "CONVERSATION_INTERNAL_API_KEYS": INTERNAL_KEY,
+        "CONVERSATION_REDIS_URL": "redis://127.0.0.1:1/0",
+        "CONVERSATION_WEBHOOK_SECRET": "whsec_" + "a" * 43,
+        "CONVERSATION_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/w.db",
+    }
+    result = run_cli("dev", "--data-dir", str(tmp_path), env=env)
+    assert result.returncode == 2
+    assert "production" in result.stderr

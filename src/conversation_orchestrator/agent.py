@@ -79,7 +79,7 @@ class Turn:
     text: str
     earlier: tuple[str, ...] = ()  # earlier user messages in the window, oldest first
     summary: str | None = None
-    known_name: str | None = None  # from the tracked context
+    known_name: str | None = None  # tracked context: entities.user_name
     language_hints: tuple[str, ...] = ()  # newest first: earlier messages, session locale
 
 
@@ -109,16 +109,36 @@ _RECALL_QUESTION = re.compile(
     r"|\bqu[eé] te (?:dije|cont[eé]|pregunt[eé])\b|\b(?:te acuerdas|recuerdas)\b"
 )
 _WORD = re.compile(r"[^\W\d_]+")
+
+
+def _word_set(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 _SPANISH_MARKS = re.compile(r"[¿¡ñÑáéíóúÁÉÍÓÚ]")
-_SPANISH_WORDS = frozenset(
-    ["hola", "gracias", "que", "qué", "como", "cómo", "por", "favor", "quiero", "necesito", "tengo", "estoy", "es", "el", "la", "los", "las", "una", "un", "de", "del", "para", "con", "mi", "me", "te", "y", "pero", "muy", "bien", "buenos", "buenas", "días", "sí", "también"]
+_SPANISH_WORDS = _word_set(
+    """
+    hola gracias que qué como cómo por favor quiero necesito tengo estoy es el la los las una un
+    de del para con mi me te y pero muy bien buenos buenas días sí también
+    """
 )
-_ENGLISH_WORDS = frozenset(
-    ["hello", "hi", "thanks", "thank", "please", "what", "how", "want", "need", "have", "i", "am", "is", "the", "a", "an", "of", "for", "with", "my", "me", "you", "and", "but", "very", "good", "morning", "yes", "also"]
+_ENGLISH_WORDS = _word_set(
+    """
+    hello hi thanks thank please what how want need have i am is the a an of for with my me you
+    and but very good morning yes also
+    """
 )
-_STOPWORDS = frozenset(
-    ["about", "also", "been", "could", "does", "doing", "from", "have", "hello", "here", "just", "know", "like", "make", "more", "much", "name", "need", "please", "really", "remember", "said", "should", "thanks", "than", "that", "their", "them", "then", "there", "they", "thing", "think", "this", "want", "were", "what", "when", "where", "which", "will", "with", "would", "your", "you're", "tell", "again", "earlier", "today", "mention", "mentioned", "something", "anything", "nothing", "best", "better"]
-    + ["algo", "ahora", "ayuda", "ayudar", "bien", "buenas", "buenos", "como", "cómo", "cual", "cuál", "cuando", "dije", "donde", "dónde", "desde", "entre", "esta", "este", "esto", "estoy", "favor", "gracias", "hacer", "hasta", "hola", "llamo", "mucho", "muy", "nada", "necesito", "nombre", "para", "pero", "porque", "puedes", "puedo", "quiero", "recuerdas", "sabes", "sobre", "también", "tengo", "tiene", "tienes", "todo", "todos", "unas", "unos", "días", "tardes", "noches", "antes", "hace", "está", "están"]
+_STOPWORDS = _word_set(
+    """
+    about also been could does doing from have hello here just know like make more much name
+    need please really remember said should thanks than that their them then there they thing
+    think this want were what when where which will with would your you're tell again earlier
+    today mention mentioned something anything nothing best better
+    algo ahora ayuda ayudar bien buenas buenos como cómo cual cuál cuando dije donde dónde desde
+    entre esta este esto estoy favor gracias hacer hasta hola llamo mucho muy nada necesito
+    nombre para pero porque puedes puedo quiero recuerdas sabes sobre también tengo tiene
+    tienes todo todos unas unos días tardes noches antes hace está están
+    """
 )
 
 
@@ -189,8 +209,8 @@ def build_turn(context: Mapping[str, Any], message: Mapping[str, Any]) -> Turn:
                 languages.append(str(item["language"]))
     summary = context.get("summary") or {}
     tracked = context.get("tracked_context") or {}
-    user = tracked.get("user") if isinstance(tracked, Mapping) else None
-    known_name = user.get("name") if isinstance(user, Mapping) else None
+    entities = tracked.get("entities") if isinstance(tracked, Mapping) else None
+    known_name = entities.get("user_name") if isinstance(entities, Mapping) else None
     session = context.get("session_context") or {}
     locale = session.get("locale") if isinstance(session, Mapping) else None
     hints = [*reversed(languages), *([str(locale)] if locale else [])]
@@ -272,8 +292,7 @@ _PHRASES: Final[Mapping[str, Mapping[str, str]]] = {
             "pero recuerdo lo que me cuentas. ¿De qué te gustaría hablar?"
         ),
         "question_close": (
-            "Un agente real lo respondería con un modelo, usando este mismo contexto. "
-            "¿Algo más?"
+            "Un agente real lo respondería con un modelo, usando este mismo contexto. ¿Algo más?"
         ),
         "close": "¿En qué más puedo ayudarte?",
         "and": "y",

@@ -74,6 +74,7 @@ class ReplyRunner:
 
     def start(self, conversation_id: str, message: Mapping[str, Any]) -> None:
         """Answer ``message`` in the background."""
+        self.stats.replies_started += 1
         task = asyncio.create_task(self.respond(conversation_id, message))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -84,7 +85,6 @@ class ReplyRunner:
 
     async def respond(self, conversation_id: str, message: Mapping[str, Any]) -> None:
         """One turn: read the context, compose the reply, stream it, complete it."""
-        self.stats.replies_started += 1
         started = time.perf_counter()
         message_id: str | None = None
         try:
@@ -94,8 +94,10 @@ class ReplyRunner:
                 context = await self.service.context(conversation_id)
                 reply = compose_reply(build_turn(context, message), agent)
                 if reply.learned_name:
+                    # Durable memory: the window and the summary may lose it, this does not.
                     await self.service.patch_tracked_context(
-                        conversation_id, {"user": {"name": reply.learned_name}}
+                        conversation_id,
+                        {"entities": {"user_name": reply.learned_name}, "active_agent": agent.id},
                     )
                 created = await self.service.create_message(
                     conversation_id,

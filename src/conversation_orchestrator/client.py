@@ -40,9 +40,7 @@ class ServiceClient:
             timeout=timeout,
         )
 
-    async def _call(
-        self, method: str, path: str, *, json: Any = None, retry: bool = True
-    ) -> Any:
+    async def _call(self, method: str, path: str, *, json: Any = None, retry: bool = True) -> Any:
         delays = RETRY_DELAYS if retry else ()
         for attempt in range(len(delays) + 1):
             try:

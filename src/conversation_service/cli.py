@@ -1,13 +1,15 @@
-"""``conversation-service`` command line: serve, migrate, worker, dev, api-keys."""
+"""``conversation-service`` command line: serve, migrate, worker, dev, orchestrator, api-keys."""
 
 import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 
-from conversation_service.config.settings import ConversationSettings
+from conversation_service.config.constants import EMBEDDED_REDIS_PORT
+from conversation_service.config.settings import ConversationSettings, Environment
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,7 +33,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run each job in a forked work horse (isolation; ~3x the per-job overhead)",
     )
 
-    commands.add_parser("dev", help="run the whole embedded stack (not yet available)")
+    dev = commands.add_parser(
+        "dev", help="run the whole stack here: Valkey, migrations, API, worker, orchestrator"
+    )
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000, help="the API's port")
+    dev.add_argument("--orchestrator-port", type=int, default=8001)
+    dev.add_argument(
+        "--redis-port", type=int, default=EMBEDDED_REDIS_PORT, help="the embedded Valkey's port"
+    )
+    dev.add_argument(
+        "--data-dir", type=Path, default=Path(".data"), help="SQLite, Valkey data and logs"
+    )
+    dev.add_argument("--quiet", action="store_true", help="do not echo the children's logs")
+
+    orchestrator = commands.add_parser(
+        "orchestrator", help="run the reference orchestrator (demo agents; ORCHESTRATOR_* env)"
+    )
+    orchestrator.add_argument("--host", default="127.0.0.1")
+    orchestrator.add_argument("--port", type=int, default=8001)
 
     keys = commands.add_parser("api-keys", help="API keys of the OpenAI-compatible API")
     key_commands = keys.add_subparsers(dest="key_command", required=True)
@@ -43,6 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     revoke_key.add_argument("id")
 
     args = parser.parse_args(argv)
+    if args.command == "orchestrator":
+        # A separate program that only shares the distribution: it reads ORCHESTRATOR_* only.
+        from conversation_orchestrator.server import serve as serve_orchestrator
+
+        return serve_orchestrator(args.host, args.port)
     try:
         settings = ConversationSettings()
     except ValidationError as exc:
@@ -64,13 +89,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _api_keys(settings, args)
     if args.command == "worker":
         return _worker(settings, pool=args.pool, burst=args.burst, fork=args.fork)
-    # The dev launcher arrives with its own issue; say so instead of pretending.
-    print(
-        f"conversation-service {args.command}: not available in this release yet "
-        "(the one-command dev launcher is still being built; use `make run`)",
-        file=sys.stderr,
+    return _dev(settings, args)
+
+
+def _dev(settings: ConversationSettings, args: argparse.Namespace) -> int:
+    from conversation_service.devstack import DevOptions, run_dev
+
+    if settings.environment is Environment.PRODUCTION:
+        print(
+            "conversation-service dev: refusing to run a development stack with "
+            "CONVERSATION_ENVIRONMENT=production",
+            file=sys.stderr,
+        )
+        return 2
+    options = DevOptions(
+        host=args.host,
+        port=args.port,
+        orchestrator_port=args.orchestrator_port,
+        redis_port=args.redis_port,
+        data_dir=args.data_dir,
+        echo_logs=not args.quiet,
     )
-    return 3
+    return run_dev(options, settings)
 
 
 def _api_keys(settings: ConversationSettings, args: argparse.Namespace) -> int:
@@ -167,6 +207,11 @@ def _serve(settings: ConversationSettings, host: str, port: int, workers: int) -
             access_log=False,
             log_config=None,
             proxy_headers=True,
+            # Open SSE streams would otherwise hold a graceful shutdown forever; WebSockets are
+            # closed with 1012 and resume on another replica.
+            timeout_graceful_shutdown=5,
+            # Compression runs per connection during fan-out: off, as the floors assume.
+            ws_per_message_deflate=False,
         )
     finally:
         if embedded is not None:

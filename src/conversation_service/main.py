@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
@@ -24,18 +24,22 @@ from conversation_service.routes import (
     messages,
     openai_compat,
     sessions,
+    users,
 )
 from conversation_service.routes import chat as chat_page
 from conversation_service.routes import events as event_routes
+from conversation_service.routes import rate_limits as limited
 from conversation_service.routes import streaming as streaming_routes
 from conversation_service.routes import ws as ws_routes
-from conversation_service.routes.errors import install_error_handlers
+from conversation_service.routes.errors import install_error_handlers, problems
 from conversation_service.routes.limits import BodyGuardMiddleware
-from conversation_service.routes.openai_errors import OpenAIErrorMiddleware
+from conversation_service.routes.openai_errors import OpenAIErrorMiddleware, openai_errors
 from conversation_service.routes.webhooks import document_webhooks
 from conversation_service.services.agents import AgentDirectory
 from conversation_service.services.auth import TokenVerifier
 from conversation_service.services.idempotency import InFlightGate
+from conversation_service.services.lifecycle import RetentionScheduler
+from conversation_service.services.rate_limits import RateLimiter, RateLimitMetrics
 from conversation_service.utils.cursors import CursorCodec
 from conversation_service.utils.memory_utils import preload_encoders
 from conversation_service.websocket.runtime import Realtime
@@ -56,6 +60,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
     """Build the ASGI app; resources are created in the lifespan and disposed after it."""
     settings = settings or ConversationSettings()
     metrics = Metrics()
+    limit_metrics = RateLimitMetrics(metrics.registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,6 +74,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
         )
         relay = OutboxRelay(engine, redis, Dispatcher(rq_redis, settings), settings)
         realtime = Realtime(settings, engine, redis)
+        retention = RetentionScheduler(engine, relay, settings)
         # Agent validation's client: short timeouts, never follows redirects.
         agent_http = httpx.AsyncClient(timeout=settings.agent_validation_timeout_seconds)
         agents = (
@@ -97,13 +103,16 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
                 events=realtime.events,
                 live=realtime.live,
                 relay=relay,
+                limiter=RateLimiter(settings, redis, metrics=limit_metrics),
                 agents=agents,
             )
             relay.start()
+            retention.start()
             await realtime.start()
             yield
         finally:
             await realtime.stop()
+            await retention.stop()
             await relay.stop()
             await agent_http.aclose()
             rq_redis.close()
@@ -118,18 +127,34 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     document_webhooks(app)
-    app.include_router(conversations.router)
-    app.include_router(messages.router)
-    app.include_router(sessions.router)
-    app.include_router(internal.router)
-    app.include_router(streaming_routes.router)
-    app.include_router(event_routes.router)
+    # Rate limits (services.rate_limits): per user and tenant on the public API, per service key
+    # on the internal one; each dependency authenticates first.
+    per_user = [Depends(limited.limit_user)]
+    per_key = [Depends(limited.limit_internal)]
+    too_many = problems(429)
+    app.include_router(conversations.router, dependencies=per_user, responses=too_many)
+    app.include_router(messages.router, dependencies=per_user, responses=too_many)
+    app.include_router(sessions.router, dependencies=per_user, responses=too_many)
+    app.include_router(internal.router, dependencies=per_key, responses=too_many)
+    app.include_router(streaming_routes.router, dependencies=per_key, responses=too_many)
+    app.include_router(
+        event_routes.router,
+        dependencies=[Depends(limited.limit_stream_user)],
+        responses=too_many,
+    )
     app.include_router(ws_routes.router)
     app.include_router(health.router)
-    app.include_router(jobs.public)
-    app.include_router(jobs.internal)
-    app.include_router(api_keys.router)
-    app.include_router(openai_compat.router, prefix=settings.openai_prefix)
+    app.include_router(jobs.public, dependencies=per_user, responses=too_many)
+    app.include_router(jobs.internal, dependencies=per_key, responses=too_many)
+    app.include_router(api_keys.router, dependencies=per_key, responses=too_many)
+    app.include_router(users.public, dependencies=per_user, responses=too_many)
+    app.include_router(users.internal, dependencies=per_key, responses=too_many)
+    app.include_router(
+        openai_compat.router,
+        prefix=settings.openai_prefix,
+        dependencies=[Depends(limited.limit_api_key_user)],
+        responses=openai_errors(429),
+    )
     chat_page.install(app, settings)
     app.add_middleware(
         BodyGuardMiddleware,

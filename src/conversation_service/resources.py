@@ -12,6 +12,7 @@ from conversation_service.queue.producer import OutboxRelay
 from conversation_service.services.agents import AgentDirectory
 from conversation_service.services.auth import TokenVerifier
 from conversation_service.services.idempotency import InFlightGate
+from conversation_service.services.rate_limits import RateLimiter
 from conversation_service.utils.cursors import CursorCodec
 from conversation_service.websocket.connection_manager import ConnectionManager
 from conversation_service.websocket.events import EventPublisher
@@ -32,6 +33,7 @@ class Resources:
     events: EventPublisher
     live: ConnectionManager
     relay: OutboxRelay
+    limiter: RateLimiter
     # Agent validation through the orchestrator; None when CONVERSATION_ORCHESTRATOR_URL is unset.
     agents: AgentDirectory | None = None
 

@@ -15,7 +15,10 @@ async def test_live_and_ready(client: httpx.AsyncClient) -> None:
     assert (await client.get("/health/live")).json() == {"status": "ok"}
     ready = await client.get("/health/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+    assert ready.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "redis": "ok", "rate_limiter": "ok"},
+    }
 
 
 @pytest.fixture
@@ -36,6 +39,7 @@ async def test_ready_is_503_naming_redis_when_it_is_down(app_without_redis: Fast
     body = response.json()
     assert body["checks"]["database"] == "ok"
     assert body["checks"]["redis"].startswith("unavailable")
+    assert body["checks"]["rate_limiter"] == "degraded (fail-open)"
     assert "redis" in body["detail"]
 
 

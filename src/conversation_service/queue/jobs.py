@@ -28,6 +28,7 @@ class JobKind(StrEnum):
     ANALYZE_SENTIMENT = "analyze_sentiment"
     GENERATE_SUMMARY = "generate_summary"
     DELIVER_CALLBACK = "deliver_callback"
+    RETENTION = "retention"
 
 
 class JobStatus(StrEnum):
@@ -48,6 +49,7 @@ TASK_PATHS: dict[JobKind, str] = {
     JobKind.ANALYZE_SENTIMENT: "conversation_service.queue.tasks.message_tasks.analyze_sentiment",
     JobKind.GENERATE_SUMMARY: "conversation_service.queue.tasks.summary_tasks.generate_summary",
     JobKind.DELIVER_CALLBACK: "conversation_service.queue.tasks.callback_tasks.deliver_callback",
+    JobKind.RETENTION: "conversation_service.queue.tasks.lifecycle_tasks.retention",
 }
 
 _BASE_QUEUE: dict[JobKind, int] = {
@@ -55,6 +57,7 @@ _BASE_QUEUE: dict[JobKind, int] = {
     JobKind.ANALYZE_SENTIMENT: 1,
     JobKind.GENERATE_SUMMARY: 2,
     JobKind.DELIVER_CALLBACK: 1,
+    JobKind.RETENTION: 2,
 }
 _PRIORITY_SHIFT = {"high": -1, "normal": 0, "low": 1}
 

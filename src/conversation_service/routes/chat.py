@@ -8,6 +8,7 @@ WebSocket ``/api/v1/ws``. It is served when ``chat_page_enabled`` (default: deve
 login. It is never routed in any other environment.
 """
 
+import warnings
 from importlib import resources as package_files
 from pathlib import Path
 from typing import Annotated, Final
@@ -45,7 +46,10 @@ def dev_token(settings: ConversationSettings, user: str = DEV_USER) -> DevToken 
     secret = settings.effective_jwt_secret()
     if secret is None:
         return None
-    token = issue_token(secret, tenant=DEV_TENANT, user=user, ttl_seconds=DEV_TOKEN_TTL)
+    with warnings.catch_warnings():
+        # The well-known development secret is short on purpose; PyJWT warns about it.
+        warnings.simplefilter("ignore")
+        token = issue_token(secret, tenant=DEV_TENANT, user=user, ttl_seconds=DEV_TOKEN_TTL)
     return DevToken(token=token, tenant=DEV_TENANT, user=user, expires_in=DEV_TOKEN_TTL)
 
 

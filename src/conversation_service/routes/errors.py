@@ -5,7 +5,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -17,6 +17,7 @@ from conversation_service.errors import (
     MethodNotAllowedError,
     NotFoundError,
     ServiceError,
+    ServiceUnavailableError,
     UnauthorizedError,
     ValidationError,
 )
@@ -102,6 +103,20 @@ def install_error_handlers(app: FastAPI) -> None:
             ConflictError("conflicting concurrent change; retry"), request.url.path
         )
 
+    async def on_database_error(request: Request, exc: Exception) -> Response:
+        # A lost connection (server restart, pg_terminate_backend, failover) or a busy database
+        # is worth a retry: 503, and the pool replaces the connection. Anything else is a bug.
+        assert isinstance(exc, DBAPIError)
+        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+            log.warning(
+                "database unavailable", extra={"path": request.url.path, "error": str(exc)[:200]}
+            )
+            error = ServiceUnavailableError(
+                "the database is unavailable; retry", headers={"Retry-After": "1"}
+            )
+            return problem_response(error, request.url.path)
+        return await on_unexpected(request, exc)
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", extra={"path": request.url.path})
         return problem_response(ServiceError("internal error"), request.url.path)
@@ -110,6 +125,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(IntegrityError, on_integrity_error)
+    app.add_exception_handler(DBAPIError, on_database_error)
     app.add_exception_handler(Exception, on_unexpected)
 
 
@@ -147,6 +163,7 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "Body too large",
         415: "Body is not JSON",
         422: "Validation failed",
+        429: "Rate limit exceeded (see Retry-After and RateLimit-* headers)",
         503: "A dependency is unavailable",
     }
     return {

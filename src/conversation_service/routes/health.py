@@ -23,10 +23,12 @@ async def live() -> dict[str, str]:
 
 @router.get("/health/ready", responses=problems(503))
 async def ready(resources: ResourcesDep) -> dict[str, Any]:
-    """Database and Redis answer; 503 names the failing part."""
+    """Database and Redis answer; 503 names the failing part (rate limiter state in ``checks``)."""
     checks = await asyncio.gather(_check_database(resources), _check_redis(resources))
     parts = dict(checks)
     failing = [name for name, ok in checks if ok != "ok"]
+    # Informative only: a degraded limiter fails open, so it alone never makes this a 503.
+    parts["rate_limiter"] = resources.limiter.status(redis_ok=parts["redis"] == "ok")
     if failing:
         raise ServiceUnavailableError(
             "not ready: " + ", ".join(f"{name} {parts[name]}" for name in failing),

@@ -59,6 +59,11 @@ async def append_message(
             resources.relay.submit(jobs)
 
         hooks.add(dispatch)
+    if result.started_session is not None:
+        publish_after_commit(
+            hooks, resources.events, conversation_id, EventType.SESSION_STARTED,
+            {"session": result.started_session.model_dump(mode="json")},
+        )  # fmt: skip
     if not result.replayed:
         publish_after_commit(
             hooks, resources.events, conversation_id, EventType.MESSAGE_CREATED,

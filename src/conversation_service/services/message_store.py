@@ -48,7 +48,8 @@ from conversation_service.queue.jobs import JobKind, JobSpec, queue_for, record_
 from conversation_service.services import callbacks, idempotency
 from conversation_service.services.auth import Principal
 from conversation_service.services.conversation_manager import owned_by
-from conversation_service.services.sessions import SessionActivity, touch_session
+from conversation_service.models.session import SessionOut
+from conversation_service.services.sessions import SessionActivity, get_session, touch_session
 from conversation_service.utils.clock import new_id, utcnow
 from conversation_service.utils.cursors import CursorCodec, CursorError
 from conversation_service.utils.json_merge import merge_patch
@@ -85,6 +86,8 @@ class AppendResult:
     message: dict[str, Any]
     replayed: bool
     jobs: tuple[JobSpec, ...] = ()
+    # The session this activity started, if it started one (for the session.started event).
+    started_session: SessionOut | None = None
 
 
 def json_time(value: datetime) -> str:
@@ -196,7 +199,11 @@ async def append_user_message(
     )
     if result.replayed:
         return result
-    await touch_session(conn, principal, conversation_id, _activity(data.metadata))
+    session_id, started = await touch_session(
+        conn, principal, conversation_id, _activity(data.metadata)
+    )
+    if started:
+        result = replace(result, started_session=await get_session(conn, session_id))
     if settings.orchestrator_callback_url:
         # The orchestrator runs the agent on this callback: a person is waiting, so it is urgent.
         callback = await callbacks.record_callback(

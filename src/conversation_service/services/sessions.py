@@ -174,6 +174,11 @@ async def _end_open(conn: AsyncConnection, conversation_id: uuid.UUID, now: date
     )
 
 
+async def get_session(conn: AsyncConnection, session_id: uuid.UUID) -> SessionOut:
+    """One session by id (callers have checked ownership)."""
+    return await _get(conn, session_id)
+
+
 async def _get(conn: AsyncConnection, session_id: uuid.UUID) -> SessionOut:
     row = (await conn.execute(select(sessions).where(sessions.c.id == session_id))).mappings().one()
     return to_out(row)

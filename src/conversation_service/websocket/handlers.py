@@ -27,7 +27,8 @@ Client WebSocket ``/api/v1/ws`` — protocol:
   (and uvicorn pings at the protocol level).
 * close codes: 1009 a client frame over 64 KiB; 1012 the server is restarting (or lost its
   Redis feed): reconnect and resume; 4401 unauthenticated; 4408 too slow (more than 1,000
-  frames waiting): reconnect and resume with the last id.
+  frames waiting): reconnect and resume with the last id; 4429 the user already holds
+  ``rate_limit_ws_connections`` open sockets (close one, or retry later).
 
 Internal WebSocket ``/internal/v1/ws/stream`` for agents: the service key as
 ``Authorization: Bearer``; frames ``create``, ``delta``, ``complete``, ``fail``, ``ping`` (see
@@ -71,6 +72,7 @@ from conversation_service.models.streaming import (
 from conversation_service.resources import Resources
 from conversation_service.services import streaming
 from conversation_service.services.auth import Principal, verify_service_key
+from conversation_service.services.rate_limits import CLOSE_TOO_MANY_CONNECTIONS
 from conversation_service.websocket.connection_manager import (
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_UNAUTHENTICATED,
@@ -281,7 +283,14 @@ async def serve_client(websocket: WebSocket, resources: Resources) -> None:
     if principal is None:
         await websocket.close(CLOSE_UNAUTHENTICATED, reason[:120])
         return
-    await ClientSession(websocket, principal, resources).run()
+    slot = await resources.limiter.acquire_connection(principal)
+    if slot is None:
+        await websocket.close(CLOSE_TOO_MANY_CONNECTIONS, "too many open connections")
+        return
+    try:
+        await ClientSession(websocket, principal, resources).run()
+    finally:
+        await slot.release()
 
 
 async def sse_frames(

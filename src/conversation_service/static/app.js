@@ -1,0 +1,709 @@
+// Conversation Service chat page: a client of the public API, in plain JavaScript (no build).
+//
+// REST (/api/v1) for conversations, messages, summary and sessions; the realtime WebSocket
+// (/api/v1/ws) for everything that happens afterwards. Every logged event carries the
+// conversation's event id; the page remembers the last one it saw and, after a reconnect,
+// subscribes with `after: <that id>`, so the server replays exactly what was missed: no token is
+// lost and none is shown twice. The first subscription asks from "0-0", which the service answers
+// with a snapshot (the newest messages, streaming ones with their partial text) and then live
+// events.
+
+const API = "/api/v1";
+const TOKEN_KEY = "conversation-service.token";
+const MAX_BACKOFF_MS = 8000;
+const SILENCE_LIMIT_MS = 60000; // the server sends a heartbeat after 25 s of silence
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  token: null,
+  user: null,
+  tenant: null,
+  conversations: [],
+  current: null, // the selected conversation
+  messages: new Map(), // id -> message (with .deltas: Map index -> text, .base: text before deltas)
+  lastEventId: {}, // conversation id -> last event id seen
+  socket: null,
+  connection: "connecting",
+  attempt: 0,
+  reconnectTimer: null,
+  silenceTimer: null,
+  subscribedTo: null,
+  awaitingReply: false,
+  refreshTimers: [],
+};
+
+// What the page observed, for people debugging and for the browser test.
+const stats = {
+  deltas: 0,
+  duplicateDeltas: 0,
+  completed: 0,
+  streamedMismatches: 0,
+  reconnects: 0,
+  snapshots: 0,
+};
+
+// -- tokens and REST ---------------------------------------------------------------------------
+
+async function obtainToken(force = false) {
+  if (!force) {
+    const saved = sessionStorage.getItem(TOKEN_KEY) || localStorage.getItem(TOKEN_KEY);
+    if (saved) return saved;
+  }
+  const response = await fetch("/dev/token");
+  if (response.ok) {
+    const body = await response.json();
+    sessionStorage.setItem(TOKEN_KEY, body.token);
+    return body.token;
+  }
+  // Outside development there is no token endpoint: ask for a JWT (sub + tenant).
+  const pasted = window.prompt("Paste a user token (JWT with sub and tenant):");
+  if (!pasted) throw new Error("a user token is required");
+  localStorage.setItem(TOKEN_KEY, pasted.trim());
+  return pasted.trim();
+}
+
+function decodeClaims(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(payload));
+  } catch {
+    return {};
+  }
+}
+
+async function api(path, { method = "GET", body, headers = {}, retried = false } = {}) {
+  const response = await fetch(API + path, {
+    method,
+    headers: {
+      Authorization: `Bearer ${state.token}`,
+      ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+      ...headers,
+    },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (response.status === 401 && !retried) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    localStorage.removeItem(TOKEN_KEY);
+    state.token = await obtainToken(true);
+    return api(path, { method, body, headers, retried: true });
+  }
+  if (response.status === 204) return null;
+  const data = await response.json().catch(() => null);
+  if (!response.ok) {
+    const error = new Error((data && (data.detail || data.title)) || `HTTP ${response.status}`);
+    error.status = response.status;
+    error.problem = data;
+    throw error;
+  }
+  return data;
+}
+
+async function optional(path) {
+  try {
+    return await api(path);
+  } catch (error) {
+    if (error.status === 404) return null;
+    throw error;
+  }
+}
+
+// -- formatting --------------------------------------------------------------------------------
+
+function timeOf(iso) {
+  if (!iso) return "";
+  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function relative(iso) {
+  if (!iso) return "";
+  const seconds = Math.round((Date.now() - new Date(iso).getTime()) / 1000);
+  if (seconds < 60) return "just now";
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`;
+  return new Date(iso).toLocaleDateString();
+}
+
+function sentimentChip(sentiment, prefix = "") {
+  const chip = document.createElement("span");
+  const label = sentiment.label || "neutral";
+  chip.className = `chip chip-${label}`;
+  const score = Number(sentiment.score || 0);
+  const signed = `${score >= 0 ? "+" : ""}${score.toFixed(2)}`;
+  chip.textContent = `${prefix}${label} ${signed}`;
+  chip.title = sentiment.model ? `sentiment by ${sentiment.model}` : "sentiment";
+  chip.dataset.testid = "sentiment";
+  return chip;
+}
+
+function toast(text, ms = 2500) {
+  const node = $("toast");
+  node.textContent = text;
+  node.hidden = false;
+  clearTimeout(node._timer);
+  node._timer = setTimeout(() => (node.hidden = true), ms);
+}
+
+// -- sidebar -----------------------------------------------------------------------------------
+
+async function loadConversations() {
+  const page = await api("/conversations?limit=50");
+  state.conversations = page.data || page.items || [];
+  renderConversationList();
+}
+
+function renderConversationList() {
+  const list = $("conversation-list");
+  list.replaceChildren();
+  if (!state.conversations.length) {
+    const empty = document.createElement("div");
+    empty.className = "list-empty";
+    empty.textContent = "No conversations yet.";
+    list.append(empty);
+    return;
+  }
+  for (const conversation of state.conversations) {
+    const item = document.createElement("button");
+    item.className = "conversation-item";
+    item.dataset.id = conversation.id;
+    item.dataset.testid = "conversation-item";
+    item.setAttribute("aria-current", String(state.current?.id === conversation.id));
+    const title = document.createElement("div");
+    title.className = "ci-title";
+    title.textContent = conversation.title || "New conversation";
+    const meta = document.createElement("div");
+    meta.className = "ci-meta";
+    const agent = document.createElement("span");
+    agent.textContent = conversation.agent_id;
+    const when = document.createElement("span");
+    when.textContent = relative(conversation.last_message_at || conversation.created_at);
+    meta.append(agent, when);
+    item.append(title, meta);
+    item.addEventListener("click", () => selectConversation(conversation.id));
+    list.append(item);
+  }
+}
+
+function upsertConversation(conversation) {
+  const index = state.conversations.findIndex((c) => c.id === conversation.id);
+  if (index >= 0) state.conversations[index] = { ...state.conversations[index], ...conversation };
+  else state.conversations.unshift(conversation);
+  if (state.current?.id === conversation.id) {
+    state.current = { ...state.current, ...conversation };
+    renderHeader();
+  }
+  renderConversationList();
+}
+
+// -- header, summary, session ------------------------------------------------------------------
+
+function renderHeader() {
+  const conversation = state.current;
+  $("conversation-title").textContent = conversation ? conversation.title || "New conversation" : "Welcome";
+  const agent = $("agent-chip");
+  agent.hidden = !conversation;
+  if (conversation) agent.textContent = `Agent · ${conversation.agent_id}`;
+  const mood = $("conversation-sentiment");
+  mood.hidden = !(conversation && conversation.sentiment);
+  if (conversation && conversation.sentiment) {
+    const chip = sentimentChip(conversation.sentiment, "Mood · ");
+    mood.className = chip.className;
+    mood.textContent = chip.textContent;
+    mood.title = "Rolling sentiment of the conversation";
+  }
+}
+
+function renderSession(session) {
+  const chip = $("session-chip");
+  if (!state.current) {
+    chip.hidden = true;
+    return;
+  }
+  chip.hidden = false;
+  if (session && session.active) {
+    chip.className = "chip chip-session-active";
+    const via = session.channel ? ` · ${session.channel}` : "";
+    chip.textContent = `Session active${via} · since ${timeOf(session.started_at)}`;
+    chip.title = `Session ${session.id}${session.locale ? ` (${session.locale})` : ""}`;
+  } else {
+    chip.className = "chip";
+    chip.textContent = "No active session";
+    chip.title = "A session starts with your next activity";
+  }
+}
+
+function renderSummary(summary) {
+  const box = $("summary");
+  if (!state.current) {
+    box.hidden = true;
+    return;
+  }
+  box.hidden = false;
+  if (summary) {
+    $("summary-meta").textContent = `v${summary.version} · covers messages 1–${summary.covers_until_seq}`;
+    $("summary-text").textContent = summary.text;
+  } else {
+    $("summary-meta").textContent = "none yet";
+    $("summary-text").textContent =
+      "A summary appears once the conversation outgrows its memory window; the agent reads it on every turn.";
+  }
+}
+
+async function refreshSidePanels() {
+  const conversation = state.current;
+  if (!conversation) return;
+  const id = conversation.id;
+  const [fresh, summary, session, page] = await Promise.all([
+    api(`/conversations/${id}`),
+    optional(`/conversations/${id}/summary`),
+    optional(`/conversations/${id}/sessions/current`),
+    api(`/conversations/${id}/messages?order=desc&limit=50`),
+  ]);
+  if (state.current?.id !== id) return;
+  upsertConversation(fresh);
+  renderSummary(summary);
+  renderSession(session);
+  for (const message of page.data || page.items || []) {
+    const known = state.messages.get(message.id);
+    if (!known) continue;
+    // Sentiment and language arrive from background jobs after the message itself.
+    if (JSON.stringify(known.sentiment) !== JSON.stringify(message.sentiment) || known.language !== message.language) {
+      known.sentiment = message.sentiment;
+      known.language = message.language;
+      renderMessage(known);
+    }
+  }
+}
+
+function scheduleRefresh() {
+  for (const timer of state.refreshTimers) clearTimeout(timer);
+  state.refreshTimers = [800, 2500, 6000].map((ms) =>
+    setTimeout(() => refreshSidePanels().catch(() => {}), ms),
+  );
+}
+
+// -- messages ----------------------------------------------------------------------------------
+
+function contentOf(message) {
+  if (!message.deltas || !message.deltas.size) return message.content;
+  const indexes = [...message.deltas.keys()].sort((a, b) => a - b);
+  return message.base + indexes.map((i) => message.deltas.get(i)).join("");
+}
+
+function upsertMessage(incoming, { fromSnapshot = false } = {}) {
+  const known = state.messages.get(incoming.id);
+  const message = known ? Object.assign(known, incoming) : { ...incoming };
+  if (incoming.status === "streaming") {
+    if (!message.deltas) {
+      message.deltas = new Map();
+      message.base = incoming.content || "";
+      message.fromSnapshot = fromSnapshot;
+    }
+  } else if (message.deltas) {
+    // Final content: the streamed text must have been exactly this.
+    if (message.deltas.size && !message.fromSnapshot && incoming.status === "completed") {
+      stats.completed += 1;
+      if (contentOf({ ...message, content: "" }) !== incoming.content) stats.streamedMismatches += 1;
+    }
+    delete message.deltas;
+    delete message.base;
+  }
+  state.messages.set(message.id, message);
+  renderMessage(message);
+  if (message.role === "assistant") {
+    setAwaitingReply(false);
+  }
+  return message;
+}
+
+function applyDelta({ message_id: id, index, text }) {
+  const message = state.messages.get(id);
+  if (!message || !message.deltas) return;
+  if (message.deltas.has(index)) {
+    stats.duplicateDeltas += 1;
+    return;
+  }
+  stats.deltas += 1;
+  message.deltas.set(index, text);
+  renderMessage(message);
+}
+
+function renderMessage(message) {
+  const container = $("messages");
+  $("empty-state").hidden = true;
+  let node = container.querySelector(`[data-message-id="${message.id}"]`);
+  if (!node) {
+    node = document.createElement("article");
+    node.dataset.messageId = message.id;
+    node.dataset.testid = "message";
+    const avatar = document.createElement("div");
+    const wrap = document.createElement("div");
+    wrap.className = "bubble-wrap";
+    const bubble = document.createElement("div");
+    bubble.className = "bubble";
+    const meta = document.createElement("div");
+    meta.className = "message-meta";
+    wrap.append(bubble, meta);
+    node.append(avatar, wrap);
+    insertInOrder(container, node, message.seq);
+  }
+  node.className = `message message-${message.role}`;
+  node.dataset.role = message.role;
+  node.dataset.status = message.status;
+  node.dataset.seq = message.seq;
+  const avatar = node.firstChild;
+  avatar.className = `avatar ${message.role === "user" ? "avatar-user" : "avatar-agent"}`;
+  avatar.textContent = message.role === "user" ? initial(state.user) : "AI";
+  const bubble = node.querySelector(".bubble");
+  const text = contentOf(message);
+  if (bubble.textContent !== text) bubble.textContent = text;
+  const meta = node.querySelector(".message-meta");
+  const parts = [];
+  const when = document.createElement("span");
+  when.textContent = timeOf(message.created_at);
+  parts.push(when);
+  if (message.status === "streaming") {
+    const live = document.createElement("span");
+    live.textContent = "streaming…";
+    parts.push(live);
+  } else if (message.status === "failed" || message.status === "incomplete") {
+    const failed = document.createElement("span");
+    failed.className = "chip chip-negative";
+    failed.textContent = message.status;
+    failed.title = (message.metadata && message.metadata.error) || "";
+    parts.push(failed);
+  }
+  if (message.language) {
+    const language = document.createElement("span");
+    language.className = "chip";
+    language.textContent = message.language.toUpperCase();
+    language.title = "detected language";
+    parts.push(language);
+  }
+  if (message.sentiment) parts.push(sentimentChip(message.sentiment));
+  meta.replaceChildren(...parts);
+  stickToBottom();
+}
+
+function insertInOrder(container, node, seq) {
+  const after = [...container.querySelectorAll("[data-message-id]")].find((other) => Number(other.dataset.seq) > seq);
+  container.insertBefore(node, after || null);
+}
+
+function initial(name) {
+  return (name || "?").trim().charAt(0).toUpperCase() || "?";
+}
+
+function clearMessages() {
+  state.messages.clear();
+  const container = $("messages");
+  for (const node of container.querySelectorAll("[data-message-id]")) node.remove();
+  $("empty-state").hidden = Boolean(state.current);
+}
+
+let pinnedToBottom = true;
+function stickToBottom() {
+  const container = $("messages");
+  if (pinnedToBottom) container.scrollTop = container.scrollHeight;
+}
+
+function setAwaitingReply(waiting) {
+  state.awaitingReply = waiting;
+  $("typing").hidden = !waiting;
+}
+
+// -- realtime ----------------------------------------------------------------------------------
+
+function setConnection(kind, detail = "") {
+  state.connection = kind;
+  const pill = $("connection");
+  pill.dataset.state = kind;
+  const labels = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", offline: "Offline" };
+  pill.querySelector(".connection-label").textContent = labels[kind] + (detail ? ` ${detail}` : "");
+  const banner = $("banner");
+  if (kind === "reconnecting") {
+    banner.dataset.kind = "warn";
+    banner.textContent = `Connection lost — reconnecting${state.attempt > 1 ? ` (attempt ${state.attempt})` : ""}… Nothing you missed will be lost.`;
+    banner.hidden = false;
+  }
+}
+
+function connect() {
+  clearTimeout(state.reconnectTimer);
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}${API}/ws?token=${encodeURIComponent(state.token)}`);
+  state.socket = socket;
+  state.subscribedTo = null;
+  socket.addEventListener("open", () => {
+    const recovering = state.attempt > 0;
+    state.attempt = 0;
+    setConnection("live");
+    watchSilence();
+    if (state.current) subscribe(state.current.id);
+    if (recovering) {
+      stats.reconnects += 1;
+      const banner = $("banner");
+      banner.dataset.kind = "ok";
+      banner.textContent = "Reconnected — caught up from where you left off.";
+      banner.hidden = false;
+      setTimeout(() => {
+        if (state.connection === "live") banner.hidden = true;
+      }, 2500);
+    }
+  });
+  socket.addEventListener("message", (event) => {
+    watchSilence();
+    let frame;
+    try {
+      frame = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    handleFrame(frame);
+  });
+  socket.addEventListener("close", async (event) => {
+    if (state.socket !== socket) return;
+    clearTimeout(state.silenceTimer);
+    state.socket = null;
+    if (event.code === 4401) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      try {
+        state.token = await obtainToken(true);
+      } catch {
+        setConnection("offline");
+        return;
+      }
+    }
+    scheduleReconnect();
+  });
+}
+
+function scheduleReconnect() {
+  state.attempt += 1;
+  setConnection("reconnecting");
+  const delay = Math.min(MAX_BACKOFF_MS, 400 * 2 ** (state.attempt - 1)) + Math.random() * 250;
+  state.reconnectTimer = setTimeout(connect, delay);
+}
+
+function watchSilence() {
+  clearTimeout(state.silenceTimer);
+  state.silenceTimer = setTimeout(() => state.socket && state.socket.close(4000, "silent"), SILENCE_LIMIT_MS);
+}
+
+function send(frame) {
+  if (state.socket && state.socket.readyState === WebSocket.OPEN) state.socket.send(JSON.stringify(frame));
+}
+
+function subscribe(conversationId) {
+  if (state.subscribedTo && state.subscribedTo !== conversationId) {
+    send({ type: "unsubscribe", conversation_id: state.subscribedTo });
+  }
+  state.subscribedTo = conversationId;
+  // "0-0" on first view: older than anything in the log, so the service answers with a snapshot.
+  send({ type: "subscribe", conversation_id: conversationId, after: state.lastEventId[conversationId] || "0-0" });
+}
+
+function handleFrame(frame) {
+  const conversationId = frame.conversation_id;
+  if (frame.type === "error") {
+    const data = frame.data || {};
+    if (data.code === "unavailable") {
+      toast("Live updates are unavailable; retrying…");
+      if (state.socket) state.socket.close(4000, "retry");
+    } else if (data.code !== "not_subscribed") {
+      toast(data.detail || "Something went wrong");
+    }
+    return;
+  }
+  if (!conversationId || conversationId !== state.current?.id) return;
+  if (frame.id) state.lastEventId[conversationId] = frame.id;
+  const data = frame.data || {};
+  switch (frame.type) {
+    case "snapshot":
+      stats.snapshots += 1;
+      clearMessages();
+      upsertConversation(data.conversation);
+      for (const message of data.messages) upsertMessage(message, { fromSnapshot: true });
+      if (![...state.messages.values()].some((m) => m.status === "streaming")) setAwaitingReply(false);
+      break;
+    case "message.created":
+    case "message.updated":
+      upsertMessage(data.message);
+      if (data.message.role === "user" && frame.type === "message.created") setAwaitingReply(true);
+      break;
+    case "message.delta":
+      applyDelta(data);
+      break;
+    case "message.completed":
+    case "message.failed":
+      upsertMessage(data.message);
+      scheduleRefresh();
+      break;
+    case "message.deleted": {
+      state.messages.delete(data.message_id);
+      const node = $("messages").querySelector(`[data-message-id="${data.message_id}"]`);
+      if (node) node.remove();
+      break;
+    }
+    case "conversation.updated":
+      upsertConversation(data.conversation);
+      break;
+    case "session.started":
+    case "session.ended":
+      renderSession(data.session);
+      break;
+    case "summary.updated":
+      renderSummary(data.summary || data);
+      break;
+    case "sentiment.updated":
+      scheduleRefresh();
+      break;
+    default:
+      break;
+  }
+}
+
+// -- actions -----------------------------------------------------------------------------------
+
+async function selectConversation(id) {
+  const conversation = state.conversations.find((c) => c.id === id) || (await api(`/conversations/${id}`));
+  state.current = conversation;
+  history.replaceState(null, "", `#${id}`);
+  clearMessages();
+  renderHeader();
+  renderConversationList();
+  renderSummary(null);
+  renderSession(null);
+  setAwaitingReply(false);
+  $("composer-input").disabled = false;
+  $("send").disabled = false;
+  $("composer-input").focus();
+  pinnedToBottom = true;
+  subscribe(id);
+  refreshSidePanels().catch(() => {});
+}
+
+function openNewDialog() {
+  $("new-error").hidden = true;
+  $("new-title").value = "";
+  $("new-dialog").showModal();
+  $("new-agent").select();
+}
+
+async function createConversation(agentId, title) {
+  const body = {
+    agent_id: agentId,
+    // A small window, so that the summary appears after a few turns of the demo.
+    memory_policy: { strategy: "summary_buffer", max_tokens: 300 },
+    metadata: { source: "chat-page" },
+  };
+  if (title) body.title = title;
+  const conversation = await api("/conversations", { method: "POST", body });
+  upsertConversation(conversation);
+  await selectConversation(conversation.id);
+  return conversation;
+}
+
+async function sendMessage(text) {
+  const conversation = state.current;
+  if (!conversation || !text.trim()) return;
+  const message = await api(`/conversations/${conversation.id}/messages`, {
+    method: "POST",
+    headers: { "Idempotency-Key": crypto.randomUUID() },
+    body: {
+      content: text,
+      metadata: { channel: "web", client: "chat-page", locale: navigator.language || "en" },
+    },
+  });
+  upsertMessage(message);
+  setAwaitingReply(true);
+  if (!conversation.title) {
+    const title = text.trim().replace(/\s+/g, " ").slice(0, 60);
+    api(`/conversations/${conversation.id}`, { method: "PATCH", body: { title } })
+      .then(upsertConversation)
+      .catch(() => {});
+  }
+  upsertConversation({ id: conversation.id, last_message_at: message.created_at });
+  scheduleRefresh();
+}
+
+function wireUi() {
+  $("new-conversation").addEventListener("click", openNewDialog);
+  $("empty-new").addEventListener("click", openNewDialog);
+  $("new-form").addEventListener("submit", async (event) => {
+    if (event.submitter && event.submitter.value === "cancel") return;
+    event.preventDefault();
+    const submit = $("new-submit");
+    submit.disabled = true;
+    try {
+      await createConversation($("new-agent").value.trim(), $("new-title").value.trim());
+      $("new-dialog").close();
+    } catch (error) {
+      const box = $("new-error");
+      box.textContent = error.message;
+      box.hidden = false;
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  const input = $("composer-input");
+  input.addEventListener("input", () => {
+    input.style.height = "auto";
+    input.style.height = `${Math.min(input.scrollHeight, 160)}px`;
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  $("composer").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const text = input.value;
+    if (!text.trim()) return;
+    input.value = "";
+    input.style.height = "auto";
+    try {
+      await sendMessage(text);
+    } catch (error) {
+      input.value = text;
+      toast(error.message);
+    }
+  });
+  $("messages").addEventListener("scroll", () => {
+    const container = $("messages");
+    pinnedToBottom = container.scrollHeight - container.scrollTop - container.clientHeight < 60;
+  });
+  $("connection").addEventListener("click", () => dropConnection());
+  window.addEventListener("online", () => {
+    if (!state.socket) connect();
+  });
+}
+
+// Drop the socket as a network failure would; the page reconnects and resumes.
+function dropConnection() {
+  if (state.socket) state.socket.close(4000, "dropped by the user");
+}
+
+async function start() {
+  wireUi();
+  state.token = await obtainToken();
+  const claims = decodeClaims(state.token);
+  state.user = claims.sub || "you";
+  state.tenant = claims.tenant || "";
+  $("user-name").textContent = state.user;
+  $("user-tenant").textContent = state.tenant ? `tenant ${state.tenant}` : "";
+  $("user-avatar").textContent = initial(state.user);
+  await loadConversations();
+  connect();
+  const wanted = location.hash.slice(1);
+  if (wanted && state.conversations.some((c) => c.id === wanted)) await selectConversation(wanted);
+}
+
+const ready = start().catch((error) => {
+  setConnection("offline");
+  toast(`Could not start: ${error.message}`, 10000);
+  throw error;
+});
+
+window.chatApp = { state, stats, ready, dropConnection, createConversation, sendMessage, selectConversation };

@@ -1,0 +1,137 @@
+"""End to end on a live ``dev`` stack: a user message reaches the reference orchestrator as a
+signed callback, and its reply streams back token by token and lands completed in the database.
+"""
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from tests.devstack_process import DevStackProcess
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStackProcess]:
+    with DevStackProcess(tmp_path_factory.mktemp("e2e")) as stack:
+        yield stack
+
+
+@dataclass
+class Turn:
+    """What one user message produced, as a subscriber saw it."""
+
+    user: dict[str, Any]
+    reply: dict[str, Any]
+    deltas: list[dict[str, Any]] = field(default_factory=list)
+    delta_times: list[float] = field(default_factory=list)
+
+
+@contextmanager
+def subscribe(
+    stack: DevStackProcess, token: str, conversation_id: str
+) -> Iterator[ClientConnection]:
+    """A client WebSocket subscribed to the conversation from now on."""
+    with connect(f"ws://127.0.0.1:{stack.api_port}/api/v1/ws?token={token}") as socket:
+        frame = {"type": "subscribe", "conversation_id": conversation_id}
+        socket.send(orjson.dumps(frame).decode())
+        while orjson.loads(socket.recv(timeout=10))["type"] != "subscribed":
+            pass
+        yield socket
+
+
+def converse(
+    stack: DevStackProcess, socket: ClientConnection, conversation_id: str, text: str
+) -> Turn:
+    """Send ``text`` and follow the events until the assistant's reply completes."""
+    with stack.client() as client:
+        sent = client.post(
+            f"/api/v1/conversations/{conversation_id}/messages", json={"content": text}
+        )
+    assert sent.status_code == 201, sent.text
+    user = sent.json()
+    reply_id: str | None = None
+    turn = Turn(user=user, reply={})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        frame = orjson.loads(socket.recv(timeout=30))
+        data = frame.get("data") or {}
+        message = data.get("message") or {}
+        if frame["type"] == "message.created" and message.get("parent_id") == user["id"]:
+            reply_id = message["id"]
+            assert message["status"] == "streaming"
+        elif frame["type"] == "message.delta" and data["message_id"] == reply_id:
+            turn.deltas.append(data)
+            turn.delta_times.append(time.monotonic())
+        elif frame["type"] == "message.completed" and message.get("id") == reply_id:
+            turn.reply = message
+            return turn
+    raise AssertionError(stack.describe(f"no completed reply to {text!r}"))
+
+
+def stored(stack: DevStackProcess, message_id: str) -> tuple[str, str, str, str]:
+    """(role, status, content, parent_id) of a message, read from the SQLite file itself."""
+    with sqlite3.connect(stack.data_dir / "conversations.db") as db:
+        row = db.execute(
+            "SELECT role, status, content, parent_id FROM messages WHERE id = ?",
+            (uuid.UUID(message_id).hex,),
+        ).fetchone()
+    assert row is not None
+    return row[0], row[1], row[2], uuid.UUID(row[3]).hex
+
+
+def test_reply_streams_token_by_token_and_lands_completed(stack: DevStackProcess) -> None:
+    token = stack.token()
+    with stack.client() as client:
+        created = client.post("/api/v1/conversations", json={"agent_id": "demo-assistant"})
+    conversation_id = created.json()["id"]
+    with subscribe(stack, token, conversation_id) as socket:
+        turn = converse(stack, socket, conversation_id, "Hi! My name is Ana and I love Lisbon.")
+
+    indexes = [delta["index"] for delta in turn.deltas]
+    assert indexes == list(range(len(indexes))), "every token once, in order"
+    assert len(indexes) > 10
+    streamed = "".join(delta["text"] for delta in turn.deltas)
+    assert streamed == turn.reply["content"]
+    assert turn.reply["content"].startswith("Hi Ana! I'm Demo Assistant.")
+    gaps = [b - a for a, b in zip(turn.delta_times, turn.delta_times[1:], strict=False)]
+    assert sum(gaps) / len(gaps) > 0.01, "paced like typing, not dumped at once"
+    assert turn.reply["metadata"]["model"] == "demo-agent/1"
+    assert stored(stack, turn.reply["id"]) == (
+        "assistant",
+        "completed",
+        streamed,
+        uuid.UUID(turn.user["id"]).hex,
+    )
+
+
+def test_reply_uses_earlier_turns_and_the_users_language(stack: DevStackProcess) -> None:
+    token = stack.token()
+    with stack.client() as client:
+        created = client.post("/api/v1/conversations", json={"agent_id": "support-agent"})
+    conversation_id = created.json()["id"]
+    with subscribe(stack, token, conversation_id) as socket:
+        first = converse(
+            stack, socket, conversation_id, "Hola, me llamo Lucía y mi factura está mal."
+        )
+        second = converse(
+            stack, socket, conversation_id, "¿Puedes revisar el importe del mes pasado?"
+        )
+        third = converse(stack, socket, conversation_id, "What's my name?")
+
+    assert first.reply["content"].startswith("Hola Lucía, gracias por contactar con soporte.")
+    assert first.reply["metadata"]["language"] == "es"
+    assert (
+        "Antes mencionaste «Hola, me llamo Lucía y mi factura está mal»" in second.reply["content"]
+    )
+    assert "Lucía" in second.reply["content"]
+    assert "Your name is Lucía" in third.reply["content"]
+    assert third.reply["metadata"]["language"] == "en"

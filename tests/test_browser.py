@@ -1,0 +1,131 @@
+"""The chat page in a real browser (Debian's headless Chromium driven by Playwright) against a
+live ``dev`` stack: create a conversation, chat in English and Spanish, watch the replies stream,
+survive a dropped connection without losing a token, and save a screenshot for the README.
+"""
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from tests.devstack_process import DevStackProcess
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshot.png"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="Debian's chromium is not installed (apt-get install chromium; .ci/run does)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStackProcess]:
+    with DevStackProcess(tmp_path_factory.mktemp("browser")) as stack:
+        yield stack
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def send(page: Page, text: str) -> None:
+    await page.get_by_test_id("composer-input").fill(text)
+    await page.get_by_test_id("composer-input").press("Enter")
+
+
+async def stats(page: Page) -> dict[str, Any]:
+    result: dict[str, Any] = await page.evaluate("() => ({...window.chatApp.stats})")
+    return result
+
+
+async def test_chat_in_english_and_spanish_with_a_reconnect(
+    stack: DevStackProcess, browser: Browser
+) -> None:
+    page = await browser.new_page(viewport={"width": 1360, "height": 860})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        await page.goto(stack.base_url + "/")
+        await page.evaluate("() => window.chatApp.ready")
+        await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live")
+
+        await page.get_by_test_id("new-conversation").click()
+        await page.get_by_test_id("new-agent").fill("demo-assistant")
+        await page.get_by_test_id("new-title").fill("Weekend in Lisbon")
+        await page.get_by_test_id("new-submit").click()
+        await expect(page.get_by_test_id("conversation-title")).to_have_text("Weekend in Lisbon")
+
+        replies = page.locator('[data-testid="message"][data-role="assistant"]')
+
+        # English: the reply is seen streaming, then complete, addressed by name.
+        await send(page, "Hi! My name is Ana and I'm so excited about my weekend in Lisbon!")
+        await expect(replies.nth(0)).to_have_attribute("data-status", "streaming")
+        await expect(replies.nth(0)).to_have_attribute("data-status", "completed", timeout=20_000)
+        await expect(replies.nth(0).locator(".bubble")).to_contain_text("Hi Ana!")
+        assert (await stats(page))["deltas"] > 10
+
+        # Spanish, with the connection dropped in the middle of the stream.
+        await send(page, "Hola, ¿qué tiempo hace en Lisboa en primavera? Me encanta el sol.")
+        await expect(replies.nth(1)).to_have_attribute("data-status", "streaming")
+        await page.wait_for_function("() => window.chatApp.stats.deltas > 16")
+        await page.evaluate("() => window.chatApp.dropConnection()")
+        await expect(page.get_by_test_id("banner")).to_contain_text("reconnecting")
+        await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live")
+        await expect(replies.nth(1)).to_have_attribute("data-status", "completed", timeout=20_000)
+        spanish = replies.nth(1).locator(".bubble")
+        await expect(spanish).to_contain_text("Antes mencionaste")
+        await expect(spanish).to_contain_text("Ana")
+        observed = await stats(page)
+        assert observed["reconnects"] >= 1
+        assert observed["completed"] >= 2
+        assert observed["streamedMismatches"] == 0, observed
+        assert observed["duplicateDeltas"] == 0, observed
+
+        # Memory across turns and languages.
+        await send(page, "What's my name?")
+        await expect(replies.nth(2)).to_have_attribute("data-status", "completed", timeout=20_000)
+        await expect(replies.nth(2).locator(".bubble")).to_contain_text("Your name is Ana")
+
+        # Sentiment, session and the summary card come from the REST API.
+        user_messages = page.locator('[data-testid="message"][data-role="user"]')
+        await expect(user_messages.nth(0).get_by_test_id("sentiment")).to_be_visible(timeout=15_000)
+        await expect(page.get_by_test_id("session-chip")).to_contain_text("Session active")
+        await expect(page.get_by_test_id("summary")).to_be_visible()
+        await expect(page.get_by_test_id("conversation-item").first).to_contain_text("Weekend")
+        await expect(page.get_by_test_id("banner")).to_be_hidden()
+        assert errors == []
+
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOT))
+    except BaseException:
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "browser-failure.png"))
+        shutil.copy(stack.log_path, ARTIFACTS / "browser-failure-dev.log")
+        raise
+    finally:
+        await page.close()
