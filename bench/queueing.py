@@ -8,7 +8,8 @@
   worker``) runs them. A high job's wait is its row's ``started_at`` (stamped by the worker when
   it claims the row) minus the moment just before ``Dispatcher.dispatch``; RQ's own
   ``started_at`` gives the pickup alone. High jobs go one at a time: the next is enqueued after
-  the previous finished plus a random 5-50 ms, so it lands at a random point of a low job.
+  the previous one and its follow-up jobs (an ``analyze_sentiment`` on ``default``) finished, plus
+  a random 5-50 ms, so it lands at a random point of a low job (or of the idle worker).
 * ``queue-throughput``: jobs per second of ``analyze_sentiment`` on short messages with 1 worker
   and with ``--pool 2``, next to RQ's own no-op throughput (``bench.noop``: ``enqueue_many``, then
   a burst ``SimpleWorker`` or pool of 2) in the same run. Jobs are queued first, then a burst
@@ -42,7 +43,7 @@ from pydantic import SecretStr
 from redis import Redis as SyncRedis
 from rq import Queue
 from rq.job import Job as RQJob
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.api import BenchError
@@ -56,9 +57,14 @@ from conversation_service.config.settings import ConversationSettings, Environme
 from conversation_service.db.engine import create_engine
 from conversation_service.db.tables import jobs_table as jobs
 from conversation_service.db.tables import messages_table as messages
-from conversation_service.queue.jobs import JobKind, JobSpec, queue_for, row_values
+from conversation_service.queue.jobs import (
+    ACTIVE_STATUSES,
+    JobKind,
+    JobSpec,
+    queue_for,
+    record_jobs,
+)
 from conversation_service.queue.producer import Dispatcher
-from conversation_service.utils.clock import utcnow
 
 QUEUE_DB = 11
 RAW_DB = 12
@@ -213,13 +219,10 @@ def job_spec(kind: JobKind, queue: str, ctx: BenchContext, conversation: uuid.UU
 
 
 async def record(engine: AsyncEngine, specs: Sequence[JobSpec]) -> None:
-    """The outbox rows of ``specs`` (``record_jobs``' batched INSERT, in batches)."""
+    """The outbox rows of ``specs``, written with ``record_jobs`` in batches."""
     for start in range(0, len(specs), BATCH):
-        now = utcnow()
         async with engine.begin() as conn:
-            await conn.execute(
-                insert(jobs), [row_values(spec, now) for spec in specs[start : start + BATCH]]
-            )
+            await record_jobs(conn, list(specs[start : start + BATCH]))
 
 
 def dispatch_all(dispatcher: Dispatcher, specs: Sequence[JobSpec]) -> None:
@@ -247,7 +250,7 @@ async def _time_high(
     worker: Subprocess,
 ) -> Wait:
     async with engine.begin() as conn:
-        await conn.execute(insert(jobs), [row_values(spec, utcnow())])
+        await record_jobs(conn, [spec])
     enqueued = datetime.now(UTC)
     dispatcher.dispatch(spec)  # blocking on purpose: nothing else runs meanwhile
     deadline = asyncio.get_running_loop().time() + START_TIMEOUT
@@ -275,6 +278,24 @@ async def _time_high(
         start=(_aware(row.started_at) - enqueued).total_seconds(),
         pickup=(_aware(rq_job.started_at) - enqueued).total_seconds(),
     )
+
+
+async def _settle(engine: AsyncEngine, conversation: uuid.UUID, worker: Subprocess) -> None:
+    """Wait until no job of ``conversation`` is pending, queued or started."""
+    deadline = asyncio.get_running_loop().time() + START_TIMEOUT
+    while True:
+        async with engine.connect() as conn:
+            active = await conn.scalar(
+                select(func.count()).where(
+                    jobs.c.conversation_id == conversation, jobs.c.status.in_(ACTIVE_STATUSES)
+                )
+            )
+        if not active:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            worker.check_alive()
+            raise BenchError(f"{active} jobs of the high conversation still active")
+        await asyncio.sleep(POLL)
 
 
 def _latency(samples: Sequence[float]) -> Measurement:
@@ -344,6 +365,9 @@ async def queue_latency(ctx: BenchContext) -> list[Result]:
                 async def sample_round(mode: str) -> None:
                     round_waits: list[Wait] = []
                     for _ in range(samples):
+                        # The previous high job's follow-ups (its analyze_sentiment, on
+                        # "default") run first: only low jobs may be left when the next comes.
+                        await _settle(engine, high_conversation, worker)
                         await asyncio.sleep(rng.uniform(*GAP))
                         round_waits.append(
                             await _time_high(engine, dispatcher, next(highs), worker)

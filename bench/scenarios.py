@@ -20,6 +20,7 @@ from bench.api import BenchError
 from bench.client import LoadConnection, PreparedRequest, open_connections, prepare
 from bench.context import SCENARIOS as CONTEXT_SCENARIOS
 from bench.harness import BenchContext
+from bench.outbox import SCENARIOS as OUTBOX_SCENARIOS
 from bench.queueing import SCENARIOS as QUEUE_SCENARIOS
 from bench.raw import RawConnection, RawPool
 from bench.report import Result, Target
@@ -268,4 +269,5 @@ SCENARIOS: dict[str, Scenario] = {
     **STREAMING_SCENARIOS,
     **CONTEXT_SCENARIOS,
     **QUEUE_SCENARIOS,
+    **OUTBOX_SCENARIOS,
 }

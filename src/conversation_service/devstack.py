@@ -316,14 +316,18 @@ class DevStack:
         assert self.redis_url is not None
         env["CONVERSATION_DATABASE_URL"] = self.database_url
         env["CONVERSATION_REDIS_URL"] = self.redis_url
-        env.setdefault(
-            "CONVERSATION_ORCHESTRATOR_CALLBACK_URL", self.orchestrator_url + "/callbacks"
-        )
-        env.setdefault("CONVERSATION_ORCHESTRATOR_URL", self.orchestrator_url)
-        env.setdefault("CONVERSATION_CALLBACK_ALLOWED_HOSTS", self.connect_host)
-        env.setdefault("CONVERSATION_LOG_JSON", "false")
-        # Small windows in the demo should grow a summary after a few turns, not hundreds.
-        env.setdefault("CONVERSATION_SUMMARY_TRIGGER_TOKENS", "100")
+        # Defaults only: whatever the environment or .env configures wins.
+        defaults = {
+            "orchestrator_callback_url": self.orchestrator_url + "/callbacks",
+            "orchestrator_url": self.orchestrator_url,
+            "callback_allowed_hosts": self.connect_host,
+            "log_json": "false",
+            # The chat page's small windows should grow a summary after a few turns.
+            "summary_trigger_tokens": "100",
+        }
+        for field, value in defaults.items():
+            if field not in self.settings.model_fields_set:
+                env[f"CONVERSATION_{field.upper()}"] = value
         keys = [key.get_secret_value() for key in self.settings.internal_api_keys]
         env["ORCHESTRATOR_SERVICE_URL"] = self.api_url
         env["ORCHESTRATOR_SERVICE_KEY"] = keys[0] if keys else DEV_INTERNAL_API_KEY

@@ -314,11 +314,15 @@ def test_limits_must_be_in_the_limits_notation() -> None:
     assert good.rate_limit_messages == "10/second;600/hour"
 
 
-async def test_the_openapi_document_lists_429_on_limited_routes(app: FastAPI) -> None:
-    spec = app.openapi()
-    append = spec["paths"]["/api/v1/conversations/{conversation_id}/messages"]["post"]
-    internal = spec["paths"]["/internal/v1/conversations/{conversation_id}"]["get"]
-    health = spec["paths"]["/health/ready"]["get"]
-    assert "429" in append["responses"]
-    assert "429" in internal["responses"]
-    assert "429" not in health["responses"]
+def test_the_openapi_document_lists_429_on_limited_routes(settings: ConversationSettings) -> None:
+    spec = create_app(settings).openapi()
+    paths = spec["paths"]
+    limited = [
+        paths["/api/v1/conversations/{conversation_id}/messages"]["post"],
+        paths["/api/v1/conversations/{conversation_id}/events"]["get"],
+        paths["/internal/v1/conversations/{conversation_id}"]["get"],
+        paths["/v1/conversations/{conversation_id}/items"]["post"],
+        paths["/api/v1/users/me/data"]["delete"],
+    ]
+    assert all("429" in operation["responses"] for operation in limited)
+    assert "429" not in paths["/health/ready"]["get"]["responses"]

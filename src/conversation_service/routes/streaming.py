@@ -24,7 +24,7 @@ from conversation_service.models.streaming import (
 from conversation_service.routes.deps import AfterCommit, ResourcesDep, UnitOfWork, internal_service
 from conversation_service.routes.errors import problems
 from conversation_service.routes.messages import JSONBytesResponse
-from conversation_service.services import streaming
+from conversation_service.services import message_store, streaming
 from conversation_service.websocket.events import Delta
 
 router = APIRouter(
@@ -90,6 +90,16 @@ async def complete_message(
         uow, store, conversation_id, message_id, body or StreamComplete()
     )
     hooks.add(functools.partial(streaming.after_finish, resources.events, store, outcome))
+    if outcome.changed:
+        # The final reply is processed like a user message (language, sentiment, summary).
+        jobs = await message_store.record_processing(
+            uow, resources.settings, conversation_id, message_id
+        )
+
+        async def dispatch() -> None:
+            resources.relay.submit(jobs)
+
+        hooks.add(dispatch)
     return StreamResult(message=outcome.message)
 
 

@@ -162,14 +162,18 @@ async def purge_conversations(
         )
         active = (
             await conn.execute(
-                select(jobs.c.rq_job_id).where(
+                select(jobs.c.id, jobs.c.kind, jobs.c.rq_job_id).where(
                     jobs.c.conversation_id.in_(chunk), jobs.c.status.in_(ACTIVE_STATUSES)
                 )
             )
-        ).scalars()
-        active_ids = list(active)
-        counts.jobs_cancelled += len(active_ids)
-        leftovers.rq_job_ids.extend(rq_id for rq_id in active_ids if rq_id)
+        ).all()
+        counts.jobs_cancelled += len(active)
+        for job in active:
+            # A row stays pending once dispatched under its first RQ id; re-dispatches record
+            # theirs.
+            leftovers.rq_job_ids.append(f"{job.kind}-{job.id.hex}")
+            if job.rq_job_id:
+                leftovers.rq_job_ids.append(job.rq_job_id)
         chunk_deliveries = select(deliveries.c.id).where(deliveries.c.conversation_id.in_(chunk))
         await conn.execute(delete(attempts).where(attempts.c.delivery_id.in_(chunk_deliveries)))
         counts.callbacks_deleted += await _deleted(

@@ -44,11 +44,11 @@ from conversation_service.models.message import (
     MessageUpdate,
     Role,
 )
+from conversation_service.models.session import SessionOut
 from conversation_service.queue.jobs import JobKind, JobSpec, queue_for, record_jobs
 from conversation_service.services import callbacks, idempotency
 from conversation_service.services.auth import Principal
 from conversation_service.services.conversation_manager import owned_by
-from conversation_service.models.session import SessionOut
 from conversation_service.services.sessions import SessionActivity, get_session, touch_session
 from conversation_service.utils.clock import new_id, utcnow
 from conversation_service.utils.cursors import CursorCodec, CursorError
@@ -308,6 +308,33 @@ async def append_message(
             ],
         )
     return AppendResult(message=message, replayed=False, jobs=tuple(jobs))
+
+
+async def record_processing(
+    conn: AsyncConnection,
+    settings: ConversationSettings,
+    conversation_id: uuid.UUID,
+    message_id: uuid.UUID,
+) -> list[JobSpec]:
+    """Record the processing job of a message whose content became final (agent replies).
+
+    One per message, ever (dedupe key): language, token counts, sentiment and the summary check.
+    """
+    tenant = await conn.scalar(
+        select(conversations.c.tenant_id).where(conversations.c.id == conversation_id)
+    )
+    if tenant is None:
+        return []
+    spec = JobSpec(
+        kind=JobKind.PROCESS_MESSAGE,
+        queue=queue_for(JobKind.PROCESS_MESSAGE),
+        tenant_id=str(tenant),
+        conversation_id=conversation_id,
+        message_id=message_id,
+        max_attempts=settings.job_max_attempts,
+        dedupe_key=f"process:{message_id}",
+    )
+    return await record_jobs(conn, [spec])
 
 
 # Content up to this size is counted inline; longer content is counted in a worker thread so

@@ -36,6 +36,7 @@ from conversation_service.services.memory_manager import (
     resolve_policy,
 )
 from conversation_service.services.message_store import count_message_tokens
+from conversation_service.websocket.events import EventPublisher, EventType
 
 log = logging.getLogger(__name__)
 SUMMARY_LOCK_SECONDS = 300
@@ -222,6 +223,19 @@ async def analyze_sentiment(ctx: JobContext) -> dict[str, Any]:
                 "conversation_score": current.sentiment_score,
             }
         rolling = rolling_sentiment(current.sentiment_score, current.sentiment_count, result.score)
+        event = {
+            "message_id": str(message_id),
+            "sentiment": {"label": result.label, "score": result.score, "model": result.model},
+            "conversation_sentiment": {"label": label_for(rolling), "score": rolling},
+        }
+        conversation_id = row.conversation_id
+
+        async def publish() -> None:
+            await EventPublisher(ctx.redis).publish_safely(
+                conversation_id, EventType.SENTIMENT_UPDATED, event
+            )
+
+        ctx.after_commit.append(publish)
         await conn.execute(
             update(conversations)
             .where(conversations.c.id == row.conversation_id)
@@ -317,6 +331,19 @@ async def generate_summary(ctx: JobContext) -> dict[str, Any]:
                 covers_until_seq=until_seq,
                 method=type(summarizer).__name__.removesuffix("Summarizer").lower(),
             )
+        summary = {
+            "version": values["version"],
+            "covers_until_seq": until_seq,
+            "text": text,
+            "method": values["method"],
+        }
+
+        async def publish() -> None:
+            await EventPublisher(ctx.redis).publish_safely(
+                conversation_id, EventType.SUMMARY_UPDATED, {"summary": summary}
+            )
+
+        ctx.after_commit.append(publish)
         return {"version": values["version"], "covers_until_seq": until_seq}
     finally:
         if await ctx.redis.get(lock_key) == token.encode():

@@ -579,6 +579,8 @@ async function selectConversation(id) {
   $("send").disabled = false;
   $("composer-input").focus();
   pinnedToBottom = true;
+  // A fresh view starts from a snapshot; only a reconnect resumes from the last event id.
+  delete state.lastEventId[id];
   subscribe(id);
   refreshSidePanels().catch(() => {});
 }
