@@ -19,11 +19,11 @@ from conversation_service.models.memory import (
 from conversation_service.models.session import SessionContext, SessionContextPatch
 from conversation_service.routes.deps import AfterCommit, ResourcesDep, UnitOfWork, internal_service
 from conversation_service.routes.errors import problems
+from conversation_service.routes.messages import JSONBytesResponse
 from conversation_service.services import context_tracker, conversation_manager, sessions
 from conversation_service.services.memory_manager import (
     ConversationMemoryManager,
     WindowRequest,
-    to_openai,
 )
 from conversation_service.websocket.events import EventType, publish_after_commit
 
@@ -38,7 +38,11 @@ async def get_conversation(conversation_id: uuid.UUID, uow: UnitOfWork) -> Conve
     return await conversation_manager.get_conversation_for_service(uow, conversation_id)
 
 
-@router.get("/conversations/{conversation_id}/context", responses=problems(401, 404, 422))
+@router.get(
+    "/conversations/{conversation_id}/context",
+    response_model=ConversationMemory | OpenAIContext,
+    responses=problems(401, 404, 422),
+)
 async def get_context(
     conversation_id: uuid.UUID,
     uow: UnitOfWork,
@@ -48,14 +52,15 @@ async def get_context(
     last_n: Annotated[int | None, Query(ge=1, le=1000)] = None,
     encoding: Encoding | None = None,
     format_: Annotated[Literal["native", "openai"], Query(alias="format")] = "native",
-) -> ConversationMemory | OpenAIContext:
+) -> Response:
     """The context window for the agent's next turn (policy defaults, overridable here)."""
     manager = ConversationMemoryManager(uow, resources.redis)
-    memory = await manager.build(
+    window = await manager.build_json(
         conversation_id,
         WindowRequest(strategy=strategy, max_tokens=max_tokens, last_n=last_n, encoding=encoding),
+        openai=format_ == "openai",
     )
-    return to_openai(memory) if format_ == "openai" else memory
+    return JSONBytesResponse(window)
 
 
 @router.get("/sessions/{session_id}/context", responses=problems(401, 404, 422))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy import RowMapping, select
+from sqlalchemy import RowMapping, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conversation_service.db.tables import conversations_table as conversations
@@ -88,6 +88,31 @@ def _candidate(row: RowMapping, encoding: Encoding) -> WindowCandidate:
     )
 
 
+_SUMMARY_TOKENS = {Encoding.CL100K: "tokens_cl100k", Encoding.O200K: "tokens_o200k"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    policy: MemoryPolicy
+    summary: RowMapping | None
+    selection: WindowSelection
+    rows: list[RowMapping]
+    session_id: uuid.UUID | None
+    session_context: dict[str, Any] | None
+    tracked: dict[str, Any]
+
+
+def _chat_json(row: RowMapping) -> dict[str, Any]:
+    metadata = row["metadata"] or {}
+    role = row["role"]
+    return {
+        "role": role,
+        "content": row["content"],
+        "tool_call_id": metadata.get("tool_call_id") if role == "tool" else None,
+        "tool_calls": metadata.get("tool_calls") if role == "assistant" else None,
+    }
+
+
 class ConversationMemoryManager:
     """Builds ``ConversationMemory`` windows for one unit of work."""
 
@@ -99,6 +124,76 @@ class ConversationMemoryManager:
 
     async def build(self, conversation_id: uuid.UUID, request: WindowRequest) -> ConversationMemory:
         """The window, summary, session context and tracked context of a conversation."""
+        window = await self._window(conversation_id, request)
+        return ConversationMemory(
+            conversation_id=conversation_id,
+            strategy=window.policy.strategy,
+            encoding=window.policy.encoding,
+            budget=window.policy.max_tokens,
+            token_count=window.selection.tokens,
+            truncated=window.selection.truncated,
+            cut_seq=window.selection.cut_seq,
+            summary=summaries.to_out(window.summary) if window.summary else None,
+            messages=[message_store.to_out(row) for row in window.rows],
+            session_id=window.session_id,
+            session_context=window.session_context,
+            tracked_context=window.tracked,
+        )
+
+    async def build_json(
+        self, conversation_id: uuid.UUID, request: WindowRequest, *, openai: bool = False
+    ) -> dict[str, Any]:
+        """The same window as JSON-ready data (``ConversationMemory`` or ``OpenAIContext``).
+
+        The endpoint is the hottest read of the platform, so rows go straight to JSON without
+        a model per message.
+        """
+        window = await self._window(conversation_id, request)
+        head: dict[str, Any] = {
+            "strategy": window.policy.strategy.value,
+            "encoding": window.policy.encoding.value,
+            "budget": window.policy.max_tokens,
+            "token_count": window.selection.tokens,
+            "truncated": window.selection.truncated,
+            "cut_seq": window.selection.cut_seq,
+            "conversation_id": str(conversation_id),
+        }
+        summary = window.summary
+        if openai:
+            chat = [_chat_json(row) for row in window.rows]
+            if summary is not None:
+                leading = next((i for i, m in enumerate(chat) if m["role"] != "system"), len(chat))
+                chat.insert(
+                    leading,
+                    {
+                        "role": "system",
+                        "content": summaries.SUMMARY_PREFIX + summary["content"],
+                        "tool_call_id": None,
+                        "tool_calls": None,
+                    },
+                )
+            return {**head, "messages": chat}
+        return {
+            **head,
+            "summary": (
+                {
+                    "text": summary["content"],
+                    "version": summary["version"],
+                    "covers_until_seq": summary["covers_until_seq"],
+                    "token_count": summary["token_count"],
+                    "method": summary["method"],
+                    "created_at": message_store.json_time(summary["created_at"]),
+                }
+                if summary is not None
+                else None
+            ),
+            "messages": [message_store.message_json(row) for row in window.rows],
+            "session_context": window.session_context,
+            "session_id": str(window.session_id) if window.session_id else None,
+            "tracked_context": window.tracked,
+        }
+
+    async def _window(self, conversation_id: uuid.UUID, request: WindowRequest) -> _Window:
         conversation = (
             await self.conn.execute(
                 select(conversations.c.memory_policy).where(
@@ -114,7 +209,7 @@ class ConversationMemoryManager:
             if policy.strategy is MemoryStrategy.SUMMARY_BUFFER
             else None
         )
-        summary_tokens = summary[f"tokens_{policy.encoding.value[:-5]}"] if summary else 0
+        summary_tokens = summary[_SUMMARY_TOKENS[policy.encoding]] if summary else 0
         floor = summary["covers_until_seq"] if summary else 0
         always = await self._always_included(conversation_id)
         fixed_tokens = summary_tokens + sum(_candidate(r, policy.encoding).tokens for r in always)
@@ -134,19 +229,14 @@ class ConversationMemoryManager:
         by_seq = {row["seq"]: row for row in (*always, *recent)}
         session_id, session_context = await self._session_context(conversation_id)
         tracked = await context_tracker.get_tracked_context(self.conn, conversation_id)
-        return ConversationMemory(
-            conversation_id=conversation_id,
-            strategy=policy.strategy,
-            encoding=policy.encoding,
-            budget=policy.max_tokens,
-            token_count=selection.tokens,
-            truncated=selection.truncated,
-            cut_seq=selection.cut_seq,
-            summary=summaries.to_out(summary) if summary else None,
-            messages=[message_store.to_out(by_seq[seq]) for seq in selection.seqs],
+        return _Window(
+            policy=policy,
+            summary=summary,
+            selection=selection,
+            rows=[by_seq[seq] for seq in selection.seqs],
             session_id=session_id,
             session_context=session_context,
-            tracked_context=tracked.data,
+            tracked=tracked.data,
         )
 
     async def _always_included(self, conversation_id: uuid.UUID) -> list[RowMapping]:
@@ -154,7 +244,9 @@ class ConversationMemoryManager:
             select(*_WINDOW_COLUMNS)
             .where(
                 messages.c.conversation_id == conversation_id,
-                messages.c.always_include.is_(True),
+                # The bare column, as the partial index states it: "IS true" or "= 1" would not
+                # match the index predicate and scan the conversation instead.
+                literal_column("messages.always_include"),
                 messages.c.deleted_at.is_(None),
             )
             .order_by(messages.c.seq)
