@@ -227,6 +227,9 @@ async def test_every_replica_schedules_retention_from_its_lifespan(
             return bool(found)
 
         await wait_until(recorded)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert (await client.get("/health/ready")).status_code == 200
 
 
 def test_the_retention_task_is_importable_by_its_dotted_path() -> None:

@@ -81,6 +81,7 @@ async def test_public_routes_publish_their_changes_after_commit(
 
     events = await _events(redis, cid)
     assert [e["type"] for e in events] == [
+        "session.started",  # the first message is activity that starts a session
         "message.created",  # once: the idempotent replay publishes nothing
         "message.updated",
         "message.deleted",
@@ -90,10 +91,11 @@ async def test_public_routes_publish_their_changes_after_commit(
         "session.ended",
         "context.updated",
     ]
-    assert events[0]["data"]["message"]["id"] == mid
-    assert events[1]["data"]["message"]["metadata"] == {"pinned": True}
-    assert events[2]["data"] == {"message_id": mid}
-    assert events[3]["data"]["conversation"]["title"] == "Renamed"
-    assert events[4]["data"]["conversation"]["status"] == "archived"
-    assert events[7]["data"]["tracked_context"]["data"] == {"intent": "x"}
+    assert events[0]["data"]["session"]["active"] is True
+    assert events[1]["data"]["message"]["id"] == mid
+    assert events[2]["data"]["message"]["metadata"] == {"pinned": True}
+    assert events[3]["data"] == {"message_id": mid}
+    assert events[4]["data"]["conversation"]["title"] == "Renamed"
+    assert events[5]["data"]["conversation"]["status"] == "archived"
+    assert events[8]["data"]["tracked_context"]["data"] == {"intent": "x"}
     assert all(e["conversation_id"] == cid for e in events)
