@@ -20,6 +20,9 @@ MAX_ID_CHARS: Final = 128
 MAX_IDEMPOTENCY_KEY_CHARS: Final = 255
 MAX_JSON_DEPTH: Final = 16
 
+# Largest seq a query may name (fits a signed 64-bit column on both backends).
+MAX_SEQ: Final = 2**62
+
 # Pagination.
 DEFAULT_PAGE_SIZE: Final = 20
 MAX_PAGE_SIZE: Final = 100

@@ -1,10 +1,18 @@
 """Shared schema pieces: bounded JSON objects, identifiers, the page envelope."""
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from conversation_service.config import constants
 
@@ -89,6 +97,16 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = Field(
         description="Opaque cursor for the next page; null on the last page."
     )
+
+
+def _iso_only(value: object) -> object:
+    # Pydantic would read "0.5" as a unix timestamp; the API documents ISO 8601 date-times only.
+    if isinstance(value, str) and not re.match(r"^\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("expected an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 def utc_bound(value: datetime | None) -> datetime | None:

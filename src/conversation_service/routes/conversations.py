@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from conversation_service.config.constants import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from conversation_service.errors import ValidationError
-from conversation_service.models.common import Page, Tag, utc_bound
+from conversation_service.models.common import IsoDateTime, Page, Tag, utc_bound
 from conversation_service.models.conversation import (
     ConversationCreate,
     ConversationOut,
@@ -58,10 +58,10 @@ async def list_conversations(
     agent_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     status_: Annotated[ConversationStatus | None, Query(alias="status")] = None,
     tag: Tag | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-    updated_after: datetime | None = None,
-    updated_before: datetime | None = None,
+    created_after: IsoDateTime | None = None,
+    created_before: IsoDateTime | None = None,
+    updated_after: IsoDateTime | None = None,
+    updated_before: IsoDateTime | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Page[ConversationOut]:

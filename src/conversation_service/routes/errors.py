@@ -1,6 +1,7 @@
 """The one place errors become RFC 9457 ``application/problem+json`` responses."""
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -74,6 +75,22 @@ def _validation_problem(exc: RequestValidationError, instance: str) -> ProblemRe
     return problem_response(ValidationError(detail, extra={"errors": fields}), instance)
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the OpenAPI document lists for the request's path template."""
+    app = request.app
+    table: list[tuple[re.Pattern[str], list[str]]] | None = getattr(app.state, "allow_table", None)
+    if table is None:
+        table = []
+        for template, operations in app.openapi().get("paths", {}).items():
+            source = re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template))
+            table.append((re.compile(f"^{source}$"), sorted(m.upper() for m in operations)))
+        app.state.allow_table = table
+    for compiled, methods in table:
+        if compiled.match(request.url.path):
+            return methods
+    return []
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn every failure into problem details."""
 
@@ -93,6 +110,10 @@ def install_error_handlers(app: FastAPI) -> None:
         response.status_code = exc.status_code
         if exc.headers:
             response.headers.update(exc.headers)
+        if exc.status_code == 405:
+            # The router names the first route that matched the path; list every method the
+            # path supports, as RFC 9110 asks of Allow.
+            response.headers["Allow"] = ", ".join(_allowed_methods(request))
         return response
 
     async def on_integrity_error(request: Request, exc: Exception) -> Response:

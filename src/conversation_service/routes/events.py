@@ -64,7 +64,7 @@ _SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
 @router.get(
     "/events",
     response_class=StreamingResponse,
-    responses={**_SSE_RESPONSE, **problems(401, 404, 422)},
+    responses={**_SSE_RESPONSE, **problems(400, 401, 404, 422)},
 )
 async def conversation_events(
     conversation_id: uuid.UUID,

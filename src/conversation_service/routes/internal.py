@@ -151,7 +151,7 @@ async def tracked_context_history(
     conversation_id: uuid.UUID,
     uow: UnitOfWork,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
-    before_version: Annotated[int | None, Query(ge=1)] = None,
+    before_version: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
 ) -> Page[TrackedContextVersionOut]:
     """Versions newest first: who changed what, and the document after each change."""
     await conversation_manager.get_conversation_for_service(uow, conversation_id)

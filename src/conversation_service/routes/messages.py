@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response, status
 
-from conversation_service.config.constants import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from conversation_service.config.constants import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_SEQ
 from conversation_service.models.common import Page
 from conversation_service.models.message import MessageCreate, MessageOut, MessageUpdate
 from conversation_service.routes.deps import (
@@ -79,8 +79,8 @@ async def list_messages(
     user: CurrentUser,
     uow: UnitOfWork,
     resources: ResourcesDep,
-    after_seq: Annotated[int | None, Query(ge=0)] = None,
-    before_seq: Annotated[int | None, Query(ge=1)] = None,
+    after_seq: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
+    before_seq: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
     order: Literal["asc", "desc"] = "asc",
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
