@@ -3,7 +3,7 @@
 #   docker build -t conversation-service .
 #   docker run --rm -p 8000:8000 -e CONVERSATION_... conversation-service
 # Configuration is environment only (CONVERSATION_*); production refuses to start without a real
-# JWT secret, internal API keys and a Redis URL, so the image ships no secret.
+# JWT secret, internal API keys, a webhook secret and a Redis URL, so the image ships no secret.
 
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 \

@@ -130,7 +130,8 @@ class ServerProcess:
     def start(self) -> None:
         """Spawn the process (does not wait for it to be ready)."""
         assert self._process is None, "already started"
-        with self.log_path.open("wb") as log:
+        # Append: a server restarted on the same port keeps its predecessor's log above its own.
+        with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 self.command,
                 env=self._env,

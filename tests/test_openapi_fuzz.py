@@ -51,10 +51,11 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
-from conftest import INTERNAL_KEY, JWT_SECRET
 from conversation_service.services.auth import issue_token
-from live_server import live_server, run_cli, service_env, tail
+from tests.conftest import INTERNAL_KEY, JWT_SECRET
+from tests.live_server import live_server, run_cli, service_env, tail
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "30"))
 # Generating cases costs schemathesis far more CPU than the server spends answering them.
@@ -158,6 +159,20 @@ class Identity:
     credential: str
 
 
+def own_redis_db(redis_url: str) -> str:
+    """The session's Redis server, but a database of this test's own, emptied.
+
+    The server queues jobs and publishes events there; in a database of its own they can never
+    reach a worker or a subscriber that another test starts on the session's database. (15 and 14
+    belong to the suite and the queue tests on CI's Redis; 0 and 1 on the embedded one.)
+    """
+    base, _, _db = redis_url.rpartition("/")
+    url = f"{base}/{13 if redis_url.endswith('/15') else 2}"
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return url
+
+
 def tenant_user(name: str, run: str) -> tuple[str, str]:
     """A (tenant, user) pair of its own for ``name`` in this run."""
     return f"t-{name}-{run}", f"u-{name}-{run}"
@@ -232,7 +247,7 @@ def test_live_server_honours_its_openapi_contract(tmp_path: Path, redis_url: str
     env = {
         "CONVERSATION_ENVIRONMENT": "test",
         "CONVERSATION_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'fuzz.db'}",
-        "CONVERSATION_REDIS_URL": redis_url,
+        "CONVERSATION_REDIS_URL": own_redis_db(redis_url),
         "CONVERSATION_JWT_SECRET": JWT_SECRET,
         "CONVERSATION_INTERNAL_API_KEYS": INTERNAL_KEY,
     }

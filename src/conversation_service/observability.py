@@ -1,6 +1,8 @@
-"""Structured JSON logs, Prometheus metrics, and the pure ASGI middleware that feeds both."""
+"""Structured JSON logs (credentials redacted), Prometheus metrics, and the pure ASGI middleware
+that feeds both."""
 
 import logging
+import re
 import sys
 import time
 import uuid
@@ -19,6 +21,28 @@ _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) 
 }
 
 
+# Credentials a log line may carry (a request line with ``?token=`` or an ``Authorization`` header
+# that a server logs at DEBUG, an error quoting a URL): replaced before any line is written.
+_CREDENTIALS = re.compile(
+    r"(?i)(?P<lead>\b(?:bearer|basic)\s+|[?&](?:token|access_token|api_key|key)=)[^\s&\"',;]+"
+    r"|eyJ[\w-]{4,}\.eyJ[\w-]{4,}\.[\w-]*"
+    r"|\bcs_[\w-]{20,}"
+    r"|\bwhsec_[\w+/=]{16,}"
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with bearer tokens, JWTs, API keys and webhook secrets replaced."""
+    return _CREDENTIALS.sub(lambda match: (match.group("lead") or "") + "[redacted]", text)
+
+
+class RedactingFormatter(logging.Formatter):
+    """The plain-text formatter, with credentials redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and any ``extra`` fields."""
 
@@ -34,14 +58,14 @@ class JSONFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        return redact(orjson.dumps(entry, default=str).decode())
 
 
 def configure_logging(level: str, *, json_lines: bool) -> None:
     """Send logs to stderr, as JSON lines unless asked otherwise."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JSONFormatter() if json_lines else logging.Formatter("%(levelname)s %(name)s %(message)s")
+        JSONFormatter() if json_lines else RedactingFormatter("%(levelname)s %(name)s %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

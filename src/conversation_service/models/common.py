@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
 )
 
 from conversation_service.config import constants
@@ -57,7 +58,12 @@ def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-SafeText = Annotated[str, AfterValidator(_check_text)]
+# The schema states what the validators enforce, so a client (or a fuzzer) can know it.
+_NO_NUL = r"^[^\x00]*$"
+_KEY_SCHEMA = {"minLength": 1, "maxLength": constants.MAX_METADATA_KEY_CHARS, "pattern": _NO_NUL}
+SafeText = Annotated[str, StringConstraints(pattern=_NO_NUL)]
+# Text with at least one character that is not ASCII whitespace (and no NUL).
+NonBlankText = Annotated[str, StringConstraints(pattern=r"^[^\x00]*[^\x00 \t\n\r\f\v][^\x00]*$")]
 Identifier = Annotated[
     str,
     StringConstraints(min_length=1, max_length=constants.MAX_ID_CHARS, pattern=r"^[^\x00-\x1f]+$"),
@@ -65,7 +71,21 @@ Identifier = Annotated[
 Metadata = Annotated[
     dict[str, Any],
     AfterValidator(check_metadata),
-    Field(description=f"Free-form JSON object, at most {constants.MAX_METADATA_BYTES} bytes."),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "additionalProperties": True,
+            "maxProperties": constants.MAX_METADATA_KEYS,
+            "propertyNames": _KEY_SCHEMA,
+        }
+    ),
+    Field(
+        description=(
+            f"Free-form JSON object: at most {constants.MAX_METADATA_KEYS} keys of 1-"
+            f"{constants.MAX_METADATA_KEY_CHARS} characters, {constants.MAX_JSON_DEPTH} levels "
+            f"and {constants.MAX_METADATA_BYTES} bytes; no NUL characters."
+        )
+    ),
 ]
 Tag = Annotated[
     str,

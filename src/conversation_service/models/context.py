@@ -42,4 +42,14 @@ class TrackedContextVersionOut(BaseModel):
     data: dict[str, Any]
 
 
-TrackedContextPatch = Metadata
+class TrackedContextPatch(BaseModel):
+    """A JSON merge patch of the tracked context: the same fields, ``null`` removes one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entities: dict[str, Any] | list[Any] | None = None
+    topics: list[str] | None = Field(default=None, max_length=100)
+    intent: str | None = Field(default=None, max_length=200)
+    variables: Metadata | None = None
+    active_agent: str | None = Field(default=None, max_length=constants.MAX_ID_CHARS)
+    workflow_step: str | None = Field(default=None, max_length=200)

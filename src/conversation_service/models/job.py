@@ -20,6 +20,7 @@ class TaskRequest(InputModel):
     callback_url: str | None = Field(
         default=None,
         max_length=2048,
+        pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+(/[\x21-\x7e]*)?$",
         description="Also notified (task.completed / task.failed); host must be allowlisted.",
     )
     message_id: uuid.UUID | None = Field(

@@ -11,6 +11,7 @@ from conversation_service.config import constants
 from conversation_service.models.common import (
     InputModel,
     Metadata,
+    NonBlankText,
     SafeText,
     Sentiment,
     check_metadata,
@@ -40,7 +41,17 @@ class MessageStatus(StrEnum):
 class ContentPart(InputModel):
     """A typed piece of content (text, image reference, file reference…)."""
 
-    model_config = InputModel.model_config | {"extra": "allow"}
+    model_config = InputModel.model_config | {
+        "extra": "allow",
+        "json_schema_extra": {
+            "maxProperties": constants.MAX_METADATA_KEYS,
+            "propertyNames": {
+                "minLength": 1,
+                "maxLength": constants.MAX_METADATA_KEY_CHARS,
+                "pattern": "^[^\\x00]*$",
+            },
+        },
+    }
 
     type: Literal["text", "image_url", "file", "audio", "json"]
     text: SafeText | None = Field(default=None, max_length=constants.MAX_MESSAGE_CHARS)
@@ -54,18 +65,15 @@ class ContentPart(InputModel):
 class MessageCreate(InputModel):
     """Body of ``POST /conversations/{id}/messages``: a user message."""
 
-    content: SafeText = Field(max_length=constants.MAX_MESSAGE_CHARS)
+    content: NonBlankText = Field(
+        max_length=constants.MAX_MESSAGE_CHARS,
+        description="The text; at least one non-whitespace character.",
+    )
     content_parts: list[ContentPart] | None = Field(
         default=None, max_length=constants.MAX_CONTENT_PARTS
     )
     metadata: Metadata = Field(default_factory=dict)
     parent_id: uuid.UUID | None = None
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> "MessageCreate":
-        if not self.content.strip() and not self.content_parts:
-            raise ValueError("content must not be empty unless content_parts are given")
-        return self
 
 
 class MessageUpdate(InputModel):

@@ -2,7 +2,6 @@
 
 import re
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -55,7 +54,10 @@ async def list_conversations(
     user: CurrentUser,
     uow: UnitOfWork,
     resources: ResourcesDep,
-    agent_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    # Control characters refused like in every id (PostgreSQL cannot even compare a NUL).
+    agent_id: Annotated[
+        str | None, Query(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")
+    ] = None,
     status_: Annotated[ConversationStatus | None, Query(alias="status")] = None,
     tag: Tag | None = None,
     created_after: IsoDateTime | None = None,

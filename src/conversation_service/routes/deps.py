@@ -115,6 +115,9 @@ async def idempotency_key(
         Header(
             alias="Idempotency-Key",
             description="Retry-safe key: a repeat with the same body returns the first response.",
+            min_length=1,
+            max_length=MAX_IDEMPOTENCY_KEY_CHARS,
+            pattern=r"^[\x20-\x7e]+$",
         ),
     ] = None,
 ) -> AsyncIterator[str | None]:

@@ -33,7 +33,11 @@ def stream_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     token: Annotated[
         str | None,
-        Query(max_length=8192, description="The JWT, for clients that cannot set headers"),
+        Query(
+            max_length=4096,
+            pattern=r"^[A-Za-z0-9_.\-]+$",
+            description="The JWT, for clients that cannot set headers",
+        ),
     ] = None,
 ) -> Principal:
     """The user of a bearer JWT (header, or ``token`` query parameter), or 401."""

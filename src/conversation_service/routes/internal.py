@@ -3,12 +3,16 @@
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 
 from conversation_service.config.constants import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from conversation_service.errors import BadRequestError
-from conversation_service.models.common import Metadata, Page
-from conversation_service.models.context import TrackedContextOut, TrackedContextVersionOut
+from conversation_service.models.common import Page
+from conversation_service.models.context import (
+    TrackedContextOut,
+    TrackedContextPatch,
+    TrackedContextVersionOut,
+)
 from conversation_service.models.conversation import ConversationOut
 from conversation_service.models.memory import (
     ConversationMemory,
@@ -115,7 +119,7 @@ async def get_tracked_context(
 )
 async def patch_tracked_context(
     conversation_id: uuid.UUID,
-    body: Annotated[Metadata, Body()],
+    body: TrackedContextPatch,
     hooks: AfterCommit,
     uow: UnitOfWork,
     response: Response,
@@ -131,7 +135,7 @@ async def patch_tracked_context(
         uow,
         conversation_id,
         await conversation_manager.tenant_of(uow, conversation.id),
-        body,
+        body.model_dump(mode="json", exclude_unset=True),
         if_match=_parse_if_match(if_match),
         changed_by=changed_by,
     )
