@@ -18,6 +18,7 @@ import pytest
 from fastapi import FastAPI
 from limits import parse
 from limits.aio.strategies import FixedWindowRateLimiter
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from sqlalchemy import func, select
@@ -31,6 +32,7 @@ from conversation_service.services.rate_limits import (
     CLOSE_TOO_MANY_CONNECTIONS,
     DEGRADED,
     RateLimiter,
+    RateLimitMetrics,
 )
 from tests.conftest import INTERNAL_KEY, Caller, create_conversation, make_settings, new_caller
 from tests.websocket.helpers import serve, wait_until, ws_client
@@ -326,3 +328,30 @@ def test_the_openapi_document_lists_429_on_limited_routes(settings: Conversation
     ]
     assert all("429" in operation["responses"] for operation in limited)
     assert "429" not in paths["/health/ready"]["get"]["responses"]
+
+
+async def test_after_a_failure_requests_skip_redis_until_it_is_worth_trying_again(
+    settings: ConversationSettings,
+) -> None:
+    """The breaker: an outage costs each request nothing while Redis is known to be down."""
+    unreachable = make_settings(settings.database_url, "redis://127.0.0.1:1/0")
+    redis = Redis.from_url(unreachable.effective_redis_url(), socket_connect_timeout=1)
+    now = [1000.0]
+    metrics = RateLimitMetrics(CollectorRegistry())
+    limiter = RateLimiter(
+        unreachable, redis, metrics=metrics, retry_seconds=2.0, clock=lambda: now[0]
+    )
+    principal = Principal(tenant_id="t", user_id="u")
+    try:
+        await limiter.check_user(principal)  # tries Redis, fails, lets the request through
+        assert limiter.status() == DEGRADED
+        tried = metrics.fail_open._value.get()
+        for _ in range(5):
+            await limiter.check_user(principal)  # within the retry interval: Redis not tried
+        assert metrics.fail_open._value.get() == tried == 1
+        now[0] += 2.5
+        await limiter.check_user(principal)  # worth trying again: tried, still down
+        assert metrics.fail_open._value.get() == 2
+        assert await limiter.acquire_connection(principal) is not None  # WebSockets too
+    finally:
+        await redis.aclose()

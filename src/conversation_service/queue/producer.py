@@ -109,9 +109,9 @@ class OutboxRelay:
         """Stop the loops; undispatched rows stay pending for the next sweep."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            # Bounded: a dispatch running in a thread finishes on its own; shutdown never hangs.
+            await asyncio.wait(self._tasks, timeout=2.0)
 
     async def _relay_loop(self) -> None:
         while True:

@@ -35,7 +35,8 @@ Redis by the limiter (``forget`` also clears a user's counters when their data i
 Fail-open: when Redis does not answer (error or ``CHECK_TIMEOUT``), the request is let through,
 a warning is logged (once, then at most every ``LOG_INTERVAL`` seconds while it lasts), readiness
 reports ``"rate_limiter": "degraded (fail-open)"``, and for ``RETRY_SECONDS`` no request waits on
-Redis again, so an outage of Redis costs the API neither availability nor latency.
+Redis again (then one request probes it while the others pass), so an outage of Redis costs the
+API neither availability nor latency.
 """
 
 import asyncio
@@ -192,7 +193,7 @@ class RateLimiter:
         settings: ConversationSettings,
         redis: Redis,
         *,
-        metrics: "RateLimitMetrics | None" = None,
+        metrics: RateLimitMetrics | None = None,
         retry_seconds: float = RETRY_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -217,6 +218,7 @@ class RateLimiter:
         self._clock = clock
         self._skip_until = -math.inf
         self._degraded = False
+        self._probing = False
         self._logged_at = -math.inf
         self.metrics = metrics
 
@@ -231,7 +233,9 @@ class RateLimiter:
         return "ok"
 
     def _skipping(self) -> bool:
-        return self._clock() < self._skip_until
+        # While degraded, one request at a time finds out whether Redis is back; the others go
+        # through without waiting on it.
+        return self._clock() < self._skip_until or (self._degraded and self._probing)
 
     def _failed(self, exc: BaseException) -> None:
         now = self._clock()
@@ -273,12 +277,15 @@ class RateLimiter:
         if not self.enabled or self._skipping():
             return
         hits = [(quota, item, ids) for quota, ids in checks for item in quota.items]
+        self._probing = self._degraded
         try:
             async with asyncio.timeout(CHECK_TIMEOUT):
                 refused = await (self._hit_batched(hits) if self.batched else self._hit(hits))
         except _UNAVAILABLE as exc:
             self._failed(exc)
             return
+        finally:
+            self._probing = False
         self._succeeded()
         if refused is not None:
             quota, item, reset_after = refused

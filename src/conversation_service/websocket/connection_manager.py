@@ -66,6 +66,9 @@ _BATCH: Final = 16
 SnapshotSource = Callable[[uuid.UUID, str | None], Awaitable[str]]
 
 
+_STOP_TIMEOUT = 2.0
+
+
 class LiveUnavailableError(Exception):
     """The pub/sub connection is down or did not confirm a subscription in time."""
 
@@ -203,14 +206,16 @@ class ConnectionManager:
         self._stopping = True
         for outbox in list(self._outboxes):
             outbox.close(CLOSE_SERVICE_RESTART, "service restarting: resume with your last id")
-        for task in (self._reader, self._watchdog, *self._background):
-            if task is not None:
-                task.cancel()
-        for task in (self._reader, self._watchdog, *self._background):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        tasks = [t for t in (self._reader, self._watchdog, *self._background) if t is not None]
+        for task in tasks:
+            task.cancel()
+        # Close the socket first: a reader blocked in read_response may not see its
+        # cancellation until the connection goes away, and shutdown must never hang on it.
         await self._drop_connection()
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=_STOP_TIMEOUT)
+            if stuck:
+                log.warning("live hub tasks did not stop in time", extra={"tasks": len(stuck)})
         await self._pubsub_client.aclose()
 
     def register(self, outbox: Outbox) -> None:
