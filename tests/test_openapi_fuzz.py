@@ -29,6 +29,9 @@ document, and listed in the README):
 * Server-Sent Events operations (``text/event-stream``) get a 1 s request timeout, 2 events and
   10 examples: the stream never ends, so every successful case would otherwise cost the full
   request timeout.
+* ``positive_data_acceptance`` also accepts ``400``/``422`` on four operations whose bodies carry
+  rules JSON Schema cannot state (NUL-free keys at every depth, the callback-host allowlist, the
+  merge-patched tracked context validated as a whole): see ``BUSINESS_RULES``.
 * User-data erasure (``DELETE .../users/.../data``) is not fuzzed: it revokes the run's own API
   key and deletes everything the run is working with. It needs tests with identities of its own.
 
@@ -87,6 +90,18 @@ NO_RESOURCE_AVAILABILITY = re.compile(r"/(sessions/current|summary)(/|$)")
 # object the run is working with, which turns the rest of the run into 401s and 404s. Erasure
 # needs tests with identities of their own; schemathesis leaves it alone.
 NOT_FUZZED = re.compile(r"^DELETE /.*users/.*/data$")
+# Operations whose bodies carry rules JSON Schema cannot state, so a schema-valid body can still
+# be refused with 400/422: NUL-free keys at every depth of free-form JSON (PostgreSQL JSONB
+# cannot store NUL), the callback-host allowlist (configuration, not schema), and a tracked
+# context whose merge-patched result is validated as a whole. `positive_data_acceptance` accepts
+# those answers there; every other operation keeps the default.
+BUSINESS_RULES = re.compile(
+    r"^(PATCH /internal/v1/conversations/\{conversation_id\}/tracked-context"
+    r"|POST /api/v1/conversations/\{conversation_id\}/messages"
+    r"|POST /internal/v1/conversations/\{conversation_id\}/messages"
+    r"|POST /internal/v1/conversations/\{conversation_id\}/tasks)$"
+)
+BUSINESS_STATUSES = ["2xx", "3xx", "400", "401", "403", "404", "409", "422", "429", "5xx"]
 
 
 def operations(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -135,6 +150,11 @@ def schemathesis_config(spec: dict[str, Any], wfc_path: Path) -> str:
             # server issued, and 400 invalid-cursor is the documented answer.
             settings.append(
                 f"checks.positive_data_acceptance.expected-statuses = {json.dumps(CURSOR_STATUSES)}"
+            )
+        if BUSINESS_RULES.search(name):
+            settings.append(
+                "checks.positive_data_acceptance.expected-statuses = "
+                + json.dumps(BUSINESS_STATUSES)
             )
         if NO_RESOURCE_AVAILABILITY.search(name):
             settings.append("checks.ensure_resource_availability.enabled = false")
@@ -250,6 +270,11 @@ def test_live_server_honours_its_openapi_contract(tmp_path: Path, redis_url: str
         "CONVERSATION_REDIS_URL": own_redis_db(redis_url),
         "CONVERSATION_JWT_SECRET": JWT_SECRET,
         "CONVERSATION_INTERNAL_API_KEYS": INTERNAL_KEY,
+        # Thousands of requests as one user: production quotas would leave most untested (429s
+        # are covered by tests/services/test_rate_limits.py).
+        "CONVERSATION_RATE_LIMIT_MESSAGES": "1000000/minute",
+        "CONVERSATION_RATE_LIMIT_REQUESTS": "1000000/minute",
+        "CONVERSATION_RATE_LIMIT_TENANT": "1000000/minute",
     }
     run_cli(["migrate"], env, cwd=tmp_path)
     config_path = tmp_path / "schemathesis.toml"
