@@ -29,7 +29,7 @@ document, and listed in the README):
 * Server-Sent Events operations (``text/event-stream``) get a 1 s request timeout, 2 events and
   10 examples: the stream never ends, so every successful case would otherwise cost the full
   request timeout.
-* ``positive_data_acceptance`` also accepts ``400``/``422`` on four operations whose bodies carry
+* ``positive_data_acceptance`` also accepts ``400``/``422`` on the operations whose bodies carry
   rules JSON Schema cannot state (NUL-free keys at every depth, the callback-host allowlist, the
   merge-patched tracked context validated as a whole): see ``BUSINESS_RULES``.
 * User-data erasure (``DELETE .../users/.../data``) is not fuzzed: it revokes the run's own API
@@ -99,7 +99,11 @@ BUSINESS_RULES = re.compile(
     r"^(PATCH /internal/v1/conversations/\{conversation_id\}/tracked-context"
     r"|POST /api/v1/conversations/\{conversation_id\}/messages"
     r"|POST /internal/v1/conversations/\{conversation_id\}/messages"
-    r"|POST /internal/v1/conversations/\{conversation_id\}/tasks)$"
+    r"|POST /internal/v1/conversations/\{conversation_id\}/tasks"
+    r"|PATCH /internal/v1/sessions/\{session_id\}/context"
+    r"|POST /v1/conversations"
+    r"|POST /v1/conversations/\{conversation_id\}"
+    r"|POST /v1/conversations/\{conversation_id\}/items)$"
 )
 BUSINESS_STATUSES = ["2xx", "3xx", "400", "401", "403", "404", "409", "422", "429", "5xx"]
 

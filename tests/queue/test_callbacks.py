@@ -106,6 +106,7 @@ async def test_task_callback_outside_allowlist_is_422_and_records_nothing(
         "ftp://127.0.0.1/hook",
         "http://user:pw@127.0.0.1/hook",
         "not a url",
+        "http://[::1",  # urlsplit raises on it: must be a 422, not a 500 (found by fuzzing)
     ):
         response = await queue_env.client.post(
             f"/internal/v1/conversations/{cid}/tasks",

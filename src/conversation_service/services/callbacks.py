@@ -51,7 +51,10 @@ def allowed_hosts(settings: ConversationSettings) -> frozenset[str]:
 
 def check_url(url: str, settings: ConversationSettings) -> None:
     """Refuse URLs that are not http(s) to an allowlisted host (``ValidationError``)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL"
+        raise ValidationError(f"callback_url is not a valid URL: {exc}") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
         raise ValidationError("callback_url must be an http(s) URL without credentials")
     host = parts.hostname.lower()
