@@ -25,6 +25,9 @@ from conversation_service.db.tables import Base, jobs_table
 from conversation_service.main import create_app
 from conversation_service.services import summaries
 from tests.conftest import INTERNAL_KEY, Caller, make_settings, new_caller
+
+# Leaves no pending jobs behind for the queue tests' workers.
+from tests.security.conftest import no_leftover_jobs as no_leftover_jobs
 from tests.websocket.helpers import wait_until
 
 SERVICE = {"Authorization": f"Bearer {INTERNAL_KEY}"}

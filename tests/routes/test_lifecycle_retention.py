@@ -35,6 +35,9 @@ from conversation_service.utils.clock import utcnow
 from conversation_service.websocket.events import events_key, partial_key
 from tests.conftest import INTERNAL_KEY, create_conversation, make_settings, new_caller
 from tests.routes.test_lifecycle import lifecycle_redis_url
+
+# Leaves no pending jobs behind for the queue tests' workers.
+from tests.security.conftest import no_leftover_jobs as no_leftover_jobs
 from tests.websocket.helpers import wait_until
 
 SERVICE = {"Authorization": f"Bearer {INTERNAL_KEY}"}

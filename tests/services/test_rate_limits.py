@@ -35,6 +35,9 @@ from conversation_service.services.rate_limits import (
     RateLimitMetrics,
 )
 from tests.conftest import INTERNAL_KEY, Caller, create_conversation, make_settings, new_caller
+
+# Leaves no pending jobs behind for the queue tests' workers.
+from tests.security.conftest import no_leftover_jobs as no_leftover_jobs
 from tests.websocket.helpers import serve, wait_until, ws_client
 
 

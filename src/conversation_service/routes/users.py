@@ -29,7 +29,8 @@ internal = APIRouter(
     prefix="/internal/v1/tenants", tags=["internal"], dependencies=[Depends(internal_service)]
 )
 
-Identifier = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)]
+# As in tokens and bodies: no control characters (PostgreSQL cannot even compare a NUL).
+Identifier = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[^\x00-\x1f]+$")]
 
 
 def _clear_after_commit(

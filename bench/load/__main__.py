@@ -1,0 +1,7 @@
+"""``python -m bench.load``: run the load test (see ``bench.load.cli``)."""
+
+import sys
+
+from bench.load.cli import main
+
+sys.exit(main())
