@@ -1,7 +1,7 @@
 """Request dependencies: resources, the unit of work, credentials and load-or-404 guards."""
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -10,6 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conversation_service.config.constants import MAX_IDEMPOTENCY_KEY_CHARS
 from conversation_service.errors import BadRequestError, UnauthorizedError
+from conversation_service.queue.jobs import JobSpec
+from conversation_service.queue.producer import OutboxRelay
 from conversation_service.resources import Resources
 from conversation_service.services.auth import Principal, verify_service_key
 
@@ -64,6 +66,20 @@ class AfterCommitHooks:
                 await hook()
             except Exception:
                 log.exception("after-commit hook failed")
+
+
+def dispatch_after_commit(
+    hooks: AfterCommitHooks, relay: OutboxRelay, jobs: Sequence[JobSpec]
+) -> None:
+    """Hand the outbox rows written in this request to the relay once the request commits."""
+    if not jobs:
+        return
+    pending = tuple(jobs)
+
+    async def dispatch() -> None:
+        relay.submit(pending)
+
+    hooks.add(dispatch)
 
 
 async def after_commit() -> AsyncIterator[AfterCommitHooks]:

@@ -10,13 +10,12 @@ from conversation_service.models.job import (
     RedeliveryOut,
     TaskRequest,
 )
-from conversation_service.queue.jobs import JobSpec
 from conversation_service.routes.deps import (
     AfterCommit,
-    AfterCommitHooks,
     CurrentUser,
     ResourcesDep,
     UnitOfWork,
+    dispatch_after_commit,
     internal_service,
 )
 from conversation_service.routes.errors import problems
@@ -26,13 +25,6 @@ public = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 internal = APIRouter(
     prefix="/internal/v1", tags=["internal"], dependencies=[Depends(internal_service)]
 )
-
-
-def _dispatch_after_commit(hooks: AfterCommitHooks, resources: ResourcesDep, spec: JobSpec) -> None:
-    async def dispatch() -> None:
-        resources.relay.submit([spec])
-
-    hooks.add(dispatch)
 
 
 @public.get("/{job_id}", responses=problems(401, 404, 422))
@@ -55,7 +47,7 @@ async def request_task(
 ) -> JobOut:
     """Queue a summary, sentiment or processing task; ``task.completed``/``failed`` follow."""
     job, spec = await jobs.request_task(uow, resources.settings, conversation_id, body)
-    _dispatch_after_commit(hooks, resources, spec)
+    dispatch_after_commit(hooks, resources.relay, [spec])
     return job
 
 
@@ -83,5 +75,5 @@ async def redeliver(
 ) -> RedeliveryOut:
     """Send a callback again, with the same ``webhook-id`` so the receiver can dedupe."""
     out, spec = await jobs.redeliver(uow, resources.settings, delivery_id)
-    _dispatch_after_commit(hooks, resources, spec)
+    dispatch_after_commit(hooks, resources.relay, [spec])
     return out

@@ -14,6 +14,7 @@ from conversation_service.routes.deps import (
     IdempotencyKey,
     ResourcesDep,
     UnitOfWork,
+    dispatch_after_commit,
 )
 from conversation_service.routes.errors import problems
 from conversation_service.services import message_store
@@ -52,13 +53,7 @@ async def append_message(
     result = await message_store.append_user_message(
         uow, user, conversation_id, body, settings=resources.settings, idempotency_key=key
     )
-    if result.jobs:
-        jobs = result.jobs
-
-        async def dispatch() -> None:
-            resources.relay.submit(jobs)
-
-        hooks.add(dispatch)
+    dispatch_after_commit(hooks, resources.relay, result.jobs)
     if result.started_session is not None:
         publish_after_commit(
             hooks, resources.events, conversation_id, EventType.SESSION_STARTED,

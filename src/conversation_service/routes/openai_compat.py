@@ -25,7 +25,13 @@ from conversation_service.models.openai_compat import (
     MessageItemOut,
 )
 from conversation_service.resources import Resources
-from conversation_service.routes.deps import AfterCommit, AfterCommitHooks, ResourcesDep, UnitOfWork
+from conversation_service.routes.deps import (
+    AfterCommit,
+    AfterCommitHooks,
+    ResourcesDep,
+    UnitOfWork,
+    dispatch_after_commit,
+)
 from conversation_service.routes.openai_errors import openai_errors
 from conversation_service.services import api_keys, openai_compat
 from conversation_service.services.auth import Principal
@@ -262,13 +268,7 @@ async def delete_item(
 
 def _after_commit(hooks: AfterCommitHooks, resources: Resources, written: Written[T]) -> T:
     """Dispatch the write's jobs and publish its events once it commits; return its answer."""
-    if written.jobs:
-        jobs = written.jobs
-
-        async def dispatch() -> None:
-            resources.relay.submit(jobs)
-
-        hooks.add(dispatch)
+    dispatch_after_commit(hooks, resources.relay, written.jobs)
     for message in written.messages:
         publish_after_commit(
             hooks, resources.events, written.conversation_id, EventType.MESSAGE_CREATED,

@@ -21,7 +21,13 @@ from conversation_service.models.streaming import (
     StreamFail,
     StreamResult,
 )
-from conversation_service.routes.deps import AfterCommit, ResourcesDep, UnitOfWork, internal_service
+from conversation_service.routes.deps import (
+    AfterCommit,
+    ResourcesDep,
+    UnitOfWork,
+    dispatch_after_commit,
+    internal_service,
+)
 from conversation_service.routes.errors import problems
 from conversation_service.routes.messages import JSONBytesResponse
 from conversation_service.services import message_store, streaming
@@ -95,11 +101,7 @@ async def complete_message(
         jobs = await message_store.record_processing(
             uow, resources.settings, conversation_id, message_id
         )
-
-        async def dispatch() -> None:
-            resources.relay.submit(jobs)
-
-        hooks.add(dispatch)
+        dispatch_after_commit(hooks, resources.relay, jobs)
     return StreamResult(message=outcome.message)
 
 

@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conversation_service.db.tables import conversations_table as conversations
 from conversation_service.db.tables import messages_table as messages
-from conversation_service.db.tables import sessions_table as sessions
 from conversation_service.errors import ConversationNotFoundError, ValidationError
 from conversation_service.models.memory import (
     ChatMessage,
@@ -29,7 +28,6 @@ from conversation_service.models.memory import (
 )
 from conversation_service.services import context_tracker, message_store, summaries
 from conversation_service.services import sessions as session_service
-from conversation_service.utils.clock import utcnow
 from conversation_service.utils.memory_window import (
     WindowBudgetError,
     WindowCandidate,
@@ -297,18 +295,7 @@ class ConversationMemoryManager:
     async def _session_context(
         self, conversation_id: uuid.UUID
     ) -> tuple[uuid.UUID | None, dict[str, Any] | None]:
-        session_id = (
-            await self.conn.execute(
-                select(sessions.c.id)
-                .where(
-                    sessions.c.conversation_id == conversation_id,
-                    sessions.c.ended_at.is_(None),
-                    sessions.c.last_activity_at > utcnow() - session_service.TTL,
-                )
-                .order_by(sessions.c.id.desc())
-                .limit(1)
-            )
-        ).scalar_one_or_none()
+        session_id = await session_service.current_session_id(self.conn, conversation_id)
         if session_id is None:
             return None, None
         context = await session_service.read_context(self.conn, self.redis, session_id)

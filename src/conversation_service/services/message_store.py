@@ -48,7 +48,7 @@ from conversation_service.models.session import SessionOut
 from conversation_service.queue.jobs import JobKind, JobSpec, queue_for, record_jobs
 from conversation_service.services import callbacks, idempotency
 from conversation_service.services.auth import Principal
-from conversation_service.services.conversation_manager import owned_by
+from conversation_service.services.conversation_manager import owned_by, require_owned
 from conversation_service.services.sessions import SessionActivity, get_session, touch_session
 from conversation_service.utils.clock import new_id, utcnow
 from conversation_service.utils.cursors import CursorCodec, CursorError
@@ -534,7 +534,7 @@ async def list_messages(
     stmt = _PAGE_ASC if order == "asc" else _PAGE_DESC
     rows = (await conn.execute(stmt, params)).mappings().all()
     if not rows:
-        await _require_conversation(conn, principal, conversation_id)
+        await require_owned(conn, principal, conversation_id)
     has_more = len(rows) > limit
     items = [message_json(row) for row in rows[:limit]]
     next_cursor = (
@@ -558,16 +558,6 @@ def _decode_cursor(codec: CursorCodec, cursor: str, conversation_id: uuid.UUID) 
         raise InvalidCursorError(str(exc)) from exc
 
 
-async def _require_conversation(
-    conn: AsyncConnection, principal: Principal, conversation_id: uuid.UUID
-) -> None:
-    found = (
-        await conn.execute(select(conversations.c.id).where(owned_by(principal, conversation_id)))
-    ).one_or_none()
-    if found is None:
-        raise ConversationNotFoundError(f"conversation {conversation_id} not found")
-
-
 async def get_message(
     conn: AsyncConnection, principal: Principal, conversation_id: uuid.UUID, message_id: uuid.UUID
 ) -> dict[str, Any]:
@@ -585,7 +575,7 @@ async def _visible_row(
     )
     row = (await conn.execute(stmt)).mappings().one_or_none()
     if row is None:
-        await _require_conversation(conn, principal, conversation_id)
+        await require_owned(conn, principal, conversation_id)
         raise MessageNotFoundError(f"message {message_id} not found")
     return row
 
