@@ -56,6 +56,9 @@ class ServiceConfig:
             # The limiter stays in the path (one Redis call per request, as in production), with
             # quotas no benchmark reaches: the default 60 appends/minute would stop every run.
             **{f"CONVERSATION_RATE_LIMIT_{name}": _UNREACHABLE_QUOTA for name in _QUOTAS},
+            # Likewise the per-user WebSocket cap (default 20): one bench user holds the stream
+            # scenarios' 100 viewers and 1,000 idle sockets. Each socket still takes its lease.
+            "CONVERSATION_RATE_LIMIT_WS_CONNECTIONS": "100000",
             # No worker drains the API's jobs here, so pending outbox rows pile up and the sweep
             # would re-check the oldest 500 in Redis every 5 s (and re-dispatch the rows the
             # queue scenarios write for their own workers and Redis database).
