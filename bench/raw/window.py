@@ -112,7 +112,7 @@ class _Sql:
     tracked: str
 
 
-def _statements(*, true: str, offset: str) -> _Sql:
+def _statements(*, offset: str) -> _Sql:
     """The statements with ``?`` placeholders; ``offset`` follows a bound LIMIT (SQLite)."""
     msgs = _select("messages", WINDOW_COLUMNS)
     recent = msgs + "WHERE messages.conversation_id = ? AND messages.deleted_at IS NULL "
@@ -121,7 +121,8 @@ def _statements(*, true: str, offset: str) -> _Sql:
         "WHERE conversations.id = ? AND conversations.deleted_at IS NULL",
         summary=_select("summaries", SUMMARY_COLUMNS)
         + f"WHERE summaries.conversation_id = ? ORDER BY summaries.version DESC LIMIT ?{offset}",
-        always=msgs + f"WHERE messages.conversation_id = ? AND messages.always_include IS {true} "
+        # The bare column, as the service states it: it matches the partial index's predicate.
+        always=msgs + "WHERE messages.conversation_id = ? AND messages.always_include "
         "AND messages.deleted_at IS NULL ORDER BY messages.seq",
         first_chunk=recent + f"AND messages.seq > ? ORDER BY messages.seq DESC LIMIT ?{offset}",
         next_chunk=recent
@@ -145,8 +146,8 @@ def _numbered(text: str) -> str:
     )
 
 
-_SQLITE = _statements(true="1", offset=" OFFSET 0")
-_PG = _statements(true="true", offset="")
+_SQLITE = _statements(offset=" OFFSET 0")
+_PG = _statements(offset="")
 PG_SQL = _Sql(**{name: _numbered(getattr(_PG, name)) for name in _Sql.__dataclass_fields__})
 SQLITE_SQL = _SQLITE
 

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from conversation_service import __version__
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.engine import assert_migrated, create_engine
+from conversation_service.db.reads import Reads, open_reads
 from conversation_service.observability import Metrics, RequestContextMiddleware
 from conversation_service.queue.producer import Dispatcher, OutboxRelay
 from conversation_service.resources import Resources, cursor_key
@@ -87,13 +88,16 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
             if settings.orchestrator_url
             else None
         )
+        reads: Reads | None = None
         try:
             await assert_migrated(engine)
+            reads = await open_reads(settings, engine)
             # Token tables load now, not on the first append (0.2-0.4 s).
             await asyncio.to_thread(preload_encoders)
             app.state.resources = Resources(
                 settings=settings,
                 engine=engine,
+                reads=reads,
                 redis=redis,
                 verifier=TokenVerifier(settings),
                 internal_keys=settings.effective_internal_keys(),
@@ -115,6 +119,8 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
             await retention.stop()
             await relay.stop()
             await agent_http.aclose()
+            if reads is not None:
+                await reads.close()
             rq_redis.close()
             await redis.aclose()
             await engine.dispose()

@@ -7,6 +7,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conversation_service.config.settings import ConversationSettings
+from conversation_service.db.reads import Reads
 from conversation_service.observability import Metrics
 from conversation_service.queue.producer import OutboxRelay
 from conversation_service.services.agents import AgentDirectory
@@ -24,6 +25,8 @@ class Resources:
 
     settings: ConversationSettings
     engine: AsyncEngine
+    # Hot reads (history pages, context windows): asyncpg directly on PostgreSQL.
+    reads: Reads
     redis: Redis
     verifier: TokenVerifier
     internal_keys: frozenset[str]

@@ -49,7 +49,6 @@ async def get_conversation(conversation_id: uuid.UUID, uow: UnitOfWork) -> Conve
 )
 async def get_context(
     conversation_id: uuid.UUID,
-    uow: UnitOfWork,
     resources: ResourcesDep,
     strategy: MemoryStrategy | None = None,
     max_tokens: Annotated[int | None, Query(ge=16, le=2_000_000)] = None,
@@ -58,12 +57,14 @@ async def get_context(
     format_: Annotated[Literal["native", "openai"], Query(alias="format")] = "native",
 ) -> Response:
     """The context window for the agent's next turn (policy defaults, overridable here)."""
-    manager = ConversationMemoryManager(uow, resources.redis)
-    window = await manager.build_json(
-        conversation_id,
-        WindowRequest(strategy=strategy, max_tokens=max_tokens, last_n=last_n, encoding=encoding),
-        openai=format_ == "openai",
-    )
+    async with resources.reads.connection() as conn:
+        window = await ConversationMemoryManager(conn).build_json(
+            conversation_id,
+            WindowRequest(
+                strategy=strategy, max_tokens=max_tokens, last_n=last_n, encoding=encoding
+            ),
+            openai=format_ == "openai",
+        )
     return JSONBytesResponse(window)
 
 

@@ -3,6 +3,7 @@
 import uuid
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Query, Response, status
 
 from conversation_service.config.constants import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_SEQ
@@ -24,14 +25,17 @@ router = APIRouter(prefix="/api/v1/conversations/{conversation_id}/messages", ta
 
 
 class JSONBytesResponse(Response):
-    """A response whose body is already a JSON-ready dict (skips a second validation pass)."""
+    """A response whose body is already JSON-ready data (skips a second validation pass).
+
+    ``UUID`` and UTC ``datetime`` values are rendered by orjson as Pydantic would
+    (``…T12:00:00.5Z``), so hot paths can leave them unconverted (``message_wire``); asyncpg's
+    own UUID type, which orjson does not know, goes through ``str``.
+    """
 
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        import orjson
-
-        return orjson.dumps(content)
+        return orjson.dumps(content, default=str, option=orjson.OPT_UTC_Z)
 
 
 @router.post(
@@ -72,7 +76,6 @@ async def append_message(
 async def list_messages(
     conversation_id: uuid.UUID,
     user: CurrentUser,
-    uow: UnitOfWork,
     resources: ResourcesDep,
     after_seq: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
     before_seq: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
@@ -81,17 +84,19 @@ async def list_messages(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
     """A page of history by ``seq`` (keyset: ``after_seq``/``before_seq`` or ``cursor``)."""
-    page = await message_store.list_messages(
-        uow,
-        user,
-        conversation_id,
-        after_seq=after_seq,
-        before_seq=before_seq,
-        order=order,
-        limit=limit,
-        cursor=cursor,
-        codec=resources.cursors,
-    )
+    async with resources.reads.connection() as conn:
+        page = await message_store.list_messages(
+            conn,
+            user,
+            conversation_id,
+            after_seq=after_seq,
+            before_seq=before_seq,
+            order=order,
+            limit=limit,
+            cursor=cursor,
+            codec=resources.cursors,
+            render=message_store.message_wire,
+        )
     return JSONBytesResponse(page)
 
 

@@ -4,18 +4,36 @@ Cost is constant in the length of the history: the read touches the newest messa
 (fetched newest-first in small chunks until the budget is spent), the always-included ones
 (system and pinned, through a partial index) and the newest summary. Token counts were stored
 per message and encoding at write time, so nothing is recounted here.
+
+It is the hottest read of the platform, so it is a few prebuilt statements on the hot-read
+connection (``db.reads``: asyncpg directly on PostgreSQL): one for the policy, the newest summary,
+the current session's context and the tracked context, one for the always-included messages, and
+one per chunk of recent ones. The session context comes from its durable copy, which every write
+updates in the same transaction as it updates the Redis hot copy, so no Redis call is needed.
 """
 
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-from sqlalchemy import RowMapping, literal_column, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    Integer,
+    and_,
+    bindparam,
+    func,
+    literal_column,
+    select,
+)
 
+from conversation_service.db.reads import ReadConnection, ReadQuery, Row
 from conversation_service.db.tables import conversations_table as conversations
 from conversation_service.db.tables import messages_table as messages
+from conversation_service.db.tables import sessions_table as sessions_t
+from conversation_service.db.tables import summaries_table as summaries_t
+from conversation_service.db.tables import tracked_contexts_table as tracked_t
+from conversation_service.db.types import UTCDateTime
 from conversation_service.errors import ConversationNotFoundError, ValidationError
 from conversation_service.models.memory import (
     ChatMessage,
@@ -26,8 +44,9 @@ from conversation_service.models.memory import (
     OpenAIContext,
     SummaryOut,
 )
-from conversation_service.services import context_tracker, message_store, summaries
-from conversation_service.services import sessions as session_service
+from conversation_service.services import message_store, summaries
+from conversation_service.services.sessions import TTL as SESSION_TTL
+from conversation_service.utils.clock import utcnow
 from conversation_service.utils.memory_window import (
     WindowBudgetError,
     WindowCandidate,
@@ -40,6 +59,85 @@ _WINDOW_COLUMNS = (
     *message_store.MESSAGE_COLUMNS,
     messages.c.tokens_cl100k,
     messages.c.tokens_o200k,
+)
+
+
+_SEQ_MAX = 2**62
+_SUMMARY_FIELDS = (
+    "content",
+    "version",
+    "covers_until_seq",
+    "token_count",
+    "tokens_cl100k",
+    "tokens_o200k",
+    "method",
+    "created_at",
+)
+_conversation_id: BindParameter[uuid.UUID] = bindparam("p_conversation_id")
+_newer = summaries_t.alias("newer")
+_latest_version = (
+    select(func.max(_newer.c.version))
+    .where(_newer.c.conversation_id == conversations.c.id)
+    .correlate(conversations)
+    .scalar_subquery()
+)
+_active = sessions_t.alias("active")
+_current_session = (
+    select(_active.c.id)
+    .where(
+        _active.c.conversation_id == conversations.c.id,
+        _active.c.ended_at.is_(None),
+        _active.c.last_activity_at > bindparam("p_active_since", type_=UTCDateTime()),
+    )
+    .order_by(_active.c.id.desc())
+    .limit(1)
+    .correlate(conversations)
+    .scalar_subquery()
+)
+# Everything but the messages in one round trip: the policy, the newest summary, the current
+# session's context (the durable copy, which every write updates) and the tracked context.
+_HEAD = ReadQuery(
+    select(
+        conversations.c.memory_policy,
+        *(summaries_t.c[name].label(f"summary_{name}") for name in _SUMMARY_FIELDS),
+        sessions_t.c.id.label("session_id"),
+        sessions_t.c.context.label("session_context"),
+        tracked_t.c.data.label("tracked_data"),
+    )
+    .select_from(
+        conversations.outerjoin(
+            summaries_t,
+            and_(
+                summaries_t.c.conversation_id == conversations.c.id,
+                summaries_t.c.version == _latest_version,
+            ),
+        )
+        .outerjoin(sessions_t, sessions_t.c.id == _current_session)
+        .outerjoin(tracked_t, tracked_t.c.conversation_id == conversations.c.id)
+    )
+    .where(conversations.c.id == _conversation_id, conversations.c.deleted_at.is_(None))
+)
+_ALWAYS = ReadQuery(
+    select(*_WINDOW_COLUMNS)
+    .where(
+        messages.c.conversation_id == _conversation_id,
+        # The bare column, as the partial index states it: "IS true" or "= 1" would not
+        # match the index predicate and scan the conversation instead.
+        literal_column("messages.always_include"),
+        messages.c.deleted_at.is_(None),
+    )
+    .order_by(messages.c.seq)
+)
+_CHUNK = ReadQuery(
+    select(*_WINDOW_COLUMNS)
+    .where(
+        messages.c.conversation_id == _conversation_id,
+        messages.c.deleted_at.is_(None),
+        messages.c.seq > bindparam("p_floor", type_=BigInteger()),
+        messages.c.seq < bindparam("p_below", type_=BigInteger()),
+    )
+    .order_by(messages.c.seq.desc())
+    .limit(bindparam("p_limit", type_=Integer()))
 )
 
 
@@ -69,17 +167,21 @@ def resolve_policy(stored: dict[str, Any] | None, request: WindowRequest) -> Mem
     return policy.model_copy(update=overrides)
 
 
-def _candidate(row: RowMapping, encoding: Encoding) -> WindowCandidate:
-    metadata = row["metadata"] or {}
-    calls = metadata.get("tool_calls") if row["role"] == "assistant" else None
+def _candidate(row: Row, encoding: Encoding) -> WindowCandidate:
+    tokens = row["tokens_o200k"] if encoding is Encoding.O200K else row["tokens_cl100k"]
+    metadata = row["metadata"]
+    if not metadata:  # most messages: no pin, no tool links
+        return WindowCandidate(seq=row["seq"], role=row["role"], tokens=tokens)
+    role = row["role"]
+    calls = metadata.get("tool_calls") if role == "assistant" else None
     call_ids = tuple(
         str(call["id"]) for call in calls or () if isinstance(call, dict) and "id" in call
     )
-    answered = metadata.get("tool_call_id") if row["role"] == "tool" else None
+    answered = metadata.get("tool_call_id") if role == "tool" else None
     return WindowCandidate(
         seq=row["seq"],
-        role=row["role"],
-        tokens=row["tokens_o200k"] if encoding is Encoding.O200K else row["tokens_cl100k"],
+        role=role,
+        tokens=tokens,
         pinned=metadata.get("pinned") is True,
         tool_call_ids=call_ids,
         tool_call_id=str(answered) if answered is not None else None,
@@ -92,15 +194,15 @@ _SUMMARY_TOKENS = {Encoding.CL100K: "tokens_cl100k", Encoding.O200K: "tokens_o20
 @dataclass(frozen=True, slots=True)
 class _Window:
     policy: MemoryPolicy
-    summary: RowMapping | None
+    summary: Row | None
     selection: WindowSelection
-    rows: list[RowMapping]
+    rows: list[Row]
     session_id: uuid.UUID | None
     session_context: dict[str, Any] | None
     tracked: dict[str, Any]
 
 
-def _chat_json(row: RowMapping) -> dict[str, Any]:
+def _chat_json(row: Row) -> dict[str, Any]:
     metadata = row["metadata"] or {}
     role = row["role"]
     return {
@@ -116,9 +218,8 @@ class ConversationMemoryManager:
 
     CHUNK = 64
 
-    def __init__(self, conn: AsyncConnection, redis: Redis) -> None:
+    def __init__(self, conn: ReadConnection) -> None:
         self.conn = conn
-        self.redis = redis
 
     async def build(self, conversation_id: uuid.UUID, request: WindowRequest) -> ConversationMemory:
         """The window, summary, session context and tracked context of a conversation."""
@@ -185,32 +286,32 @@ class ConversationMemoryManager:
                 if summary is not None
                 else None
             ),
-            "messages": [message_store.message_json(row) for row in window.rows],
+            "messages": [message_store.message_wire(row) for row in window.rows],
             "session_context": window.session_context,
             "session_id": str(window.session_id) if window.session_id else None,
             "tracked_context": window.tracked,
         }
 
     async def _window(self, conversation_id: uuid.UUID, request: WindowRequest) -> _Window:
-        conversation = (
-            await self.conn.execute(
-                select(conversations.c.memory_policy).where(
-                    conversations.c.id == conversation_id, conversations.c.deleted_at.is_(None)
-                )
-            )
-        ).one_or_none()
-        if conversation is None:
+        now = utcnow()
+        heads = await self.conn.fetch(
+            _HEAD, {"p_conversation_id": conversation_id, "p_active_since": now - SESSION_TTL}
+        )
+        if not heads:
             raise ConversationNotFoundError(f"conversation {conversation_id} not found")
-        policy = resolve_policy(conversation.memory_policy, request)
+        head = heads[0]
+        policy = resolve_policy(head["memory_policy"], request)
         summary = (
-            await summaries.latest_summary(self.conn, conversation_id)
+            {name: head[f"summary_{name}"] for name in _SUMMARY_FIELDS}
             if policy.strategy is MemoryStrategy.SUMMARY_BUFFER
+            and head["summary_version"] is not None
             else None
         )
         summary_tokens = summary[_SUMMARY_TOKENS[policy.encoding]] if summary else 0
         floor = summary["covers_until_seq"] if summary else 0
-        always = await self._always_included(conversation_id)
-        fixed_tokens = summary_tokens + sum(_candidate(r, policy.encoding).tokens for r in always)
+        always = await self.conn.fetch(_ALWAYS, {"p_conversation_id": conversation_id})
+        pinned = [_candidate(r, policy.encoding) for r in always]
+        fixed_tokens = summary_tokens + sum(c.tokens for c in pinned)
         recent = await self._recent(conversation_id, policy, floor, fixed_tokens)
         try:
             selection = select_window(
@@ -220,69 +321,44 @@ class ConversationMemoryManager:
                 last_n=policy.last_n if policy.strategy is MemoryStrategy.LAST_N else None,
                 summary_tokens=summary_tokens,
                 summary_covers_until_seq=floor,
-                always_included=[_candidate(r, policy.encoding) for r in always],
+                always_included=pinned,
             )
         except WindowBudgetError as exc:
             raise ValidationError(str(exc)) from exc
         by_seq = {row["seq"]: row for row in (*always, *recent)}
-        session_id, session_context = await self._session_context(conversation_id)
-        tracked = await context_tracker.get_tracked_context(self.conn, conversation_id)
+        session_id = head["session_id"]
         return _Window(
             policy=policy,
             summary=summary,
             selection=selection,
             rows=[by_seq[seq] for seq in selection.seqs],
             session_id=session_id,
-            session_context=session_context,
-            tracked=tracked.data,
+            session_context=head["session_context"] if session_id is not None else None,
+            tracked=head["tracked_data"] if head["tracked_data"] is not None else {},
         )
-
-    async def _always_included(self, conversation_id: uuid.UUID) -> list[RowMapping]:
-        stmt = (
-            select(*_WINDOW_COLUMNS)
-            .where(
-                messages.c.conversation_id == conversation_id,
-                # The bare column, as the partial index states it: "IS true" or "= 1" would not
-                # match the index predicate and scan the conversation instead.
-                literal_column("messages.always_include"),
-                messages.c.deleted_at.is_(None),
-            )
-            .order_by(messages.c.seq)
-        )
-        return list((await self.conn.execute(stmt)).mappings().all())
 
     async def _recent(
         self, conversation_id: uuid.UUID, policy: MemoryPolicy, floor: int, fixed_tokens: int
-    ) -> list[RowMapping]:
+    ) -> list[Row]:
         """Newest-first rows after ``floor``, just enough to decide the window."""
         room = policy.max_tokens - fixed_tokens
         wanted = policy.last_n + 1 if policy.strategy is MemoryStrategy.LAST_N else None
-        column = _TOKEN_COLUMN[policy.encoding]
-        rows: list[RowMapping] = []
+        column = _TOKEN_COLUMN[policy.encoding].key
+        rows: list[Row] = []
         spent = 0
-        below: int | None = None
+        below = _SEQ_MAX
         while True:
-            where = [
-                messages.c.conversation_id == conversation_id,
-                messages.c.deleted_at.is_(None),
-                messages.c.seq > floor,
-            ]
-            if below is not None:
-                where.append(messages.c.seq < below)
-            chunk = (
-                (
-                    await self.conn.execute(
-                        select(*_WINDOW_COLUMNS)
-                        .where(*where)
-                        .order_by(messages.c.seq.desc())
-                        .limit(self.CHUNK)
-                    )
-                )
-                .mappings()
-                .all()
+            chunk = await self.conn.fetch(
+                _CHUNK,
+                {
+                    "p_conversation_id": conversation_id,
+                    "p_floor": floor,
+                    "p_below": below,
+                    "p_limit": self.CHUNK,
+                },
             )
             rows.extend(chunk)
-            spent += sum(row[column.key] for row in chunk)
+            spent += sum(row[column] for row in chunk)
             if len(chunk) < self.CHUNK:
                 return rows  # history exhausted
             below = chunk[-1]["seq"]
@@ -291,15 +367,6 @@ class ConversationMemoryManager:
             # mistaken for an orphan instead of being truncated with its group.
             if enough and rows[-1]["role"] != "tool":
                 return rows
-
-    async def _session_context(
-        self, conversation_id: uuid.UUID
-    ) -> tuple[uuid.UUID | None, dict[str, Any] | None]:
-        session_id = await session_service.current_session_id(self.conn, conversation_id)
-        if session_id is None:
-            return None, None
-        context = await session_service.read_context(self.conn, self.redis, session_id)
-        return session_id, context.variables
 
 
 def to_openai(memory: ConversationMemory) -> OpenAIContext:

@@ -35,6 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conversation_service.config.settings import ConversationSettings
+from conversation_service.db.reads import EngineReadConnection
 from conversation_service.db.tables import messages_table as messages
 from conversation_service.errors import (
     BadRequestError,
@@ -355,7 +356,7 @@ async def list_items(
             before_seq = seq
     try:
         page = await message_store.list_messages(
-            conn,
+            EngineReadConnection(conn),
             principal,
             parsed,
             after_seq=after_seq,

@@ -23,6 +23,7 @@ from conversation_service.analysis.summarize import (
     SummaryInput,
 )
 from conversation_service.config.settings import ConversationSettings
+from conversation_service.db.reads import EngineReadConnection
 from conversation_service.db.tables import conversations_table as conversations
 from conversation_service.db.tables import messages_table as messages
 from conversation_service.errors import ValidationError
@@ -140,7 +141,7 @@ async def summary_job_if_due(
     priority: str,
 ) -> JobSpec | None:
     """A summary job when the tokens left out of the window pass the trigger threshold."""
-    manager = ConversationMemoryManager(conn, ctx.redis)
+    manager = ConversationMemoryManager(EngineReadConnection(conn))
     try:
         memory = await manager.build(
             conversation_id, WindowRequest(strategy=MemoryStrategy.SUMMARY_BUFFER)

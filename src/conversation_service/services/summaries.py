@@ -1,6 +1,7 @@
 """Versioned, non-destructive summaries: each version covers history up to a seq."""
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import RowMapping, func, insert, select
@@ -15,7 +16,7 @@ from conversation_service.utils.memory_utils import count_tokens, message_tokens
 SUMMARY_PREFIX = "Summary of the earlier conversation:\n"
 
 
-def to_out(row: RowMapping) -> SummaryOut:
+def to_out(row: Mapping[str, Any] | RowMapping) -> SummaryOut:
     """API shape of a summary row."""
     return SummaryOut(
         text=row["content"],
