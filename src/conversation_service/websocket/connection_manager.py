@@ -78,13 +78,28 @@ class Outbox:
 
     ``put`` never blocks (the fan-out loop must not wait for a slow client): past ``limit``
     frames the outbox is marked ``overflowed`` and the writer closes the connection.
+
+    The hot path is one ``put`` per event and subscriber and one wake-up of the writer: the
+    writer waits on a bare future, and its idle timeout is one timer per outbox that is re-armed
+    only when it fires (not a timeout scheduled and cancelled around every wait).
     """
 
-    __slots__ = ("_frames", "_room", "_wakeup", "close_code", "close_reason", "limit")
+    __slots__ = (
+        "_deadline",
+        "_frames",
+        "_room",
+        "_timer",
+        "_waiter",
+        "close_code",
+        "close_reason",
+        "limit",
+    )
 
     def __init__(self, limit: int = OUTBOX_LIMIT) -> None:
         self._frames: deque[str] = deque()
-        self._wakeup = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self._room = asyncio.Event()
         self.limit = limit
         self.close_code: int | None = None
@@ -101,7 +116,9 @@ class Outbox:
             self.close(CLOSE_TOO_SLOW, "too slow: resume with your last event id")
             return
         self._frames.append(self.render(frame, event_id))
-        self._wakeup.set()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def render(self, frame: str, event_id: str | None) -> str:
         """What goes on the wire for one frame (the WebSocket sends the frame itself)."""
@@ -113,20 +130,44 @@ class Outbox:
             self.close_code = code
             self.close_reason = reason
         self._frames.clear()
-        self._wakeup.set()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         self._room.set()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # the next wait re-arms it
+        loop = waiter.get_loop()
+        if loop.time() >= self._deadline:
+            waiter.set_result(None)
+        else:
+            self._timer = loop.call_at(self._deadline, self._on_timer)
 
     async def next_frames(self, idle_timeout: float) -> list[str] | None:
         """The next few frames (waiting up to ``idle_timeout``); [] on timeout, None once closed."""
         if not self._frames and self.close_code is None:
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(idle_timeout):
-                    await self._wakeup.wait()
+            loop = asyncio.get_running_loop()
+            self._deadline = loop.time() + idle_timeout
+            if self._timer is None:
+                self._timer = loop.call_at(self._deadline, self._on_timer)
+            waiter = self._waiter = loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
         queued = self._frames
         if queued:
             # A small batch: what the writer holds is outside the bound, so keep it small.
-            frames = [queued.popleft() for _ in range(min(len(queued), _BATCH))]
+            if len(queued) == 1:
+                frames = [queued.popleft()]
+            else:
+                frames = [queued.popleft() for _ in range(min(len(queued), _BATCH))]
             self._room.set()
             return frames
         return None if self.close_code is not None else []

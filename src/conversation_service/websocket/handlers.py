@@ -134,13 +134,14 @@ def _invalid(exc: ValidationError) -> str:
 
 async def _pump(websocket: WebSocket, outbox: Outbox) -> None:
     """Send what the outbox holds (a heartbeat after silence); close when it asks to."""
+    send = websocket.send
     try:
         while True:
             frames = await outbox.next_frames(HEARTBEAT_SECONDS)
             if frames is None:
                 break
             for frame in frames or (_HEARTBEAT,):
-                await websocket.send_text(frame)
+                await send({"type": "websocket.send", "text": frame})
         if websocket.application_state is WebSocketState.CONNECTED:
             await websocket.close(outbox.close_code or 1000, outbox.close_reason)
     except (WebSocketDisconnect, RuntimeError, OSError):
