@@ -33,7 +33,7 @@ import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -42,7 +42,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
 from conversation_service.websocket import events
-from conversation_service.websocket.events import EventId, format_event_id
+from conversation_service.websocket.events import EventId
 
 log = logging.getLogger(__name__)
 
@@ -391,32 +391,6 @@ class ConnectionManager:
                 return
             subscription.last = event_id
         subscription.outbox.put(frame, id_text)
-
-    def deliver_local(
-        self, conversation_id: str, entries: Sequence[tuple[EventId | None, EventId, str]]
-    ) -> int:
-        """Hand events this process just appended to its live subscriptions, ahead of pub/sub.
-
-        A subscription gets them only if its last event is the one that preceded them in the
-        stream: otherwise an event of another replica may still be on its way, and the pub/sub
-        copies keep the order. The copies of what was delivered here are dropped by id. Returns
-        the number of subscriptions served.
-        """
-        subscribers = self._channels.get(events.live_channel(conversation_id).encode())
-        if not subscribers:
-            return 0
-        first = entries[0][0]
-        frames = [(event_id, format_event_id(event_id), frame) for _, event_id, frame in entries]
-        served = 0
-        for subscription in subscribers:
-            if subscription.pending is not None or subscription.last != first:
-                continue
-            served += 1
-            outbox = subscription.outbox
-            for event_id, id_text, frame in frames:
-                subscription.last = event_id
-                outbox.put(frame, id_text)
-        return served
 
     # -- the pub/sub connection ----------------------------------------------------------------
 

@@ -17,14 +17,8 @@ replayed and never moves a client's resume position.
 
 Redis errors never fail a request: ``publish_safely`` logs and returns None (the database is the
 durable fact; a client that missed an event gets it on its next resume or snapshot).
-
-Deltas also go straight to this process's own viewers (``EventPublisher.local``) as soon as the
-script returns, ahead of their pub/sub copy and of the HTTP answer to the agent. The script returns
-the id that preceded them in the stream, so the hub hands them only to a subscription whose last
-event is exactly that id (nothing can be skipped); the pub/sub copy then falls to the id filter.
 """
 
-import asyncio
 import logging
 import re
 import uuid
@@ -152,16 +146,14 @@ return id
 
 # KEYS: stream, partial hash, open-streams zset. ARGV: channel, conversation id, message id,
 # maxlen, stream ttl, partial ttl, then (index, text, tail) per delta.
-# Returns {0, previous id or "", id-or-"" per delta} or {-1} (stream not open) or {-2} (other
-# conversation). The previous id is the stream's newest entry before these deltas.
+# Returns {0, id-or-"" per delta} or {-1} (stream not open) or {-2} (other conversation).
 _DELTAS = (
     _APPEND
     + """
 local owner = redis.call('HGET', KEYS[2], '~c')
 if not owner then return {-1} end
 if owner ~= ARGV[2] then return {-2} end
-local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local out = {0, newest[1] and newest[1][1] or ''}
+local out = {0}
 local published = false
 for i = 7, #ARGV, 3 do
   if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
@@ -186,12 +178,6 @@ class StreamNotOpenError(Exception):
 
 class StreamOwnerMismatchError(Exception):
     """Deltas named a conversation that the streaming message does not belong to."""
-
-
-# This process's delivery of events it just appended: (conversation id, entries), each entry
-# (id of the event before it or None, its id, its frame), in stream order.
-# Returns how many subscriptions it served.
-LocalDelivery = Callable[[str, Sequence[tuple[EventId | None, EventId, str]]], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,8 +206,6 @@ class EventPublisher:
         self.maxlen = maxlen
         self.ttl = ttl
         self.partial_ttl = partial_ttl
-        # Set by the process's live hub (``websocket.runtime``): deltas reach local viewers first.
-        self.local: LocalDelivery | None = None
         self._publish = redis.register_script(_PUBLISH)
         self._deltas = redis.register_script(_DELTAS)
 
@@ -269,12 +253,9 @@ class EventPublisher:
         """
         cid, mid = str(conversation_id), str(message_id)
         args: list[Any] = [live_channel(cid), cid, mid, self.maxlen, self.ttl, self.partial_ttl]
-        tails: list[bytes] = []
         for delta in deltas:
             data = {"message_id": mid, "index": delta.index, "text": delta.text}
-            tail = event_tail(EventType.MESSAGE_DELTA, cid, data)
-            tails.append(tail)
-            args.extend((delta.index, delta.text, tail))
+            args.extend((delta.index, delta.text, event_tail(EventType.MESSAGE_DELTA, cid, data)))
         result = await self._deltas(
             keys=[events_key(cid), partial_key(mid), OPEN_STREAMS_KEY], args=args
         )
@@ -283,21 +264,9 @@ class EventPublisher:
             raise StreamNotOpenError(mid)
         if status == -2:
             raise StreamOwnerMismatchError(mid)
-        ids = [_as_text(item) or None for item in result[2:]]
-        if self.local is not None:
-            previous = parse_event_id(_as_text(result[1]))
-            entries: list[tuple[EventId | None, EventId, str]] = []
-            for id_text, tail in zip(ids, tails, strict=True):
-                if id_text is None:
-                    continue
-                event_id = parse_event_id(id_text)
-                assert event_id is not None
-                entries.append((previous, event_id, build_frame(id_text, tail)))
-                previous = event_id
-            if entries and self.local(cid, entries):
-                # Their writers are woken: let them send before the caller answers the agent.
-                await asyncio.sleep(0)
-        return ids
+        return [
+            (item.decode() if isinstance(item, bytes) else str(item)) or None for item in result[1:]
+        ]
 
 
 @dataclass(frozen=True, slots=True)

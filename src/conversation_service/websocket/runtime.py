@@ -25,7 +25,6 @@ class Realtime:
             redis=redis,
             snapshot=streaming.snapshot_source(engine, self.store),
         )
-        self.events.local = self.live.deliver_local
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
