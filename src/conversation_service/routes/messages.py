@@ -7,8 +7,10 @@ import orjson
 from fastapi import APIRouter, Query, Response, status
 
 from conversation_service.config.constants import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_SEQ
+from conversation_service.db.reads import AsyncpgReads
 from conversation_service.models.common import Page
 from conversation_service.models.message import MessageCreate, MessageOut, MessageUpdate
+from conversation_service.resources import Resources
 from conversation_service.routes.deps import (
     AfterCommit,
     CurrentUser,
@@ -18,7 +20,8 @@ from conversation_service.routes.deps import (
     dispatch_after_commit,
 )
 from conversation_service.routes.errors import problems
-from conversation_service.services import message_store
+from conversation_service.services import fast_append, message_store
+from conversation_service.services.auth import Principal
 from conversation_service.websocket.events import EventType, publish_after_commit
 
 router = APIRouter(prefix="/api/v1/conversations/{conversation_id}/messages", tags=["messages"])
@@ -50,13 +53,17 @@ async def append_message(
     user: CurrentUser,
     key: IdempotencyKey,
     hooks: AfterCommit,
-    uow: UnitOfWork,
     resources: ResourcesDep,
 ) -> Response:
     """Append a user message; retry safely with an ``Idempotency-Key`` header."""
-    result = await message_store.append_user_message(
-        uow, user, conversation_id, body, settings=resources.settings, idempotency_key=key
-    )
+    result = None
+    if key is None and isinstance(resources.reads, AsyncpgReads):
+        result = await _append_in_one_statement(resources, user, conversation_id, body)
+    if result is None:
+        async with resources.engine.begin() as conn:
+            result = await message_store.append_user_message(
+                conn, user, conversation_id, body, settings=resources.settings, idempotency_key=key
+            )
     dispatch_after_commit(hooks, resources.relay, result.jobs)
     if result.started_session is not None:
         publish_after_commit(
@@ -70,6 +77,26 @@ async def append_message(
         )  # fmt: skip
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
     return JSONBytesResponse(result.message, status_code=201, headers=headers)
+
+
+async def _append_in_one_statement(
+    resources: Resources, user: Principal, conversation_id: uuid.UUID, body: MessageCreate
+) -> message_store.AppendResult | None:
+    """The common case on PostgreSQL (``services.fast_append``); None: take the general path."""
+    async with resources.reads.connection() as conn:
+        done = await fast_append.append(conn, user, conversation_id, body, resources.settings)
+    if done is None:
+        return None
+    started = (
+        await fast_append.start_session_after(
+            resources.engine, user, conversation_id, body, done.at
+        )
+        if done.session_id is None
+        else None
+    )
+    return message_store.AppendResult(
+        message=done.message, replayed=False, jobs=done.jobs, started_session=started
+    )
 
 
 @router.get("", response_model=Page[MessageOut], responses=problems(400, 401, 404, 422))

@@ -106,6 +106,21 @@ async def record_callback(
             created_at=utcnow(),
         )
     )
+    return delivery_job(
+        settings, tenant_id, conversation_id, delivery_id, priority=priority, urgent=urgent
+    )
+
+
+def delivery_job(
+    settings: ConversationSettings,
+    tenant_id: str,
+    conversation_id: uuid.UUID | None,
+    delivery_id: uuid.UUID,
+    *,
+    priority: str = "normal",
+    urgent: bool = True,
+) -> JobSpec:
+    """The outbox job that delivers a recorded callback (urgent: the orchestrator waits on it)."""
     return JobSpec(
         kind=JobKind.DELIVER_CALLBACK,
         queue=queue_for(JobKind.DELIVER_CALLBACK, priority, urgent=urgent),

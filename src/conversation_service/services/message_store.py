@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 from sqlalchemy import (
     BigInteger,
@@ -180,6 +180,60 @@ class MessageDraft:
     parent_id: uuid.UUID | None = None
 
 
+def user_draft(data: MessageCreate) -> MessageDraft:
+    """The draft of a user message as the public API received it."""
+    return MessageDraft(
+        role=Role.USER,
+        content=data.content,
+        content_parts=(
+            [part.model_dump(mode="json", exclude_none=True) for part in data.content_parts]
+            if data.content_parts is not None
+            else None
+        ),
+        metadata=data.metadata,
+        parent_id=data.parent_id,
+    )
+
+
+# What a message row holds before its processing job has run.
+UNPROCESSED: Final[dict[str, Any]] = {
+    "language": None,
+    "sentiment_label": None,
+    "sentiment_score": None,
+    "sentiment_model": None,
+}
+
+
+async def row_for(
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    draft: MessageDraft,
+    message_id: uuid.UUID,
+    now: datetime,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """The ``INSERT_COLUMNS`` of a new message, token counts included."""
+    tokens = await count_message_tokens(draft.role.value, draft.content)
+    return {
+        "id": message_id,
+        "conversation_id": conversation_id,
+        "tenant_id": principal.tenant_id,
+        "role": draft.role.value,
+        "content": draft.content,
+        "content_parts": draft.content_parts,
+        "status": draft.status.value,
+        "metadata": draft.metadata,
+        "parent_id": draft.parent_id,
+        "idempotency_key": idempotency_key,
+        "created_at": now,
+        "updated_at": now,
+        "tokens_cl100k": tokens["cl100k_base"],
+        "tokens_o200k": tokens["o200k_base"],
+        "token_count": tokens["o200k_base"],
+        "always_include": is_always_included(draft.role.value, draft.metadata),
+    }
+
+
 async def append_user_message(
     conn: AsyncConnection,
     principal: Principal,
@@ -193,17 +247,7 @@ async def append_user_message(
 
     A repeated Idempotency-Key returns the first response and records nothing.
     """
-    draft = MessageDraft(
-        role=Role.USER,
-        content=data.content,
-        content_parts=(
-            [part.model_dump(mode="json", exclude_none=True) for part in data.content_parts]
-            if data.content_parts is not None
-            else None
-        ),
-        metadata=data.metadata,
-        parent_id=data.parent_id,
-    )
+    draft = user_draft(data)
     fingerprint = {"conversation_id": str(conversation_id), **data.model_dump(mode="json")}
     result = await append_message(
         conn,
@@ -213,32 +257,37 @@ async def append_user_message(
         settings=settings,
         idempotency_key=idempotency_key,
         fingerprint=fingerprint,
+        defer_outbox=True,
     )
     if result.replayed:
         return result
     session_id, started = await touch_session(
-        conn, principal, conversation_id, _activity(data.metadata)
+        conn, principal, conversation_id, activity(data.metadata)
     )
     if started:
         result = replace(result, started_session=await get_session(conn, session_id))
+    specs = list(result.jobs)
     if settings.orchestrator_callback_url:
         # The orchestrator runs the agent on this callback: a person is waiting, so it is urgent.
-        callback = await callbacks.record_callback(
-            conn,
-            settings,
-            tenant_id=principal.tenant_id,
-            conversation_id=conversation_id,
-            event_type="message.created",
-            data={"conversation_id": str(conversation_id), "message": result.message},
-            url=settings.orchestrator_callback_url,
-            urgent=True,
+        specs.append(
+            await callbacks.record_callback(
+                conn,
+                settings,
+                tenant_id=principal.tenant_id,
+                conversation_id=conversation_id,
+                event_type="message.created",
+                data={"conversation_id": str(conversation_id), "message": result.message},
+                url=settings.orchestrator_callback_url,
+                urgent=True,
+            )
         )
-        written = await record_jobs(conn, [callback])
-        result = replace(result, jobs=(*result.jobs, *written))
-    return result
+    # Every outbox row of the append in one insert.
+    return replace(result, jobs=tuple(await record_jobs(conn, specs)))
 
 
-def _activity(metadata: dict[str, Any]) -> SessionActivity:
+def activity(metadata: dict[str, Any]) -> SessionActivity:
+    """Channel, client and locale of a message's session, from its metadata."""
+
     def text(key: str, limit: int) -> str | None:
         value = metadata.get(key)
         return value[:limit] if isinstance(value, str) and value else None
@@ -257,12 +306,14 @@ async def append_message(
     settings: ConversationSettings | None = None,
     idempotency_key: str | None = None,
     fingerprint: dict[str, Any] | None = None,
+    defer_outbox: bool = False,
 ) -> AppendResult:
     """Append a message with the next seq of the principal's conversation.
 
     With an ``idempotency_key``, ``fingerprint`` (the request as received) decides whether a
     repeat is a replay (same request) or a misuse (different request). With ``settings`` the
-    message's processing job is recorded in the same transaction (the outbox).
+    message's processing job is recorded in the same transaction (the outbox), or only returned
+    with ``defer_outbox`` for the caller to record with its own rows in one insert.
     """
     scope = None
     if idempotency_key is not None:
@@ -273,57 +324,27 @@ async def append_message(
 
     now = utcnow()
     message_id = new_id()
-    values: dict[str, Any] = {
-        "id": message_id,
-        "conversation_id": conversation_id,
-        "tenant_id": principal.tenant_id,
-        "role": draft.role.value,
-        "content": draft.content,
-        "content_parts": draft.content_parts,
-        "status": draft.status.value,
-        "metadata": draft.metadata,
-        "parent_id": draft.parent_id,
-        "idempotency_key": idempotency_key,
-        "created_at": now,
-        "updated_at": now,
-    }
-    tokens = await count_message_tokens(draft.role.value, draft.content)
-    values.update(
-        tokens_cl100k=tokens["cl100k_base"],
-        tokens_o200k=tokens["o200k_base"],
-        token_count=tokens["o200k_base"],
-        always_include=is_always_included(draft.role.value, draft.metadata),
-    )
+    values = await row_for(principal, conversation_id, draft, message_id, now, idempotency_key)
     seq = await _insert_with_next_seq(conn, principal, conversation_id, values, now)
-    message = message_json(
-        {
-            **values,
-            "seq": seq,
-            "language": None,
-            "sentiment_label": None,
-            "sentiment_score": None,
-            "sentiment_model": None,
-        }
-    )
+    message = message_json({**values, **UNPROCESSED, "seq": seq})
     if scope is not None:
         await idempotency.record_response(
             conn, scope, conversation_id=conversation_id, status_code=201, response=message
         )
     jobs: list[JobSpec] = []
     if settings is not None:
-        jobs = await record_jobs(
-            conn,
-            [
-                JobSpec(
-                    kind=JobKind.PROCESS_MESSAGE,
-                    queue=queue_for(JobKind.PROCESS_MESSAGE, urgent=draft.role is Role.USER),
-                    tenant_id=principal.tenant_id,
-                    conversation_id=conversation_id,
-                    message_id=message_id,
-                    max_attempts=settings.job_max_attempts,
-                )
-            ],
-        )
+        jobs = [
+            JobSpec(
+                kind=JobKind.PROCESS_MESSAGE,
+                queue=queue_for(JobKind.PROCESS_MESSAGE, urgent=draft.role is Role.USER),
+                tenant_id=principal.tenant_id,
+                conversation_id=conversation_id,
+                message_id=message_id,
+                max_attempts=settings.job_max_attempts,
+            )
+        ]
+        if not defer_outbox:
+            jobs = await record_jobs(conn, jobs)
     return AppendResult(message=message, replayed=False, jobs=tuple(jobs))
 
 
@@ -377,7 +398,7 @@ def is_always_included(role: str, metadata: dict[str, Any]) -> bool:
     return role == Role.SYSTEM.value or metadata.get("pinned") is True
 
 
-_INSERT_COLUMNS = (
+INSERT_COLUMNS = (
     "id",
     "conversation_id",
     "tenant_id",
@@ -397,7 +418,7 @@ _INSERT_COLUMNS = (
 )
 
 
-def _bump_statement() -> Any:
+def bump_statement() -> Any:
     """UPDATE … RETURNING last_seq under the conversation's row lock (bind parameters only)."""
     return (
         update(conversations)
@@ -423,18 +444,18 @@ def _bump_statement() -> Any:
 
 def _pg_append_statement() -> Any:
     """One statement on PostgreSQL: bump the seq and insert the message with it."""
-    bumped = _bump_statement().cte("bumped")
+    bumped = bump_statement().cte("bumped")
     # Bind names must not be column names: a parameter dict whose keys match columns would
     # also become SET clauses of the CTE's UPDATE.
     source = select(
-        *(bindparam(f"m_{name}", type_=messages.c[name].type) for name in _INSERT_COLUMNS),
+        *(bindparam(f"m_{name}", type_=messages.c[name].type) for name in INSERT_COLUMNS),
         bumped.c.last_seq,
     )
-    return insert(messages).from_select([*_INSERT_COLUMNS, "seq"], source).returning(messages.c.seq)
+    return insert(messages).from_select([*INSERT_COLUMNS, "seq"], source).returning(messages.c.seq)
 
 
 # Built once: every append reuses the compiled form from SQLAlchemy's statement cache.
-_BUMP = _bump_statement()
+_BUMP = bump_statement()
 _PG_APPEND = _pg_append_statement()
 _INSERT = insert(messages)
 
@@ -455,7 +476,7 @@ async def _insert_with_next_seq(
     }
     seq: int | None
     if conn.dialect.name == "postgresql":
-        row_params = {f"m_{name}": values[name] for name in _INSERT_COLUMNS}
+        row_params = {f"m_{name}": values[name] for name in INSERT_COLUMNS}
         seq = (await conn.execute(_PG_APPEND, {**params, **row_params})).scalar_one_or_none()
     else:
         seq = (await conn.execute(_BUMP, params)).scalar_one_or_none()

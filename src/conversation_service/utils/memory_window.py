@@ -147,6 +147,8 @@ def _check_arguments(
 
 def _tool_groups(messages: Sequence[WindowCandidate]) -> dict[int, int]:
     """Map each seq to a group id shared by a tool call and all of its results."""
+    if not any(m.tool_call_ids or m.role == "tool" for m in messages):
+        return {m.seq: m.seq for m in messages}  # the usual history: every message alone
     parent: dict[int, int] = {}
 
     def root(seq: int) -> int:
@@ -198,11 +200,14 @@ def _suffix_start(
         # The next block reaches down to the oldest member of every group it touches, and so
         # takes along whatever lies in between: the suffix stays free of holes.
         block_start = start - 1
-        index = start - 1
-        while index >= block_start:
-            block_start = min(block_start, lowest_index[group_of[history[index].seq]])
-            index -= 1
-        block_tokens = sum(m.tokens for m in history[block_start:start])
+        if lowest_index[group_of[history[block_start].seq]] == block_start:
+            block_tokens = history[block_start].tokens  # a message of its own
+        else:
+            index = start - 1
+            while index >= block_start:
+                block_start = min(block_start, lowest_index[group_of[history[index].seq]])
+                index -= 1
+            block_tokens = sum(m.tokens for m in history[block_start:start])
         if used + block_tokens > token_room or len(history) - block_start > max_count:
             break
         used += block_tokens
