@@ -36,7 +36,8 @@ async def test_message_created_callback_is_signed_and_verified(queue_env: QueueE
     received = [r for r in queue_env.receiver.received if r.event_type == "message.created"]
     assert len(received) == 1
     assert received[0].verified is True
-    assert received[0].body["data"]["message"]["id"] == message["id"]
+    # The whole message as the 201 gave it, seq included (written by the append's statement).
+    assert received[0].body["data"]["message"] == message
     delivery = await delivery_of(queue_env, cid, "message.created")
     assert delivery["status"] == "delivered"
     assert delivery["webhook_id"] == received[0].webhook_id

@@ -31,6 +31,7 @@ from conversation_service.services.auth import Principal
 from conversation_service.services.rate_limits import (
     CLOSE_TOO_MANY_CONNECTIONS,
     DEGRADED,
+    RateLimitedError,
     RateLimiter,
     RateLimitMetrics,
 )
@@ -356,5 +357,34 @@ async def test_after_a_failure_requests_skip_redis_until_it_is_worth_trying_agai
         await limiter.check_user(principal)  # worth trying again: tried, still down
         assert metrics.fail_open._value.get() == 2
         assert await limiter.acquire_connection(principal) is not None  # WebSockets too
+    finally:
+        await redis.aclose()
+
+
+async def test_blocks_taken_by_two_replicas_never_exceed_the_limit(
+    settings: ConversationSettings,
+) -> None:
+    """High limits are spent from local blocks; across replicas the limit still holds."""
+    limited = make_settings(
+        settings.database_url, settings.effective_redis_url(), rate_limit_internal="300/hour"
+    )
+    redis = Redis.from_url(limited.effective_redis_url())
+    try:
+        replicas = [RateLimiter(limited, redis), RateLimiter(limited, redis)]
+        key = f"key-{uuid.uuid4().hex}"
+        allowed = refused = 0
+        for turn in range(400):
+            try:
+                await replicas[turn % 2].check_internal(key)
+                allowed += 1
+            except RateLimitedError:
+                refused += 1
+        # Blocks of 3: each replica may hold at most 2 unspent hits when the window fills.
+        assert 296 <= allowed <= 300
+        assert refused == 400 - allowed
+        reader = FixedWindowRateLimiter(replicas[0].storage)
+        digest = hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
+        stats = await reader.get_window_stats(parse("300/hour"), "i", digest)
+        assert stats.remaining == 0
     finally:
         await redis.aclose()

@@ -23,8 +23,12 @@ Scopes and who counts against them:
 
 Hot path: with ``fixed-window`` every counter a request touches (user, tenant, and messages for
 an append) is incremented by one script call, ``limits``' own ``incr_expire`` applied to each
-key, so a request costs one Redis round trip (about 45 µs of CPU here, against 130 µs for one
-``limits`` call per counter); ``limits``' window stats and ``clear`` work on the same keys. The
+key, so a request costs at most one Redis round trip (about 45 µs of CPU here, against 130 µs
+for one ``limits`` call per counter); ``limits``' window stats and ``clear`` work on the same
+keys. Each call takes a block of hits per counter (1% of the limit, at most 100; one hit for
+limits of 100 or less) that later requests spend in-process until it runs out or the window
+ends, so under the orchestrator's limit only one request in a hundred waits on Redis. Hits
+taken and not spent count against the window: at most one block per replica and counter. The
 other strategies call ``limits`` once per counter, concurrently. A refused request gets ``429``
 problem details with ``Retry-After`` and the IETF draft ``RateLimit-Limit``,
 ``RateLimit-Remaining``, ``RateLimit-Reset`` and ``RateLimit-Policy`` headers of the limit it hit.
@@ -77,6 +81,14 @@ CHECK_TIMEOUT: Final = 0.5
 RETRY_SECONDS: Final = 2.0
 LOG_INTERVAL: Final = 60.0
 WS_LEASE_SECONDS: Final = 60
+# Fixed-window counters are taken from Redis in blocks of up to 1% of the limit (at most 100):
+# the block is spent in-process, so most requests under a high limit cost no round trip. The
+# price: hits a process took but did not use count against the window, at most one block per
+# process and counter (1% of the limit per replica); limits of 100 or less stay exact.
+LEASE_FRACTION: Final = 100
+MAX_LEASE: Final = 100
+# Local blocks kept before expired ones are dropped.
+MAX_LOCAL_LEASES: Final = 10_000
 WS_RENEW_SECONDS: Final = WS_LEASE_SECONDS / 3
 # WebSocket close code for a user over ``rate_limit_ws_connections`` (mirrors HTTP 429).
 CLOSE_TOO_MANY_CONNECTIONS: Final = 4429
@@ -87,12 +99,14 @@ _UNAVAILABLE = (RedisError, OSError, TimeoutError, StorageError)
 
 # ``limits``' own fixed-window script (incr_expire.lua) applied to every key of a request in one
 # call: same keys, same counts, same expiry, so ``limits``' window stats and ``clear`` read and
-# reset them. Returns count and TTL (ms) per key.
+# reset them. ARGV: each key's expiry, then each key's increment (its lease). Returns count and
+# TTL (ms) per key.
 _FIXED_WINDOW_BATCH = """
 local out = {}
+local n = #KEYS
 for i, key in ipairs(KEYS) do
-  local current = redis.call('INCRBY', key, 1)
-  if current == 1 then redis.call('EXPIRE', key, ARGV[i]) end
+  local current = redis.call('INCRBY', key, ARGV[n + i])
+  if current == tonumber(ARGV[n + i]) then redis.call('EXPIRE', key, ARGV[i]) end
   out[2 * i - 1] = current
   out[2 * i] = redis.call('PTTL', key)
 end
@@ -185,6 +199,18 @@ class RateLimitMetrics:
         )
 
 
+@dataclass(slots=True)
+class _Block:
+    """Hits of one counter taken from Redis and not yet spent by this process."""
+
+    left: int
+    until: float  # the window's end, on the limiter's clock
+
+
+def _block_size(item: RateLimitItem) -> int:
+    return max(1, min(MAX_LEASE, item.amount // LEASE_FRACTION))
+
+
 class RateLimiter:
     """Checks requests against the configured quotas and hands out WebSocket leases."""
 
@@ -214,6 +240,7 @@ class RateLimiter:
         self.internal = Quota.parse("internal", settings.rate_limit_internal)
         self.ws_connections = settings.rate_limit_ws_connections
         self.lease_script = redis.register_script(_LEASE)
+        self._blocks: dict[str, _Block] = {}
         self._retry_seconds = retry_seconds
         self._clock = clock
         self._skip_until = -math.inf
@@ -294,18 +321,40 @@ class RateLimiter:
             raise _refusal(quota, item, reset_after)
 
     async def _hit_batched(self, hits: list[Hit]) -> Refused | None:
-        """Fixed window: every counter of the request in one script call (one round trip)."""
+        """Fixed window: spend local blocks; refill the empty ones in one script call."""
         bridge = self.storage.bridge
+        now = self._clock()
+        keys = [bridge.prefixed_key(item.key_for(*ids)) for _, item, ids in hits]
+        empty = [
+            index
+            for index, key in enumerate(keys)
+            if (block := self._blocks.get(key)) is None or block.left <= 0 or block.until <= now
+        ]
+        for index, key in enumerate(keys):
+            if index not in empty:
+                self._blocks[key].left -= 1
+        if not empty:
+            return None
+        sizes = [_block_size(hits[index][1]) for index in empty]
         raw = await self.batch_script(
-            keys=[bridge.prefixed_key(item.key_for(*ids)) for _, item, ids in hits],
-            args=[item.get_expiry() for _, item, _ in hits],
+            keys=[keys[index] for index in empty],
+            args=[*(hits[index][1].get_expiry() for index in empty), *sizes],
         )
-        for index, (quota, item, _) in enumerate(hits):
-            count, ttl_ms = int(raw[2 * index]), int(raw[2 * index + 1])
-            if count > item.amount:
-                window = float(item.get_expiry())
-                return quota, item, window if ttl_ms < 0 else ttl_ms / 1000
-        return None
+        if len(self._blocks) > MAX_LOCAL_LEASES:
+            self._blocks = {k: b for k, b in self._blocks.items() if b.until > now}
+        refused: Refused | None = None
+        for position, index in enumerate(empty):
+            quota, item, _ = hits[index]
+            count, ttl_ms = int(raw[2 * position]), int(raw[2 * position + 1])
+            window = float(item.get_expiry())
+            reset_after = window if ttl_ms < 0 else ttl_ms / 1000
+            # The part of the block still under the limit; this request takes the first hit.
+            granted = min(sizes[position], item.amount - (count - sizes[position]))
+            if granted <= 0:
+                refused = refused or (quota, item, reset_after)
+                continue
+            self._blocks[keys[index]] = _Block(left=granted - 1, until=now + reset_after)
+        return refused
 
     async def _hit(self, hits: list[Hit]) -> Refused | None:
         """Any other strategy: the ``limits`` strategy per limit, concurrently."""
@@ -319,9 +368,11 @@ class RateLimiter:
     async def forget(self, principal: Principal) -> None:
         """Clear the user's counters and leases (after their data was erased)."""
         user = _digest(principal.tenant_id, principal.user_id)
+        bridge = self.storage.bridge
         try:
             for quota, scope in ((self.requests, "u"), (self.messages, "m")):
                 for item in quota.items:
+                    self._blocks.pop(bridge.prefixed_key(item.key_for(scope, user)), None)
                     await self.strategy.clear(item, scope, user)
             await self.redis.delete(WS_KEY_PREFIX + user)
         except _UNAVAILABLE as exc:
