@@ -4,17 +4,22 @@
   to the same with an empty queue (target ≤ 2×). Each high job is a ``process_message`` of a
   seeded message; the backlog is ``analyze_sentiment`` of other seeded messages (queue ``low``, as
   for a low-priority conversation). Both are recorded with ``record_jobs`` and enqueued with the
-  service's ``Dispatcher``, as the append path does, and one worker (``conversation-service
-  worker``) runs them. A high job's wait is its row's ``started_at`` (stamped by the worker when
-  it claims the row) minus the moment just before ``Dispatcher.dispatch``; RQ's own
-  ``started_at`` gives the pickup alone. High jobs go one at a time: the next is enqueued after
-  the previous one and its follow-up jobs (an ``analyze_sentiment`` on ``default``) finished, plus
-  a random 5-50 ms, so it lands at a random point of a low job (or of the idle worker).
+  service's ``Dispatcher``, as the append path does. The target row runs the README's production
+  configuration, ``conversation-service worker --pool 2 --reserve-high 1`` (one process serves
+  ``high`` only, the other every queue), for the empty queue and the backlog alike; info rows
+  show a single ``conversation-service worker`` (no reserved process), where a high job that
+  lands during a low job waits for it to end. A high job's wait is its row's ``started_at``
+  (stamped by the worker when it claims the row) minus the moment just before
+  ``Dispatcher.dispatch``; RQ's own ``started_at`` gives the pickup alone. High jobs go one at a
+  time: the next is enqueued after the previous one and its follow-up jobs (an
+  ``analyze_sentiment`` on ``default``) finished, plus a random 5-50 ms, so it lands at a random
+  point of a low job (or of the idle worker).
 * ``queue-throughput``: jobs per second of ``analyze_sentiment`` on short messages with 1 worker
-  and with ``--pool 2``, next to RQ's own no-op throughput (``bench.noop``: ``enqueue_many``, then
-  a burst ``SimpleWorker`` or pool of 2) in the same run. Jobs are queued first, then a burst
-  worker drains them; the rate is jobs / (last RQ ``ended_at`` − first RQ ``started_at``) on both
-  sides, so worker start-up is not counted. Info only: the issue sets no target.
+  and with ``--pool 2 --reserve-high 0`` (both processes on every queue: raw capacity), next to
+  RQ's own no-op throughput (``bench.noop``: ``enqueue_many``, then a burst ``SimpleWorker`` or
+  pool of 2) in the same run. Jobs are queued first, then a burst worker drains them; the rate is
+  jobs / (last RQ ``ended_at`` − first RQ ``started_at``) on both sides, so worker start-up is not
+  counted. Info only: the issue sets no target.
 
 The queues live in a Redis database of their own (``BENCH_QUEUE_REDIS_URL``, default: the run's
 Redis server, database 11; the no-op floor uses database 12, ``BENCH_RQ_RAW_REDIS_URL``), flushed
@@ -73,7 +78,7 @@ POLL = 0.005
 START_TIMEOUT = 120.0
 RUN_TIMEOUT = 600.0
 GAP = (0.005, 0.05)
-WARMUP_JOBS = 3
+WARMUP_JOBS = 5
 BATCH = 1_000
 THROUGHPUT_CONVERSATIONS = 8
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -164,10 +169,29 @@ class Subprocess:
             await proc.wait()
 
 
-def worker_argv(pool: int, *, burst: bool) -> list[str]:
-    """``conversation-service worker`` with ``--pool`` and ``--burst`` as asked."""
-    argv = [str(CLI), "worker", "--pool", str(pool)]
+def worker_argv(pool: int, *, burst: bool, reserve_high: int = 0) -> list[str]:
+    """``conversation-service worker`` with ``--pool``, ``--reserve-high`` and ``--burst``."""
+    argv = [str(CLI), "worker", "--pool", str(pool), "--reserve-high", str(reserve_high)]
     return [*argv, "--burst"] if burst else argv
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """A worker configuration ``queue-latency`` measures, with the label of its rows."""
+
+    label: str
+    pool: int
+    reserve_high: int
+
+    def argv(self) -> list[str]:
+        """The long-running worker command."""
+        return worker_argv(self.pool, burst=False, reserve_high=self.reserve_high)
+
+
+# The README's production recommendation (the target row), then a single worker (info).
+RECOMMENDED = WorkerConfig("--pool 2 --reserve-high 1", 2, 1)
+SINGLE = WorkerConfig("1 worker", 1, 0)
+LATENCY_CONFIGS = (RECOMMENDED, SINGLE)
 
 
 @asynccontextmanager
@@ -269,7 +293,9 @@ async def _time_high(
             break
         if asyncio.get_running_loop().time() > deadline:
             worker.check_alive()
-            raise BenchError(f"high job {spec.id} not done after {START_TIMEOUT:.0f} s")
+            raise BenchError(
+                f"high job {spec.id} not done after {START_TIMEOUT:.0f} s:\n{worker.tail()}"
+            )
         await asyncio.sleep(POLL)
     rq_job = RQJob.fetch(spec.rq_job_id(), connection=dispatcher.redis)
     if row.started_at is None or rq_job.started_at is None:
@@ -309,14 +335,25 @@ def _latency(samples: Sequence[float]) -> Measurement:
     )
 
 
-async def _wait_for_worker(redis: SyncRedis, worker: Subprocess) -> None:
+async def _wait_for_workers(redis: SyncRedis, worker: Subprocess, count: int) -> None:
     from rq import Worker
 
     deadline = asyncio.get_running_loop().time() + 30
-    while not Worker.count(connection=redis):
+    while Worker.count(connection=redis) < count:
         worker.check_alive()
         if asyncio.get_running_loop().time() > deadline:
-            raise BenchError(f"worker did not register in 30 s:\n{worker.tail()}")
+            raise BenchError(f"{count} worker(s) did not register in 30 s:\n{worker.tail()}")
+        await asyncio.sleep(0.05)
+
+
+async def _no_workers(redis: SyncRedis) -> None:
+    from rq import Worker
+
+    # A stopped worker unregisters itself; the next configuration counts only its own.
+    deadline = asyncio.get_running_loop().time() + 10
+    while asyncio.get_running_loop().time() < deadline:
+        if not Worker.count(connection=redis):
+            return
         await asyncio.sleep(0.05)
 
 
@@ -338,7 +375,7 @@ async def queue_latency(ctx: BenchContext) -> list[Result]:
     """Start latency of high jobs behind a backlog of low jobs, against an empty queue."""
     counts = ctx.counts
     samples = counts.queue_samples
-    highs_needed = WARMUP_JOBS + 2 * samples * counts.repeats
+    highs_needed = len(LATENCY_CONFIGS) * 2 * (WARMUP_JOBS + samples * counts.repeats)
     rng = random.Random(4)
     async with job_setup(ctx) as (settings, engine):
         low_conversation, low_ids = await seeded_messages(ctx, engine, counts.queue_backlog)
@@ -347,6 +384,7 @@ async def queue_latency(ctx: BenchContext) -> list[Result]:
         dispatcher = Dispatcher(redis, settings)
         high_queue = queue_for(JobKind.PROCESS_MESSAGE, urgent=True)
         low_queue = queue_for(JobKind.ANALYZE_SENTIMENT, "low")
+        low_key = Queue(low_queue, connection=redis).key
         highs = iter(
             job_spec(JobKind.PROCESS_MESSAGE, high_queue, ctx, high_conversation, message)
             for message in high_ids
@@ -356,46 +394,54 @@ async def queue_latency(ctx: BenchContext) -> list[Result]:
             for message in low_ids
         ]
         env = dataclasses.replace(ctx.service.config, redis_url=settings.effective_redis_url())
-        waits: defaultdict[str, list[list[Wait]]] = defaultdict(list)
+        # waits[(config label, mode)] = one list of waits per round
+        waits: defaultdict[tuple[str, str], list[list[Wait]]] = defaultdict(list)
+        backlog_sizes: dict[str, tuple[int, int]] = {}
         with tempfile.TemporaryDirectory(prefix="conversation-bench-worker-") as tmp:
             log = Path(tmp) / "worker.log"
-            async with Subprocess(worker_argv(1, burst=False), env.env(), log) as worker:
-                await _wait_for_worker(redis, worker)
 
-                async def sample_round(mode: str) -> None:
-                    round_waits: list[Wait] = []
-                    for _ in range(samples):
-                        # The previous high job's follow-ups (its analyze_sentiment, on
-                        # "default") run first: only low jobs may be left when the next comes.
+            async def measure(config: WorkerConfig, mode: str) -> None:
+                """Start ``config``'s worker, warm it up, sample every round, stop it."""
+                await _no_workers(redis)
+                async with Subprocess(config.argv(), env.env(), log) as worker:
+                    await _wait_for_workers(redis, worker, config.pool)
+                    for _ in range(WARMUP_JOBS):
                         await _settle(engine, high_conversation, worker)
-                        await asyncio.sleep(rng.uniform(*GAP))
-                        round_waits.append(
-                            await _time_high(engine, dispatcher, next(highs), worker)
-                        )
-                    waits[mode].append(round_waits)
+                        await _time_high(engine, dispatcher, next(highs), worker)
+                    waiting_before = int(redis.llen(low_key))
+                    for _ in range(counts.repeats):
+                        round_waits: list[Wait] = []
+                        for _ in range(samples):
+                            # The previous high job's follow-ups (its analyze_sentiment, on
+                            # "default") run first: only low jobs may be left when the next comes.
+                            await _settle(engine, high_conversation, worker)
+                            await asyncio.sleep(rng.uniform(*GAP))
+                            round_waits.append(
+                                await _time_high(engine, dispatcher, next(highs), worker)
+                            )
+                        waits[config.label, mode].append(round_waits)
+                    await _settle(engine, high_conversation, worker)
+                    if mode == "backlog":
+                        backlog_sizes[config.label] = (waiting_before, int(redis.llen(low_key)))
+                    await worker.stop()
 
-                for _ in range(WARMUP_JOBS):
-                    await _time_high(engine, dispatcher, next(highs), worker)
-                for _ in range(counts.repeats):
-                    await sample_round("empty")
-                await record(engine, lows)
-                await asyncio.to_thread(dispatch_all, dispatcher, lows)
-                low_key = Queue(low_queue, connection=redis).key
-                waiting_before = int(redis.llen(low_key))
-                for _ in range(counts.repeats):
-                    await sample_round("backlog")
-                waiting_after = int(redis.llen(low_key))
-                await worker.stop()
+            # The same worker configuration for both modes: a fresh worker for each.
+            for config in LATENCY_CONFIGS:
+                await measure(config, "empty")
+            await record(engine, lows)
+            await asyncio.to_thread(dispatch_all, dispatcher, lows)
+            for config in LATENCY_CONFIGS:
+                await measure(config, "backlog")
         low_durations = await _job_durations(engine, ctx.tenant, JobKind.ANALYZE_SENTIMENT)
         high_durations = await _job_durations(engine, ctx.tenant, JobKind.PROCESS_MESSAGE)
         redis.close()
 
-    def rounds(mode: str, field: str) -> Measurement:
-        return median_of([_latency([getattr(w, field) for w in one]) for one in waits[mode]])
+    def rounds(config: WorkerConfig, mode: str, field: str) -> Measurement:
+        return median_of(
+            [_latency([getattr(w, field) for w in one]) for one in waits[config.label, mode]]
+        )
 
-    details = {
-        "low_waiting_at_start": waiting_before,
-        "low_waiting_at_end": waiting_after,
+    details_common: dict[str, Any] = {
         "low_job_ms_p50": round(statistics.median(low_durations) * 1e3, 2)
         if low_durations
         else None,
@@ -403,15 +449,29 @@ async def queue_latency(ctx: BenchContext) -> list[Result]:
     }
     label = "empty queue"
     backlog = f"{counts.queue_backlog:,} low waiting"
-    start_pair = (rounds("backlog", "start"), rounds("empty", "start"))
-    pickup_pair = (rounds("backlog", "pickup"), rounds("empty", "pickup"))
-    results = [
-        compare(ctx, f"high job start p50, {backlog}", "p50", start_pair, label, Target(high=2)),
-        compare(ctx, f"high job start p99, {backlog}", "p99", start_pair, label, None),
-        compare(ctx, f"high job RQ pickup p50, {backlog}", "p50", pickup_pair, label, None),
-    ]
-    for result in results:
-        result.details.update(details)
+    results: list[Result] = []
+    for config in LATENCY_CONFIGS:
+        target = Target(high=2) if config is RECOMMENDED else None
+        start_pair = (rounds(config, "backlog", "start"), rounds(config, "empty", "start"))
+        pickup_pair = (rounds(config, "backlog", "pickup"), rounds(config, "empty", "pickup"))
+        before, after = backlog_sizes[config.label]
+        details = {
+            **details_common,
+            "worker": " ".join(config.argv()[1:]),
+            "low_waiting_at_start": before,
+            "low_waiting_at_end": after,
+        }
+        rows = [
+            compare(ctx, f"high job start p50, {backlog}, {config.label}", "p50", start_pair,
+                    label, target),
+            compare(ctx, f"high job start p99, {backlog}, {config.label}", "p99", start_pair,
+                    label, None),
+            compare(ctx, f"high job RQ pickup p50, {backlog}, {config.label}", "p50",
+                    pickup_pair, label, None),
+        ]  # fmt: skip
+        for row in rows:
+            row.details.update(details)
+        results.extend(rows)
     return results
 
 
@@ -481,7 +541,9 @@ async def queue_throughput(ctx: BenchContext) -> list[Result]:
                     ]
                     await record(engine, specs)
                     await asyncio.to_thread(dispatch_all, dispatcher, specs)
-                    async with Subprocess(worker_argv(pool, burst=True), env, log) as worker:
+                    # Every process on every queue: the raw capacity, as RQ's no-op pool has.
+                    argv = worker_argv(pool, burst=True, reserve_high=0)
+                    async with Subprocess(argv, env, log) as worker:
                         await worker.wait()
                     rates[f"service {pool}"].append(
                         await _rq_rate(redis, [spec.rq_job_id() for spec in specs])
@@ -492,7 +554,7 @@ async def queue_throughput(ctx: BenchContext) -> list[Result]:
     m = {name: statistics.median(values) for name, values in rates.items()}
     results: list[Result] = []
     for pool in pools:
-        workers = "1 worker" if pool == 1 else f"{pool} workers (--pool {pool})"
+        workers = "1 worker" if pool == 1 else f"{pool} workers (--pool {pool} --reserve-high 0)"
         results.append(
             value_row(
                 ctx,

@@ -26,6 +26,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     worker = commands.add_parser("worker", help="run background job workers (RQ)")
     worker.add_argument("--pool", type=int, default=1, help="number of worker processes")
+    worker.add_argument(
+        "--queues",
+        default="high,default,low",
+        help="comma-separated queues to serve, always taken in priority order (default: all)",
+    )
+    worker.add_argument(
+        "--reserve-high",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes of the pool that serve only high, so urgent work never waits behind "
+        "a running low job (default: 1 with --pool 2 or more, else 0)",
+    )
     worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     worker.add_argument(
         "--fork",
@@ -88,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "api-keys":
         return _api_keys(settings, args)
     if args.command == "worker":
-        return _worker(settings, pool=args.pool, burst=args.burst, fork=args.fork)
+        return _worker(settings, args)
     return _dev(settings, args)
 
 
@@ -219,14 +232,36 @@ def _serve(settings: ConversationSettings, host: str, port: int, workers: int) -
     return 0
 
 
-def _worker(settings: ConversationSettings, *, pool: int, burst: bool, fork: bool) -> int:
+def _worker(settings: ConversationSettings, args: argparse.Namespace) -> int:
     from redis import Redis
-    from rq import SimpleWorker, Worker
-    from rq.worker_pool import WorkerPool
+    from rq import Worker
 
     from conversation_service.embedded import start_embedded_redis
     from conversation_service.observability import configure_logging
-    from conversation_service.queue.jobs import QUEUES
+    from conversation_service.queue.worker import (
+        HIGH,
+        JobWorker,
+        JobWorkerPool,
+        listening_order,
+    )
+
+    pool: int = args.pool
+    try:
+        # Listening order is priority: a worker always takes from high before default before low.
+        queues = listening_order(name.strip() for name in args.queues.split(",") if name.strip())
+    except ValueError as exc:
+        print(f"conversation-service worker: --queues: {exc}", file=sys.stderr)
+        return 2
+    reserve = args.reserve_high
+    if reserve is None:
+        reserve = 1 if pool >= 2 and HIGH in queues and len(queues) > 1 else 0
+    if pool < 1 or not 0 <= reserve < pool or (reserve and HIGH not in queues):
+        print(
+            "conversation-service worker: --pool must be at least 1 and --reserve-high must "
+            "leave at least one process for every queue (and needs high among --queues)",
+            file=sys.stderr,
+        )
+        return 2
 
     configure_logging(settings.log_level, json_lines=settings.log_json)
     # Models and tokenizers load once here, not in every job (forked horses inherit them).
@@ -237,15 +272,19 @@ def _worker(settings: ConversationSettings, *, pool: int, burst: bool, fork: boo
     preload_encoders()
     embedded = start_embedded_redis() if settings.redis_url is None else None
     connection = Redis.from_url(settings.effective_redis_url())
-    # Listening order is priority: a worker always takes from high before default before low.
-    worker_class = Worker if fork else SimpleWorker
+    # --fork: plain RQ work horses, each job on a fresh loop with resources of its own.
+    worker_class = Worker if args.fork else JobWorker
     try:
         if pool > 1:
-            WorkerPool(
-                list(QUEUES), connection=connection, num_workers=pool, worker_class=worker_class
-            ).start(burst=burst)
+            JobWorkerPool(
+                queues,
+                connection=connection,
+                num_workers=pool,
+                reserve_high=reserve,
+                worker_class=worker_class,
+            ).start(burst=args.burst)
         else:
-            worker_class(list(QUEUES), connection=connection).work(with_scheduler=True, burst=burst)
+            worker_class(queues, connection=connection).work(with_scheduler=True, burst=args.burst)
     finally:
         if embedded is not None:
             embedded.stop()

@@ -1,10 +1,14 @@
 """Fixtures for queue tests: a Redis database of their own, a callback receiver, real workers."""
 
 import asyncio
+import contextlib
+import os
+import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +29,21 @@ def queue_redis_url(redis_url: str) -> str:
     """The same server, another database: queue tests never see other tests' jobs."""
     base, _, _db = redis_url.rpartition("/")
     return f"{base}/{14 if redis_url.endswith('/15') else 1}"
+
+
+def kill_tree(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a worker and its children (RQ's scheduler runs in a child that outlives it)."""
+    pending, tree = [process.pid], []
+    while pending:
+        pid = pending.pop()
+        tree.append(pid)
+        with contextlib.suppress(OSError):
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            pending.extend(int(child) for child in children)
+    for pid in reversed(tree):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.wait(timeout=10)
 
 
 @dataclass
@@ -68,10 +87,10 @@ class QueueEnv:
         assert process.returncode == 0, stderr.decode()[-3000:]
         self.last_worker_log = stderr.decode()
 
-    def start_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
-        """Start a long-running worker (the test kills or stops it)."""
+    def start_worker(self, *argv: str, **extra_env: str) -> subprocess.Popen[bytes]:
+        """Start a long-running worker with extra ``argv`` (the test kills or stops it)."""
         process = subprocess.Popen(
-            [*cli_command(), "worker"],
+            [*cli_command(), "worker", *argv],
             env=service_env({**self.env, **extra_env}),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -193,8 +212,7 @@ async def queue_env(
                 yield env
             finally:
                 for process in env.workers:
-                    process.kill()
-                    process.wait(timeout=10)
+                    kill_tree(process)
                 # Work this test left behind must not run in the next one.
                 async with app.state.resources.engine.begin() as conn:
                     await conn.execute(

@@ -1,10 +1,9 @@
 """Task requests, job status, priorities, summaries and recovery from a killed worker."""
 
-import signal
 import uuid
 
 from tests.conftest import create_conversation, new_caller
-from tests.queue.conftest import QueueEnv
+from tests.queue.conftest import QueueEnv, kill_tree
 
 
 async def test_task_request_runs_and_notifies_its_callback(queue_env: QueueEnv) -> None:
@@ -75,8 +74,7 @@ async def test_killed_worker_job_is_run_again(queue_env: QueueEnv) -> None:
     await queue_env.client.post(f"/api/v1/conversations/{cid}/messages", json={"content": "hi"})
     worker = queue_env.start_worker()
     await queue_env.wait_until(lambda: len(queue_env.receiver.received) >= 1, what="first attempt")
-    worker.send_signal(signal.SIGKILL)
-    worker.wait(timeout=10)
+    kill_tree(worker)
     queue_env.receiver.delay = 0
     # The lease (2 s) runs out, the sweep re-dispatches, a new worker finishes the job.
     callback_job = await queue_env.wait_until(
@@ -96,7 +94,9 @@ async def test_killed_worker_job_is_run_again(queue_env: QueueEnv) -> None:
 
 async def _started_or_requeued(env: QueueEnv, cid: str) -> uuid.UUID | None:
     for job in await env.jobs(conversation_id=uuid.UUID(cid), kind="deliver_callback"):
-        if job["attempts"] == 1 and job["status"] == "queued" and job["rq_job_id"].endswith("-r1"):
+        # rq_job_id is set once the sweep has re-dispatched it.
+        redispatched = (job["rq_job_id"] or "").endswith("-r1")
+        if job["attempts"] == 1 and job["status"] == "queued" and redispatched:
             return job["id"]  # type: ignore[no-any-return]
     return None
 

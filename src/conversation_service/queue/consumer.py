@@ -1,29 +1,30 @@
 """The job runner: how every RQ task claims its row, renews its lease and records the outcome.
 
-RQ runs each async job on a fresh event loop, so a job opens its own resources: a ``NullPool``
-engine (connections never outlive the job's loop) and its own Redis clients. A task module is a
-thin sync shell that calls ``run_job`` with its async core; tests call the cores directly.
+A task module is a thin sync shell that calls ``run_sync`` with its async core; tests call the
+cores (or ``run_job``) directly. In a ``conversation-service worker`` process the core runs on
+the process's long-lived loop and pooled engine; anywhere else on a fresh loop with resources of
+its own (see ``queue.runtime`` for why, and why that is safe).
 """
 
 import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from sqlalchemy import RowMapping, or_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conversation_service.config.settings import ConversationSettings
-from conversation_service.db.engine import create_engine
 from conversation_service.db.tables import jobs_table as jobs
+from conversation_service.queue import runtime
 from conversation_service.queue.jobs import JobSpec, JobStatus, record_jobs
 from conversation_service.queue.producer import Dispatcher
+from conversation_service.queue.runtime import JobResources, job_resources
 from conversation_service.services import callbacks
 from conversation_service.utils.clock import utcnow
 
@@ -60,55 +61,54 @@ class JobContext:
 Core = Callable[[JobContext], Awaitable[dict[str, Any]]]
 
 
-@contextlib.asynccontextmanager
-async def job_resources(
-    settings: ConversationSettings,
-) -> AsyncIterator[tuple[AsyncEngine, Redis, Dispatcher]]:
-    """A NullPool engine and Redis clients for one job, closed when it ends."""
-    engine = create_engine(settings, null_pool=True)
-    redis = Redis.from_url(settings.effective_redis_url(), socket_connect_timeout=2)
-    sync_redis = SyncRedis.from_url(settings.effective_redis_url(), socket_connect_timeout=2)
-    try:
-        yield engine, redis, Dispatcher(sync_redis, settings)
-    finally:
-        await redis.aclose()
-        sync_redis.close()
-        await engine.dispose()
-
-
 async def run_job(
     job_id: str, core: Core, settings: ConversationSettings | None = None
 ) -> dict[str, Any]:
+    """Run one job on resources of its own (a NullPool engine, its own Redis clients)."""
+    async with job_resources(settings or ConversationSettings()) as resources:
+        return await run_job_with(resources, job_id, core)
+
+
+async def run_job_with(resources: JobResources, job_id: str, core: Core) -> dict[str, Any]:
     """Claim the row, run ``core`` under a renewed lease, record the outcome."""
-    settings = settings or ConversationSettings()
-    async with job_resources(settings) as (engine, redis, dispatcher):
-        row = await _claim(engine, uuid.UUID(job_id), settings)
-        if row is None:
-            log.info("job already done or running elsewhere; skipped", extra={"job_id": job_id})
-            return {"skipped": True}
-        context = JobContext(
-            job=row, settings=settings, engine=engine, redis=redis, dispatcher=dispatcher
-        )
-        heartbeat = asyncio.create_task(_renew_lease(engine, row["id"], settings))
+    settings, engine = resources.settings, resources.engine
+    row = await _claim(engine, uuid.UUID(job_id), settings)
+    if row is None:
+        log.info("job already done or running elsewhere; skipped", extra={"job_id": job_id})
+        return {"skipped": True}
+    context = JobContext(
+        job=row,
+        settings=settings,
+        engine=engine,
+        redis=resources.redis,
+        dispatcher=resources.dispatcher,
+    )
+    heartbeat = asyncio.create_task(_renew_lease(engine, row["id"], settings))
+    try:
+        result = await core(context)
+    except Exception as exc:
+        await _stop(heartbeat)
+        if await _record_failure(engine, row, exc):
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            await _notify(context, "task.failed", {"status": "failed", "error": error})
+        raise
+    await _stop(heartbeat)
+    await _record_success(engine, row["id"], result)
+    await _notify(context, "task.completed", {"status": "finished", "result": result})
+    for hook in context.after_commit:
         try:
-            result = await core(context)
-        except Exception as exc:
-            heartbeat.cancel()
-            if await _record_failure(engine, row, exc):
-                error = f"{type(exc).__name__}: {exc}"[:500]
-                await _notify(context, "task.failed", {"status": "failed", "error": error})
-            raise
-        heartbeat.cancel()
-        await _record_success(engine, row["id"], result)
-        await _notify(context, "task.completed", {"status": "finished", "result": result})
-        for hook in context.after_commit:
-            try:
-                await hook()
-            except Exception:
-                log.warning("job after-commit hook failed", exc_info=True)
-        if context.followups:
-            await _dispatch_followups(engine, dispatcher, context.followups)
-        return result
+            await hook()
+        except Exception:
+            log.warning("job after-commit hook failed", exc_info=True)
+    if context.followups:
+        await _dispatch_followups(engine, resources.dispatcher, context.followups)
+    return result
+
+
+async def _stop(heartbeat: asyncio.Task[None]) -> None:
+    # Awaited, so a renewal in flight returns its pooled connection before the job goes on.
+    heartbeat.cancel()
+    await asyncio.wait([heartbeat])
 
 
 async def _claim(
@@ -248,5 +248,8 @@ async def _dispatch_followups(
 
 
 def run_sync(job_id: str, core: Core) -> dict[str, Any]:
-    """The sync shell RQ calls: run the async core on a fresh event loop."""
-    return asyncio.run(run_job(job_id, core))
+    """The sync shell RQ calls: the worker's runtime if this process has one, else a fresh loop."""
+    worker_runtime = runtime.current()
+    if worker_runtime is None:
+        return asyncio.run(run_job(job_id, core))
+    return worker_runtime.run(lambda resources: run_job_with(resources, job_id, core))
