@@ -177,10 +177,13 @@ async def test_a_pool_keeps_a_process_for_high_and_replaces_it_when_it_dies(
         ["--queues", ","],
     ],
 )
-def test_worker_refuses_a_configuration_that_starves_a_queue(
+async def test_worker_refuses_a_configuration_that_starves_a_queue(
     queue_env: QueueEnv, argv: list[str]
 ) -> None:
-    result = subprocess.run(
+    # An async test: the app behind ``queue_env`` runs on this test's loop and stops with it
+    # (a sync test left its live-hub task pending when the loop closed).
+    result = await asyncio.to_thread(
+        subprocess.run,
         [*cli_command(), "worker", "--burst", *argv],
         env=service_env(queue_env.env),
         capture_output=True,
