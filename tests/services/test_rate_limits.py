@@ -222,15 +222,24 @@ async def test_sliding_window_counter_strategy_enforces_the_same_limits(
     assert_429(refused, "requests", 2)
 
 
+@asynccontextmanager
+async def limiter_redis(
+    settings: ConversationSettings, **limits: str
+) -> AsyncIterator[tuple[ConversationSettings, Redis]]:
+    """Settings with ``limits`` and a client of their Redis, for limiters built by the test."""
+    limited = make_settings(settings.database_url, settings.effective_redis_url(), **limits)
+    redis = Redis.from_url(limited.effective_redis_url())
+    try:
+        yield limited, redis
+    finally:
+        await redis.aclose()
+
+
 async def test_batched_counters_are_the_limits_package_own(
     settings: ConversationSettings,
 ) -> None:
     """The fixed-window fast path writes the keys ``limits`` reads: its stats agree."""
-    limited = make_settings(
-        settings.database_url, settings.effective_redis_url(), rate_limit_requests="10/hour"
-    )
-    redis = Redis.from_url(limited.effective_redis_url())
-    try:
+    async with limiter_redis(settings, rate_limit_requests="10/hour") as (limited, redis):
         limiter = RateLimiter(limited, redis)
         principal = Principal(tenant_id=f"t-{uuid.uuid4().hex}", user_id="u")
         for _ in range(3):
@@ -247,8 +256,6 @@ async def test_batched_counters_are_the_limits_package_own(
         keys = [key.decode() async for key in redis.scan_iter(match="cs:rl:*", count=1000)]
         assert keys
         assert not [key for key in keys if principal.tenant_id in key]
-    finally:
-        await redis.aclose()
 
 
 async def test_websocket_connections_are_limited_per_user(settings: ConversationSettings) -> None:
@@ -365,11 +372,7 @@ async def test_blocks_taken_by_two_replicas_never_exceed_the_limit(
     settings: ConversationSettings,
 ) -> None:
     """High limits are spent from local blocks; across replicas the limit still holds."""
-    limited = make_settings(
-        settings.database_url, settings.effective_redis_url(), rate_limit_internal="300/hour"
-    )
-    redis = Redis.from_url(limited.effective_redis_url())
-    try:
+    async with limiter_redis(settings, rate_limit_internal="300/hour") as (limited, redis):
         replicas = [RateLimiter(limited, redis), RateLimiter(limited, redis)]
         key = f"key-{uuid.uuid4().hex}"
         allowed = refused = 0
@@ -386,5 +389,3 @@ async def test_blocks_taken_by_two_replicas_never_exceed_the_limit(
         digest = hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
         stats = await reader.get_window_stats(parse("300/hour"), "i", digest)
         assert stats.remaining == 0
-    finally:
-        await redis.aclose()

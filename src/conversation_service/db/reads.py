@@ -80,11 +80,6 @@ class ReadQuery:
             self._compiled[dialect.name] = found
         return found
 
-    def postgres(self) -> tuple[str, tuple[str, ...], dict[str, Any]]:
-        """SQL with ``$n`` placeholders, the parameter name of each, and literal values."""
-        compiled = self.compiled(_PG_DIALECT)
-        return compiled.sql, compiled.names, compiled.literals
-
 
 class ReadConnection(Protocol):
     """One connection for a few reads."""
@@ -115,9 +110,9 @@ class _AsyncpgReadConnection:
         self.conn = conn
 
     async def fetch(self, query: ReadQuery, params: Mapping[str, Any]) -> Sequence[Row]:
-        sql, names, literals = query.postgres()
-        values = {**literals, **params} if literals else params
-        rows: Sequence[Row] = await self.conn.fetch(sql, *[values[name] for name in names])
+        c = query.compiled(_PG_DIALECT)
+        values = {**c.literals, **params} if c.literals else params
+        rows: Sequence[Row] = await self.conn.fetch(c.sql, *[values[name] for name in c.names])
         return rows
 
 

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -94,6 +94,26 @@ class JobSpec:
         """Deterministic RQ id (``[A-Za-z0-9_-]``) per dispatch of this row."""
         base = f"{self.kind.value}-{self.id.hex}"
         return base if attempt == 0 else f"{base}-r{attempt}"
+
+
+# The columns ``row_values`` fills, in its order (statements that insert jobs from SQL).
+JOB_COLUMNS: Final = (
+    "id",
+    "tenant_id",
+    "conversation_id",
+    "message_id",
+    "kind",
+    "queue",
+    "args",
+    "status",
+    "attempts",
+    "max_attempts",
+    "rq_job_id",
+    "dedupe_key",
+    "callback_url",
+    "created_at",
+    "updated_at",
+)
 
 
 def row_values(spec: JobSpec, now: datetime) -> dict[str, Any]:

@@ -45,30 +45,12 @@ from conversation_service.db.tables import messages_table as messages
 from conversation_service.db.tables import sessions_table as sessions
 from conversation_service.models.message import MessageCreate
 from conversation_service.models.session import SessionOut
-from conversation_service.queue.jobs import JobKind, JobSpec, queue_for, row_values
+from conversation_service.queue.jobs import JOB_COLUMNS, JobKind, JobSpec, queue_for, row_values
 from conversation_service.services import callbacks, message_store
 from conversation_service.services.auth import Principal
 from conversation_service.services.sessions import TTL, get_session, touch_session
 from conversation_service.utils.clock import new_id, utcnow
 
-# The columns ``queue.jobs.row_values`` fills.
-_JOB_COLUMNS: Final = (
-    "id",
-    "tenant_id",
-    "conversation_id",
-    "message_id",
-    "kind",
-    "queue",
-    "args",
-    "status",
-    "attempts",
-    "max_attempts",
-    "rq_job_id",
-    "dedupe_key",
-    "callback_url",
-    "created_at",
-    "updated_at",
-)
 _DELIVERY_COLUMNS: Final = (
     "id",
     "tenant_id",
@@ -84,26 +66,14 @@ _DELIVERY_COLUMNS: Final = (
 def _job_insert(prefix: str, inserted: Any) -> Any:
     """INSERT of one outbox row from ``<prefix>_<column>`` parameters, if a message went in."""
     values = select(
-        *(bindparam(f"{prefix}_{name}", type_=jobs.c[name].type) for name in _JOB_COLUMNS)
+        *(bindparam(f"{prefix}_{name}", type_=jobs.c[name].type) for name in JOB_COLUMNS)
     ).where(exists(select(inserted.c.seq)))
-    return insert(jobs).from_select(list(_JOB_COLUMNS), values).cte(f"{prefix}_job")
+    return insert(jobs).from_select(list(JOB_COLUMNS), values).cte(f"{prefix}_job")
 
 
 def _statement(*, callback: bool) -> Select[Any]:
     bumped = message_store.bump_statement().cte("bumped")
-    source = select(
-        *(
-            bindparam(f"m_{name}", type_=messages.c[name].type)
-            for name in message_store.INSERT_COLUMNS
-        ),
-        bumped.c.last_seq,
-    )
-    inserted = (
-        insert(messages)
-        .from_select([*message_store.INSERT_COLUMNS, "seq"], source)
-        .returning(messages.c.seq)
-        .cte("inserted")
-    )
+    inserted = message_store.pg_append_statement(bumped).cte("inserted")
     touched = (
         update(sessions)
         .where(

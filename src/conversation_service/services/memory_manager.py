@@ -27,6 +27,7 @@ from sqlalchemy import (
     select,
 )
 
+from conversation_service.config.constants import MAX_SEQ
 from conversation_service.db.reads import ReadConnection, ReadQuery, Row
 from conversation_service.db.tables import conversations_table as conversations
 from conversation_service.db.tables import messages_table as messages
@@ -54,7 +55,8 @@ from conversation_service.utils.memory_window import (
     select_window,
 )
 
-_TOKEN_COLUMN = {Encoding.CL100K: messages.c.tokens_cl100k, Encoding.O200K: messages.c.tokens_o200k}
+# The stored per-message (and per-summary) token count of each encoding.
+_TOKENS = {Encoding.CL100K: "tokens_cl100k", Encoding.O200K: "tokens_o200k"}
 _WINDOW_COLUMNS = (
     *message_store.MESSAGE_COLUMNS,
     messages.c.tokens_cl100k,
@@ -62,7 +64,6 @@ _WINDOW_COLUMNS = (
 )
 
 
-_SEQ_MAX = 2**62
 _SUMMARY_FIELDS = (
     "content",
     "version",
@@ -168,7 +169,7 @@ def resolve_policy(stored: dict[str, Any] | None, request: WindowRequest) -> Mem
 
 
 def _candidate(row: Row, encoding: Encoding) -> WindowCandidate:
-    tokens = row["tokens_o200k"] if encoding is Encoding.O200K else row["tokens_cl100k"]
+    tokens = row[_TOKENS[encoding]]
     metadata = row["metadata"]
     if not metadata:  # most messages: no pin, no tool links
         return WindowCandidate(seq=row["seq"], role=row["role"], tokens=tokens)
@@ -186,9 +187,6 @@ def _candidate(row: Row, encoding: Encoding) -> WindowCandidate:
         tool_call_ids=call_ids,
         tool_call_id=str(answered) if answered is not None else None,
     )
-
-
-_SUMMARY_TOKENS = {Encoding.CL100K: "tokens_cl100k", Encoding.O200K: "tokens_o200k"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +305,7 @@ class ConversationMemoryManager:
             and head["summary_version"] is not None
             else None
         )
-        summary_tokens = summary[_SUMMARY_TOKENS[policy.encoding]] if summary else 0
+        summary_tokens = summary[_TOKENS[policy.encoding]] if summary else 0
         floor = summary["covers_until_seq"] if summary else 0
         always = await self.conn.fetch(_ALWAYS, {"p_conversation_id": conversation_id})
         pinned = [_candidate(r, policy.encoding) for r in always]
@@ -343,10 +341,10 @@ class ConversationMemoryManager:
         """Newest-first rows after ``floor``, just enough to decide the window."""
         room = policy.max_tokens - fixed_tokens
         wanted = policy.last_n + 1 if policy.strategy is MemoryStrategy.LAST_N else None
-        column = _TOKEN_COLUMN[policy.encoding].key
+        column = _TOKENS[policy.encoding]
         rows: list[Row] = []
         spent = 0
-        below = _SEQ_MAX
+        below = MAX_SEQ
         while True:
             chunk = await self.conn.fetch(
                 _CHUNK,

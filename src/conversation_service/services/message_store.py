@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from conversation_service.config.constants import MAX_SEQ
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.reads import ReadConnection, ReadQuery
 from conversation_service.db.tables import conversations_table as conversations
@@ -442,9 +443,12 @@ def bump_statement() -> Any:
     )
 
 
-def _pg_append_statement() -> Any:
-    """One statement on PostgreSQL: bump the seq and insert the message with it."""
-    bumped = bump_statement().cte("bumped")
+def pg_append_statement(bumped: Any) -> Any:
+    """INSERT … FROM the ``bumped`` CTE: the message with the seq the bump returned.
+
+    With ``bumped = bump_statement().cte("bumped")`` it is the whole append in one statement on
+    PostgreSQL; ``services.fast_append`` adds its outbox rows and session touch around it.
+    """
     # Bind names must not be column names: a parameter dict whose keys match columns would
     # also become SET clauses of the CTE's UPDATE.
     source = select(
@@ -456,7 +460,7 @@ def _pg_append_statement() -> Any:
 
 # Built once: every append reuses the compiled form from SQLAlchemy's statement cache.
 _BUMP = bump_statement()
-_PG_APPEND = _pg_append_statement()
+_PG_APPEND = pg_append_statement(bump_statement().cte("bumped"))
 _INSERT = insert(messages)
 
 
@@ -500,9 +504,6 @@ async def _explain_refused_append(
     raise ConversationNotWritableError(
         f"conversation is {status}; set its status to active to add messages"
     )
-
-
-_SEQ_MAX = 2**62
 
 
 def _page_statement(ascending: bool) -> Any:
@@ -575,7 +576,7 @@ async def list_messages(
         "p_tenant_id": principal.tenant_id,
         "p_user_id": principal.user_id,
         "p_after": after_seq if after_seq is not None else -1,
-        "p_before": before_seq if before_seq is not None else _SEQ_MAX,
+        "p_before": before_seq if before_seq is not None else MAX_SEQ,
         "p_limit": limit + 1,
     }
     rows = await conn.fetch(_PAGE_ASC if order == "asc" else _PAGE_DESC, params)

@@ -325,14 +325,13 @@ class RateLimiter:
         bridge = self.storage.bridge
         now = self._clock()
         keys = [bridge.prefixed_key(item.key_for(*ids)) for _, item, ids in hits]
-        empty = [
-            index
-            for index, key in enumerate(keys)
-            if (block := self._blocks.get(key)) is None or block.left <= 0 or block.until <= now
-        ]
+        empty = []
         for index, key in enumerate(keys):
-            if index not in empty:
-                self._blocks[key].left -= 1
+            block = self._blocks.get(key)
+            if block is None or block.left <= 0 or block.until <= now:
+                empty.append(index)
+            else:
+                block.left -= 1
         if not empty:
             return None
         sizes = [_block_size(hits[index][1]) for index in empty]

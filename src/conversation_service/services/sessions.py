@@ -195,12 +195,6 @@ async def current_session(
     return to_out(row)
 
 
-async def current_session_id(conn: AsyncConnection, conversation_id: uuid.UUID) -> uuid.UUID | None:
-    """The active session's id, if any (for readers that need no ownership check)."""
-    row = await _current_row(conn, conversation_id)
-    return row["id"] if row is not None else None
-
-
 async def _current_row(conn: AsyncConnection, conversation_id: uuid.UUID) -> RowMapping | None:
     stmt = (
         select(sessions)
