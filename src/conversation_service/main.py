@@ -33,6 +33,7 @@ from conversation_service.routes import rate_limits as limited
 from conversation_service.routes import streaming as streaming_routes
 from conversation_service.routes import ws as ws_routes
 from conversation_service.routes.errors import install_error_handlers, problems
+from conversation_service.routes.fast import FastRoutes
 from conversation_service.routes.limits import BodyGuardMiddleware
 from conversation_service.routes.openai_errors import OpenAIErrorMiddleware, openai_errors
 from conversation_service.routes.webhooks import document_webhooks
@@ -162,6 +163,9 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
         responses=openai_errors(429),
     )
     chat_page.install(app, settings)
+    # Innermost: the fast twins see bodies BodyGuard has checked, and requests the context
+    # middleware has given an id (and will count in the metrics).
+    app.add_middleware(FastRoutes, enabled=settings.fast_routes)
     app.add_middleware(
         BodyGuardMiddleware,
         max_bytes=settings.max_body_bytes,

@@ -90,6 +90,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.fast_routes = Counter(
+            "http_fast_route_requests_total",
+            "Requests a fast twin (routes.fast) served, or declined to FastAPI's route.",
+            ["route", "outcome"],
+            registry=self.registry,
+        )
 
 
 class RequestContextMiddleware:

@@ -59,6 +59,29 @@ def problem_response(error: ServiceError, instance: str) -> ProblemResponse:
     return ProblemResponse(body, status_code=error.status, headers=error.headers)
 
 
+def problem_for(exc: Exception, instance: str) -> ProblemResponse:
+    """Problem details for any exception a handler lets escape (the fast routes use it too)."""
+    if isinstance(exc, ServiceError):
+        return problem_response(exc, instance)
+    if isinstance(exc, IntegrityError):
+        # A constraint caught a race the service could not see (e.g. two replicas); the
+        # transaction was rolled back, so the client may retry.
+        log.warning("integrity conflict", extra={"path": instance, "error": str(exc)[:200]})
+        return problem_response(ConflictError("conflicting concurrent change; retry"), instance)
+    if isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    ):
+        # A lost connection (server restart, pg_terminate_backend, failover) or a busy database
+        # is worth a retry: 503, and the pool replaces the connection. Anything else is a bug.
+        log.warning("database unavailable", extra={"path": instance, "error": str(exc)[:200]})
+        error = ServiceUnavailableError(
+            "the database is unavailable; retry", headers={"Retry-After": "1"}
+        )
+        return problem_response(error, instance)
+    log.error("unhandled error", extra={"path": instance}, exc_info=exc)
+    return problem_response(ServiceError("internal error"), instance)
+
+
 def _validation_problem(exc: RequestValidationError, instance: str) -> ProblemResponse:
     errors = exc.errors()
     if any(err.get("type") == "json_invalid" for err in errors):
@@ -116,38 +139,15 @@ def install_error_handlers(app: FastAPI) -> None:
             response.headers["Allow"] = ", ".join(_allowed_methods(request))
         return response
 
-    async def on_integrity_error(request: Request, exc: Exception) -> Response:
-        # A constraint caught a race the service could not see (e.g. two replicas); the
-        # transaction was rolled back, so the client may retry.
-        log.warning("integrity conflict", extra={"path": request.url.path, "error": str(exc)[:200]})
-        return problem_response(
-            ConflictError("conflicting concurrent change; retry"), request.url.path
-        )
-
-    async def on_database_error(request: Request, exc: Exception) -> Response:
-        # A lost connection (server restart, pg_terminate_backend, failover) or a busy database
-        # is worth a retry: 503, and the pool replaces the connection. Anything else is a bug.
-        assert isinstance(exc, DBAPIError)
-        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
-            log.warning(
-                "database unavailable", extra={"path": request.url.path, "error": str(exc)[:200]}
-            )
-            error = ServiceUnavailableError(
-                "the database is unavailable; retry", headers={"Retry-After": "1"}
-            )
-            return problem_response(error, request.url.path)
-        return await on_unexpected(request, exc)
-
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", extra={"path": request.url.path})
-        return problem_response(ServiceError("internal error"), request.url.path)
+    async def on_other_error(request: Request, exc: Exception) -> Response:
+        return problem_for(exc, request.url.path)
 
     app.add_exception_handler(ServiceError, on_service_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(IntegrityError, on_integrity_error)
-    app.add_exception_handler(DBAPIError, on_database_error)
-    app.add_exception_handler(Exception, on_unexpected)
+    app.add_exception_handler(IntegrityError, on_other_error)
+    app.add_exception_handler(DBAPIError, on_other_error)
+    app.add_exception_handler(Exception, on_other_error)
 
 
 PROBLEM_SCHEMA: dict[str, Any] = {

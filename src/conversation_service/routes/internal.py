@@ -21,6 +21,7 @@ from conversation_service.models.memory import (
     OpenAIContext,
 )
 from conversation_service.models.session import SessionContext, SessionContextPatch
+from conversation_service.resources import Resources
 from conversation_service.routes.deps import AfterCommit, ResourcesDep, UnitOfWork, internal_service
 from conversation_service.routes.errors import problems
 from conversation_service.routes.messages import JSONBytesResponse
@@ -57,13 +58,19 @@ async def get_context(
     format_: Annotated[Literal["native", "openai"], Query(alias="format")] = "native",
 ) -> Response:
     """The context window for the agent's next turn (policy defaults, overridable here)."""
+    request = WindowRequest(
+        strategy=strategy, max_tokens=max_tokens, last_n=last_n, encoding=encoding
+    )
+    return await context_window(resources, conversation_id, request, openai=format_ == "openai")
+
+
+async def context_window(
+    resources: Resources, conversation_id: uuid.UUID, request: WindowRequest, *, openai: bool
+) -> Response:
+    """The window behind the route and its fast twin (``routes.fast``)."""
     async with resources.reads.connection() as conn:
         window = await ConversationMemoryManager(conn).build_json(
-            conversation_id,
-            WindowRequest(
-                strategy=strategy, max_tokens=max_tokens, last_n=last_n, encoding=encoding
-            ),
-            openai=format_ == "openai",
+            conversation_id, request, openai=openai
         )
     return JSONBytesResponse(window)
 

@@ -13,6 +13,7 @@ from conversation_service.models.message import MessageCreate, MessageOut, Messa
 from conversation_service.resources import Resources
 from conversation_service.routes.deps import (
     AfterCommit,
+    AfterCommitHooks,
     CurrentUser,
     IdempotencyKey,
     ResourcesDep,
@@ -56,6 +57,19 @@ async def append_message(
     resources: ResourcesDep,
 ) -> Response:
     """Append a user message; retry safely with an ``Idempotency-Key`` header."""
+    return await append(resources, user, conversation_id, body, key, hooks)
+
+
+async def append(
+    resources: Resources,
+    user: Principal,
+    conversation_id: uuid.UUID,
+    body: MessageCreate,
+    key: str | None,
+    hooks: AfterCommitHooks,
+) -> Response:
+    """The append behind the route and its fast twin (``routes.fast``): write, then queue the
+    relay hand-off and the events on ``hooks``."""
     result = None
     if key is None and isinstance(resources.reads, AsyncpgReads):
         result = await _append_in_one_statement(resources, user, conversation_id, body)
@@ -111,6 +125,30 @@ async def list_messages(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
     """A page of history by ``seq`` (keyset: ``after_seq``/``before_seq`` or ``cursor``)."""
+    return await list_page(
+        resources,
+        user,
+        conversation_id,
+        after_seq=after_seq,
+        before_seq=before_seq,
+        order=order,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+async def list_page(
+    resources: Resources,
+    user: Principal,
+    conversation_id: uuid.UUID,
+    *,
+    after_seq: int | None,
+    before_seq: int | None,
+    order: Literal["asc", "desc"],
+    limit: int,
+    cursor: str | None,
+) -> Response:
+    """The history page behind the route and its fast twin (``routes.fast``)."""
     async with resources.reads.connection() as conn:
         page = await message_store.list_messages(
             conn,

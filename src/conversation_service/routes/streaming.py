@@ -21,6 +21,7 @@ from conversation_service.models.streaming import (
     StreamFail,
     StreamResult,
 )
+from conversation_service.resources import Resources
 from conversation_service.routes.deps import (
     AfterCommit,
     ResourcesDep,
@@ -70,6 +71,13 @@ async def append_deltas(
     conversation_id: uuid.UUID, message_id: uuid.UUID, body: DeltasIn, resources: ResourcesDep
 ) -> Response:
     """Publish chunks of a streaming message at once; a re-sent ``index`` is ignored."""
+    return await publish_deltas(resources, conversation_id, message_id, body)
+
+
+async def publish_deltas(
+    resources: Resources, conversation_id: uuid.UUID, message_id: uuid.UUID, body: DeltasIn
+) -> Response:
+    """The delta publication behind the route and its fast twin (``routes.fast``)."""
     ids = await streaming.append_deltas(
         resources.events,
         streaming.StreamStore(resources.redis),
