@@ -1,6 +1,7 @@
 """The transactional outbox: work is recorded with the message and dispatched after commit,
 survives a Redis outage, and runs exactly once."""
 
+import asyncio
 import uuid
 
 from redis import Redis as SyncRedis
@@ -67,6 +68,31 @@ async def test_worker_processes_message_and_runs_each_job_once(queue_env: QueueE
     assert stored["metadata"]["text_stats"]["words"] == 8
     conversation = (await queue_env.client.get(f"/api/v1/conversations/{cid}")).json()
     assert conversation["sentiment"]["label"] == "positive"
+
+
+async def test_a_duplicate_from_the_batched_relay_path_still_runs_once(
+    queue_env: QueueEnv,
+) -> None:
+    cid = (await create_conversation(queue_env.client))["id"]
+    message = await post(queue_env, cid, "Thanks, that was really helpful.")
+    rows = await queue_env.jobs(message_id=uuid.UUID(message["id"]))
+    await queue_env.wait_dispatched(*(r["id"] for r in rows))
+    row = next(r for r in rows if r["kind"] == "process_message")
+    spec = JobSpec(
+        kind=JobKind.PROCESS_MESSAGE,
+        queue=queue_for(JobKind.PROCESS_MESSAGE),
+        tenant_id=row["tenant_id"],
+        conversation_id=row["conversation_id"],
+        message_id=row["message_id"],
+        id=row["id"],
+    )
+    # The batch path has no unique check: RQ takes the same id again.
+    dispatcher = queue_env.app.state.resources.relay.dispatcher
+    await asyncio.to_thread(dispatcher.dispatch_fresh, [spec])
+    await queue_env.run_worker()
+    jobs = {j["kind"]: j for j in await queue_env.jobs(message_id=uuid.UUID(message["id"]))}
+    assert jobs["process_message"]["status"] == "finished"
+    assert jobs["process_message"]["attempts"] == 1
 
 
 async def test_redis_outage_loses_nothing_and_runs_nothing_twice(

@@ -16,20 +16,24 @@ was committed when it started.
 """
 
 import asyncio
+import functools
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final, Protocol
 
 import aiosqlite
 import asyncpg  # type: ignore[import-untyped]
 import orjson
-from sqlalchemy import Dialect, Select
+from sqlalchemy import Dialect, Select, Uuid
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conversation_service.config.settings import ConversationSettings
+from conversation_service.db.types import UTCDateTime
 
 Row = Mapping[str, Any]
 
@@ -45,7 +49,8 @@ class _Compiled:
     literals: dict[str, Any]  # values the statement carries itself (e.g. a LIMIT 1)
     binds: Mapping[str, Callable[[Any], Any]]  # bind processors (SQLite: ids, times, JSON)
     keys: tuple[str, ...]  # result column names
-    results: tuple[Callable[[Any], Any] | None, ...]  # result processors, per column
+    # (column index, result processor) of the columns that need converting
+    processed: tuple[tuple[int, Callable[[Any], Any]], ...]
 
 
 class ReadQuery:
@@ -75,10 +80,58 @@ class ReadQuery:
                 literals=dict(compiled.params),
                 binds=binds,
                 keys=tuple(str(column.key) for column in columns),
-                results=tuple(column.type.result_processor(dialect, None) for column in columns),
+                processed=tuple(
+                    (index, result)
+                    for index, column in enumerate(columns)
+                    if (result := _result_processor(column.type, dialect)) is not None
+                ),
             )
             self._compiled[dialect.name] = found
         return found
+
+
+def _result_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """SQLAlchemy's result processor, or an equivalent one for the hot types on SQLite.
+
+    On SQLite a 50-message page converts 100 timestamps and 150 ids from text; SQLAlchemy's
+    processors (regex parsing, ``UUID(hex)``) cost about 3 µs each, a third of the page's CPU.
+    """
+    processor: Callable[[Any], Any] | None = type_.result_processor(dialect, None)
+    if dialect.name != "sqlite" or processor is None:
+        return processor
+    if isinstance(type_, UTCDateTime):
+        return functools.partial(_sqlite_utc, processor)
+    if isinstance(type_, Uuid):
+        return functools.partial(_sqlite_uuid, processor)
+    return processor
+
+
+def _sqlite_utc(fallback: Callable[[Any], Any], value: Any) -> Any:
+    # The engine stores naive UTC text ("2026-01-02 03:04:05.000006"); fromisoformat is C.
+    try:
+        return datetime.fromisoformat(value + "+00:00")
+    except (TypeError, ValueError):
+        return fallback(value)
+
+
+_new_object = object.__new__
+_set_slot = object.__setattr__
+_UNKNOWN_SAFETY = uuid.SafeUUID.unknown  # an enum member lookup costs more than the rest
+
+
+def _sqlite_uuid(fallback: Callable[[Any], Any], value: Any) -> Any:
+    # Ids are stored as 32 hex digits. A UUID's whole state is its two slots, so filling them
+    # directly gives the object UUID(hex) builds, without its string clean-up (3x faster).
+    if isinstance(value, str) and len(value) == 32:
+        try:
+            number = int(value, 16)
+        except ValueError:
+            return fallback(value)
+        made = _new_object(uuid.UUID)
+        _set_slot(made, "int", number)
+        _set_slot(made, "is_safe", _UNKNOWN_SAFETY)
+        return made
+    return fallback(value)
 
 
 class ReadConnection(Protocol):
@@ -206,20 +259,16 @@ class _SqliteReadConnection:
         binds = c.binds
         args = [binds[name](values[name]) if name in binds else values[name] for name in c.names]
         rows = await self.conn.execute_fetchall(c.sql, args)
-        keys, results = c.keys, c.results
-        return [
-            dict(
-                zip(
-                    keys,
-                    [
-                        value if process is None or value is None else process(value)
-                        for value, process in zip(row, results, strict=True)
-                    ],
-                    strict=True,
-                )
-            )
-            for row in rows
-        ]
+        keys, processed = c.keys, c.processed
+        out: list[Row] = []
+        for row in rows:
+            converted = list(row)
+            for index, process in processed:
+                value = converted[index]
+                if value is not None:
+                    converted[index] = process(value)
+            out.append(dict(zip(keys, converted, strict=True)))
+        return out
 
 
 class SqliteReads:

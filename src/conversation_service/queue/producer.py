@@ -12,8 +12,9 @@ the same id, and workers claim the row before running it, so nothing runs twice.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
+from typing import Any
 
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
@@ -52,25 +53,54 @@ class Dispatcher:
     def dispatch(self, spec: JobSpec, attempt: int = 0) -> str:
         """Enqueue one spec; an RQ job with the same id already there counts as dispatched."""
         rq_id = spec.rq_job_id(attempt)
-        intervals = (
-            self.settings.callback_retry_intervals
-            if spec.kind is JobKind.DELIVER_CALLBACK
-            else self.settings.job_retry_intervals
-        )
-        retries = spec.max_attempts - 1 - attempt
         # Already there (dispatched before): counts as dispatched.
         with contextlib.suppress(DuplicateJobError):
             self.queues[spec.queue].enqueue_call(
                 func=TASK_PATHS[spec.kind],
                 args=(str(spec.id),),
                 job_id=rq_id,
-                timeout=self.settings.job_timeout_seconds,
-                result_ttl=24 * 3600,
-                failure_ttl=7 * 24 * 3600,
-                retry=Retry(max=retries, interval=list(intervals)) if retries > 0 else None,
                 unique=True,
+                **self._options(spec, attempt),
             )
         return rq_id
+
+    def dispatch_fresh(self, specs: Sequence[JobSpec]) -> None:
+        """Enqueue just-committed specs (first attempt) in one pipeline: the relay's path.
+
+        RQ's batch enqueue has no ``unique`` check, and needs none here: only the relay
+        dispatches a fresh row, once, and the sweep leaves rows RQ holds alone. Should a
+        duplicate ever reach RQ (a relay delayed past the sweep's grace), the worker that runs
+        it second finds the row claimed and skips it. About half the CPU of ``dispatch`` per job
+        in batches (one round trip, no script).
+        """
+        by_queue: dict[str, list[Any]] = {}
+        for spec in specs:
+            by_queue.setdefault(spec.queue, []).append(
+                Queue.prepare_data(
+                    TASK_PATHS[spec.kind],
+                    args=(str(spec.id),),
+                    job_id=spec.rq_job_id(),
+                    **self._options(spec, 0),
+                )
+            )
+        with self.redis.pipeline() as pipe:
+            for name, datas in by_queue.items():
+                self.queues[name].enqueue_many(datas, pipeline=pipe)
+            pipe.execute()
+
+    def _options(self, spec: JobSpec, attempt: int) -> dict[str, Any]:
+        intervals = (
+            self.settings.callback_retry_intervals
+            if spec.kind is JobKind.DELIVER_CALLBACK
+            else self.settings.job_retry_intervals
+        )
+        retries = spec.max_attempts - 1 - attempt
+        return {
+            "timeout": self.settings.job_timeout_seconds,
+            "result_ttl": 24 * 3600,
+            "failure_ttl": 7 * 24 * 3600,
+            "retry": Retry(max=retries, interval=list(intervals)) if retries > 0 else None,
+        }
 
     def exists(self, rq_job_id: str) -> bool:
         """Whether RQ still holds a job with this id."""
@@ -119,19 +149,19 @@ class OutboxRelay:
             while not self._queue.empty() and len(batch) < SWEEP_BATCH:
                 batch.append(self._queue.get_nowait())
             try:
-                await self.dispatch(batch)
+                await asyncio.to_thread(self.dispatcher.dispatch_fresh, batch)
             except Exception:
                 log.warning("outbox relay could not dispatch; the sweep will", exc_info=True)
 
     async def dispatch(
         self, specs: list[JobSpec], attempts: dict[str, int] | None = None, *, mark: bool = False
     ) -> None:
-        """Enqueue specs (in a thread: RQ is blocking).
+        """Enqueue specs one by one with RQ's unique check (in a thread: RQ is blocking).
 
-        The hot path does not write the rows back: a dispatched row stays ``pending`` until a
-        worker claims it, and the sweep tells "dispatched" from "left behind" by asking RQ. That
-        keeps an append at one database transaction. The sweep's re-dispatches are ``mark``ed
-        ``queued`` with their new RQ id.
+        The relay (``dispatch_fresh``) does not write rows back: a dispatched row stays
+        ``pending`` until a worker claims it, and the sweep tells "dispatched" from "left
+        behind" by asking RQ. That keeps an append at one database transaction. The sweep's
+        re-dispatches, through here, are ``mark``ed ``queued`` with their new RQ id.
         """
         attempts = attempts or {}
         dispatched = await asyncio.to_thread(
