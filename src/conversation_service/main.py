@@ -13,6 +13,7 @@ from conversation_service import __version__
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.engine import assert_migrated, create_engine
 from conversation_service.db.reads import Reads, open_reads
+from conversation_service.db.writes import SqliteWriter, open_writer
 from conversation_service.observability import Metrics, RequestContextMiddleware
 from conversation_service.queue.producer import Dispatcher, OutboxRelay
 from conversation_service.resources import Resources, cursor_key
@@ -90,9 +91,11 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
             else None
         )
         reads: Reads | None = None
+        writer: SqliteWriter | None = None
         try:
             await assert_migrated(engine)
             reads = await open_reads(settings, engine)
+            writer = await open_writer(settings, engine)
             # Token tables load now, not on the first append (0.2-0.4 s).
             await asyncio.to_thread(preload_encoders)
             app.state.resources = Resources(
@@ -110,6 +113,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
                 relay=relay,
                 limiter=RateLimiter(settings, redis, metrics=limit_metrics),
                 agents=agents,
+                writer=writer,
             )
             relay.start()
             retention.start()
@@ -122,6 +126,8 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
             await agent_http.aclose()
             if reads is not None:
                 await reads.close()
+            if writer is not None:
+                await writer.close()
             rq_redis.close()
             await redis.aclose()
             await engine.dispose()

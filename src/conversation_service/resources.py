@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.reads import Reads
+from conversation_service.db.writes import SqliteWriter
 from conversation_service.observability import Metrics
 from conversation_service.queue.producer import OutboxRelay
 from conversation_service.services.agents import AgentDirectory
@@ -39,6 +40,8 @@ class Resources:
     limiter: RateLimiter
     # Agent validation through the orchestrator; None when CONVERSATION_ORCHESTRATOR_URL is unset.
     agents: AgentDirectory | None = None
+    # The hot writer (the common append in one transaction) on a SQLite file, else None.
+    writer: SqliteWriter | None = None
 
 
 def cursor_key(settings: ConversationSettings) -> bytes:

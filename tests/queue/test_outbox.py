@@ -1,7 +1,6 @@
 """The transactional outbox: work is recorded with the message and dispatched after commit,
 survives a Redis outage, and runs exactly once."""
 
-import asyncio
 import uuid
 
 from redis import Redis as SyncRedis
@@ -70,7 +69,7 @@ async def test_worker_processes_message_and_runs_each_job_once(queue_env: QueueE
     assert conversation["sentiment"]["label"] == "positive"
 
 
-async def test_a_duplicate_from_the_batched_relay_path_still_runs_once(
+async def test_the_relay_path_leaves_a_job_already_in_rq_alone(
     queue_env: QueueEnv,
 ) -> None:
     cid = (await create_conversation(queue_env.client))["id"]
@@ -86,9 +85,13 @@ async def test_a_duplicate_from_the_batched_relay_path_still_runs_once(
         message_id=row["message_id"],
         id=row["id"],
     )
-    # The batch path has no unique check: RQ takes the same id again.
-    dispatcher = queue_env.app.state.resources.relay.dispatcher
-    await asyncio.to_thread(dispatcher.dispatch_fresh, [spec])
+    # Enqueued again as the relay enqueues (RQ's unique script on the asyncio client).
+    relay = queue_env.app.state.resources.relay
+    await relay.enqueue_fresh([spec])
+    rq = relay.dispatcher.redis
+    assert (
+        rq.lrange(Queue(spec.queue, connection=rq).key, 0, -1).count(spec.rq_job_id().encode()) == 1
+    )
     await queue_env.run_worker()
     jobs = {j["kind"]: j for j in await queue_env.jobs(message_id=uuid.UUID(message["id"]))}
     assert jobs["process_message"]["status"] == "finished"

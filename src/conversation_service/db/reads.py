@@ -18,19 +18,20 @@ was committed when it started.
 import asyncio
 import functools
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 import aiosqlite
 import asyncpg  # type: ignore[import-untyped]
 import orjson
-from sqlalchemy import Dialect, Select, Uuid
+from sqlalchemy import Dialect, Uuid
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.selectable import ExecutableReturnsRows
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.types import UTCDateTime
@@ -52,13 +53,35 @@ class _Compiled:
     # (column index, result processor) of the columns that need converting
     processed: tuple[tuple[int, Callable[[Any], Any]], ...]
 
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        """The placeholders' values, through the bind processors (SQLite)."""
+        values = {**self.literals, **params}
+        binds = self.binds
+        return [binds[name](values[name]) if name in binds else values[name] for name in self.names]
+
+    def rows(self, raw: Iterable[Sequence[Any]]) -> list[Row]:
+        """Driver rows as mappings, through the result processors (SQLite)."""
+        keys, processed = self.keys, self.processed
+        out: list[Row] = []
+        for row in raw:
+            converted = list(row)
+            for index, process in processed:
+                value = converted[index]
+                if value is not None:
+                    converted[index] = process(value)
+            out.append(dict(zip(keys, converted, strict=True)))
+        return out
+
 
 class ReadQuery:
-    """A prebuilt select with named ``bindparam``s, compiled once per driver."""
+    """A prebuilt statement with named ``bindparam``s, compiled once per driver.
+
+    A select, or a write with or without RETURNING (``services.fast_append``).
+    """
 
     __slots__ = ("_compiled", "stmt")
 
-    def __init__(self, stmt: Select[Any]) -> None:
+    def __init__(self, stmt: ExecutableReturnsRows) -> None:
         self.stmt = stmt
         self._compiled: dict[str, _Compiled] = {}
 
@@ -73,7 +96,7 @@ class ReadQuery:
                 for name in set(names)
                 if (processor := compiled.binds[name].type.bind_processor(dialect)) is not None
             }
-            columns = tuple(self.stmt.selected_columns)
+            columns = tuple(self.stmt.exported_columns)
             found = _Compiled(
                 sql=str(compiled),
                 names=names,
@@ -152,8 +175,9 @@ class EngineReadConnection:
 
     async def fetch(self, query: ReadQuery, params: Mapping[str, Any]) -> Sequence[Row]:
         """All rows of ``query`` with ``params``."""
-        rows: Sequence[Row] = (await self.conn.execute(query.stmt, dict(params))).mappings().all()
-        return rows
+        result = await self.conn.execute(query.stmt, dict(params))
+        # RowMapping is keyed by columns as well as by names, which the type cannot narrow.
+        return cast(Sequence[Row], result.mappings().all())
 
 
 class _AsyncpgReadConnection:
@@ -255,20 +279,7 @@ class _SqliteReadConnection:
 
     async def fetch(self, query: ReadQuery, params: Mapping[str, Any]) -> Sequence[Row]:
         c = query.compiled(self.dialect)
-        values = {**c.literals, **params}
-        binds = c.binds
-        args = [binds[name](values[name]) if name in binds else values[name] for name in c.names]
-        rows = await self.conn.execute_fetchall(c.sql, args)
-        keys, processed = c.keys, c.processed
-        out: list[Row] = []
-        for row in rows:
-            converted = list(row)
-            for index, process in processed:
-                value = converted[index]
-                if value is not None:
-                    converted[index] = process(value)
-            out.append(dict(zip(keys, converted, strict=True)))
-        return out
+        return c.rows(await self.conn.execute_fetchall(c.sql, c.args(params)))
 
 
 class SqliteReads:
@@ -330,11 +341,19 @@ class SqliteReads:
             await conn.close()
 
 
+def sqlite_file(settings: ConversationSettings, engine: AsyncEngine) -> str | None:
+    """The path of the database when it is a SQLite file (not in memory), else None."""
+    database = make_url(settings.database_url).database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        return database
+    return None
+
+
 async def open_reads(settings: ConversationSettings, engine: AsyncEngine) -> Reads:
     """asyncpg on PostgreSQL, aiosqlite on a SQLite file, the engine's connection otherwise."""
     if engine.dialect.name == "postgresql":
         return await AsyncpgReads.open(settings)
-    database = make_url(settings.database_url).database
-    if engine.dialect.name == "sqlite" and database and database != ":memory:":
-        return SqliteReads(database, engine.dialect, size=SQLITE_READERS)
+    path = sqlite_file(settings, engine)
+    if path is not None:
+        return SqliteReads(path, engine.dialect, size=SQLITE_READERS)
     return EngineReads(engine)

@@ -71,8 +71,8 @@ async def append(
     """The append behind the route and its fast twin (``routes.fast``): write, then queue the
     relay hand-off and the events on ``hooks``."""
     result = None
-    if key is None and isinstance(resources.reads, AsyncpgReads):
-        result = await _append_in_one_statement(resources, user, conversation_id, body)
+    if key is None:
+        result = await _append_in_one_round_trip(resources, user, conversation_id, body)
     if result is None:
         async with resources.engine.begin() as conn:
             result = await message_store.append_user_message(
@@ -93,12 +93,21 @@ async def append(
     return JSONBytesResponse(result.message, status_code=201, headers=headers)
 
 
-async def _append_in_one_statement(
+async def _append_in_one_round_trip(
     resources: Resources, user: Principal, conversation_id: uuid.UUID, body: MessageCreate
 ) -> message_store.AppendResult | None:
-    """The common case on PostgreSQL (``services.fast_append``); None: take the general path."""
-    async with resources.reads.connection() as conn:
-        done = await fast_append.append(conn, user, conversation_id, body, resources.settings)
+    """The common case (``services.fast_append``); None: take the general path."""
+    if isinstance(resources.reads, AsyncpgReads):
+        async with resources.reads.connection() as conn:
+            done = await fast_append.append_pg(
+                conn, user, conversation_id, body, resources.settings
+            )
+    elif resources.writer is not None:
+        done = await fast_append.append_sqlite(
+            resources.writer, user, conversation_id, body, resources.settings
+        )
+    else:
+        return None
     if done is None:
         return None
     started = (

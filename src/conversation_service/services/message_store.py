@@ -443,24 +443,24 @@ def bump_statement() -> Any:
     )
 
 
-def pg_append_statement(bumped: Any) -> Any:
-    """INSERT … FROM the ``bumped`` CTE: the message with the seq the bump returned.
+def append_statement(seq: ColumnElement[int]) -> Any:
+    """INSERT … SELECT of the message in the ``m_<column>`` parameters, with ``seq``.
 
-    With ``bumped = bump_statement().cte("bumped")`` it is the whole append in one statement on
-    PostgreSQL; ``services.fast_append`` adds its outbox rows and session touch around it.
+    With ``bump_statement().cte("bumped").c.last_seq`` it is the whole append in one statement
+    on PostgreSQL; on SQLite ``seq`` is a parameter holding what the bump returned.
+    ``services.fast_append`` adds the outbox rows and the session touch around it.
     """
     # Bind names must not be column names: a parameter dict whose keys match columns would
     # also become SET clauses of the CTE's UPDATE.
     source = select(
-        *(bindparam(f"m_{name}", type_=messages.c[name].type) for name in INSERT_COLUMNS),
-        bumped.c.last_seq,
+        *(bindparam(f"m_{name}", type_=messages.c[name].type) for name in INSERT_COLUMNS), seq
     )
-    return insert(messages).from_select([*INSERT_COLUMNS, "seq"], source).returning(messages.c.seq)
+    return insert(messages).from_select([*INSERT_COLUMNS, "seq"], source)
 
 
 # Built once: every append reuses the compiled form from SQLAlchemy's statement cache.
 _BUMP = bump_statement()
-_PG_APPEND = pg_append_statement(bump_statement().cte("bumped"))
+_PG_APPEND = append_statement(bump_statement().cte("bumped").c.last_seq).returning(messages.c.seq)
 _INSERT = insert(messages)
 
 
