@@ -79,7 +79,15 @@ async def _side(app: FastAPI, caller: Caller) -> AsyncIterator[Side]:
             )
             assert response.status_code == 201, response.text
             streaming.append(response.json()["id"])
-        yield Side(app, client, conversation, streaming)
+        yield Side(app, client, conversation, list(streaming))
+        # Open streams sit in a set every deployment on this Redis database sweeps: close them.
+        for message_id in streaming:
+            response = await client.post(
+                f"/internal/v1/conversations/{conversation}/messages/{message_id}/complete",
+                json={},
+                headers=SERVICE,
+            )
+            assert response.status_code == 200, response.text
 
 
 @pytest.fixture
