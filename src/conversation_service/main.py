@@ -109,6 +109,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
                 in_flight=InFlightGate(),
                 metrics=metrics,
                 events=realtime.events,
+                streams=realtime.store,
                 live=realtime.live,
                 relay=relay,
                 limiter=RateLimiter(settings, redis, metrics=limit_metrics),
@@ -135,6 +136,9 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
     app = FastAPI(
         title="Conversation Service",
         version=__version__,
+        # Prometheus (/metrics) is the service's telemetry; FastAPI's OpenTelemetry hooks would
+        # ask the global providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         description=DESCRIPTION,
         lifespan=lifespan,
     )

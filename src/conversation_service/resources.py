@@ -15,6 +15,7 @@ from conversation_service.services.agents import AgentDirectory
 from conversation_service.services.auth import TokenVerifier
 from conversation_service.services.idempotency import InFlightGate
 from conversation_service.services.rate_limits import RateLimiter
+from conversation_service.services.streaming import StreamStore
 from conversation_service.utils.cursors import CursorCodec
 from conversation_service.websocket.connection_manager import ConnectionManager
 from conversation_service.websocket.events import EventPublisher
@@ -35,6 +36,8 @@ class Resources:
     in_flight: InFlightGate
     metrics: Metrics
     events: EventPublisher
+    # Redis state of streaming messages (scripts registered once, not per request).
+    streams: StreamStore
     live: ConnectionManager
     relay: OutboxRelay
     limiter: RateLimiter

@@ -56,7 +56,7 @@ async def create_agent_message(
 ) -> Response:
     """Append an agent, tool or system message; ``status: streaming`` opens it for deltas."""
     message = await streaming.create_agent_message(uow, conversation_id, body)
-    store = streaming.StreamStore(resources.redis)
+    store = resources.streams
     hooks.add(functools.partial(streaming.after_create, resources.events, store, message))
     return JSONBytesResponse(message, status_code=201)
 
@@ -80,7 +80,7 @@ async def publish_deltas(
     """The delta publication behind the route and its fast twin (``routes.fast``)."""
     ids = await streaming.append_deltas(
         resources.events,
-        streaming.StreamStore(resources.redis),
+        resources.streams,
         resources.engine,
         conversation_id,
         message_id,
@@ -99,7 +99,7 @@ async def complete_message(
     body: Annotated[StreamComplete | None, Body()] = None,
 ) -> StreamResult:
     """Persist the final content (default: the deltas joined) and publish ``message.completed``."""
-    store = streaming.StreamStore(resources.redis)
+    store = resources.streams
     outcome = await streaming.complete_message(
         uow, store, conversation_id, message_id, body or StreamComplete()
     )
@@ -123,7 +123,7 @@ async def fail_message(
     resources: ResourcesDep,
 ) -> StreamResult:
     """Mark the reply failed (partial content kept) and publish ``message.failed``."""
-    store = streaming.StreamStore(resources.redis)
+    store = resources.streams
     outcome = await streaming.fail_message(uow, store, conversation_id, message_id, body.error)
     hooks.add(functools.partial(streaming.after_finish, resources.events, store, outcome))
     return StreamResult(message=outcome.message)
