@@ -2,6 +2,7 @@
 survives a Redis outage, and runs exactly once."""
 
 import uuid
+from typing import Any
 
 from redis import Redis as SyncRedis
 from rq import Queue
@@ -32,6 +33,18 @@ async def test_append_records_jobs_and_relay_queues_them_on_high(queue_env: Queu
     assert rows[0]["id"].hex in " ".join(high.job_ids)
 
 
+def _processing_spec(row: Any) -> JobSpec:
+    """The spec of a message's ``process_message`` row, as the relay or a sweep sends it."""
+    return JobSpec(
+        kind=JobKind.PROCESS_MESSAGE,
+        queue=queue_for(JobKind.PROCESS_MESSAGE),
+        tenant_id=row["tenant_id"],
+        conversation_id=row["conversation_id"],
+        message_id=row["message_id"],
+        id=row["id"],
+    )
+
+
 async def test_worker_processes_message_and_runs_each_job_once(queue_env: QueueEnv) -> None:
     cid = (await create_conversation(queue_env.client))["id"]
     message = await post(queue_env, cid, "¡Hola! Me encanta este servicio, funciona de maravilla.")
@@ -40,18 +53,7 @@ async def test_worker_processes_message_and_runs_each_job_once(queue_env: QueueE
     # Dispatch the same row again, as a confused sweep would: RQ refuses the duplicate id.
     row = (await queue_env.jobs(message_id=uuid.UUID(message["id"])))[0]
     relay = queue_env.app.state.resources.relay
-    await relay.dispatch(
-        [
-            JobSpec(
-                kind=JobKind.PROCESS_MESSAGE,
-                queue=queue_for(JobKind.PROCESS_MESSAGE),
-                tenant_id=row["tenant_id"],
-                conversation_id=row["conversation_id"],
-                message_id=row["message_id"],
-                id=row["id"],
-            )
-        ]
-    )
+    await relay.dispatch([_processing_spec(row)])
     await queue_env.run_worker()
     jobs = await queue_env.jobs(message_id=uuid.UUID(message["id"]))
     by_kind = {j["kind"]: j for j in jobs}
@@ -77,14 +79,7 @@ async def test_the_relay_path_leaves_a_job_already_in_rq_alone(
     rows = await queue_env.jobs(message_id=uuid.UUID(message["id"]))
     await queue_env.wait_dispatched(*(r["id"] for r in rows))
     row = next(r for r in rows if r["kind"] == "process_message")
-    spec = JobSpec(
-        kind=JobKind.PROCESS_MESSAGE,
-        queue=queue_for(JobKind.PROCESS_MESSAGE),
-        tenant_id=row["tenant_id"],
-        conversation_id=row["conversation_id"],
-        message_id=row["message_id"],
-        id=row["id"],
-    )
+    spec = _processing_spec(row)
     # Enqueued again as the relay enqueues (RQ's unique script on the asyncio client).
     relay = queue_env.app.state.resources.relay
     await relay.enqueue_fresh([spec])

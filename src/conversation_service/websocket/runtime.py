@@ -1,13 +1,13 @@
 """The realtime parts the app lifespan starts and stops: publisher, live hub, idle sweeper."""
 
 import asyncio
-import contextlib
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.services import streaming
+from conversation_service.utils.tasks import stop_task
 from conversation_service.websocket.connection_manager import ConnectionManager
 from conversation_service.websocket.events import EventPublisher
 
@@ -43,7 +43,5 @@ class Realtime:
     async def stop(self) -> None:
         """Close every live client (1012) and stop the background tasks."""
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await stop_task(self._sweeper)
         await self.live.stop()
