@@ -36,3 +36,6 @@ READINESS_TIMEOUT: Final = 2.0
 
 # Port of the embedded Valkey server the launcher starts when no Redis URL is configured.
 EMBEDDED_REDIS_PORT: Final = 6399
+
+# Opaque pagination cursors are refused past this length before they are decoded.
+MAX_CURSOR_CHARS: Final = 512

@@ -40,6 +40,7 @@ from conversation_service.queue.jobs import (
     spec_from_row,
 )
 from conversation_service.utils.clock import utcnow
+from conversation_service.utils.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 SWEEP_LOCK = "cs:outbox-sweep-lock"
@@ -139,11 +140,7 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         """Stop the loops; undispatched rows stay pending for the next sweep."""
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            # Bounded: a dispatch running in a thread finishes on its own; shutdown never hangs.
-            await asyncio.wait(self._tasks, timeout=2.0)
+        await stop_tasks(*self._tasks)
 
     async def _relay_loop(self) -> None:
         while True:

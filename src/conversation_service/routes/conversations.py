@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from conversation_service.config.constants import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from conversation_service.config.constants import DEFAULT_PAGE_SIZE, MAX_CURSOR_CHARS, MAX_PAGE_SIZE
 from conversation_service.errors import ValidationError
 from conversation_service.models.common import IsoDateTime, Page, Tag, utc_bound
 from conversation_service.models.conversation import (
@@ -65,7 +65,7 @@ async def list_conversations(
     updated_after: IsoDateTime | None = None,
     updated_before: IsoDateTime | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS)] = None,
 ) -> Page[ConversationOut]:
     """List the caller's conversations, newest first; filter with ``metadata.<key>=<value>``."""
     filters = ConversationFilters(

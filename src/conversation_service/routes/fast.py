@@ -27,7 +27,12 @@ import pydantic
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from conversation_service.config.constants import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_SEQ
+from conversation_service.config.constants import (
+    DEFAULT_PAGE_SIZE,
+    MAX_CURSOR_CHARS,
+    MAX_PAGE_SIZE,
+    MAX_SEQ,
+)
 from conversation_service.models.memory import Encoding, MemoryStrategy
 from conversation_service.models.message import MessageCreate
 from conversation_service.models.streaming import DeltasIn
@@ -48,7 +53,8 @@ _DELTAS = re.compile(rf"/internal/v1/conversations/({_UUID})/messages/({_UUID})/
 _DIGITS = re.compile(r"0|[1-9][0-9]{0,18}")
 _STRATEGIES = frozenset(MemoryStrategy)
 _ENCODINGS = frozenset(Encoding)
-_MAX_CURSOR_CHARS = 512
+_PAGE_PARAMS = frozenset({"after_seq", "before_seq", "order", "limit", "cursor"})
+_WINDOW_PARAMS = frozenset({"strategy", "max_tokens", "last_n", "encoding", "format"})
 _Body = TypeVar("_Body", MessageCreate, DeltasIn)
 
 
@@ -99,10 +105,8 @@ class FastRoutes:
             await self.app(scope, replay_body(body, receive) if has_body else receive, send)
             return
         except Exception as exc:
-            scope["route"] = template
             response = problem_for(exc, scope["path"])
-        else:
-            scope["route"] = template
+        scope["route"] = template
         resources.metrics.fast_routes.labels(template.path, "served").inc()
         await response(scope, receive, send)
 
@@ -128,12 +132,12 @@ class FastRoutes:
 
 
 async def _list(resources: Resources, scope: Scope, ids: tuple[str, ...], _: bytes) -> Response:
-    query = _query(scope, frozenset({"after_seq", "before_seq", "order", "limit", "cursor"}))
+    query = _query(scope, _PAGE_PARAMS)
     order = query.get("order", "asc")
     if order not in ("asc", "desc"):
         raise _DeclinedError
     cursor = query.get("cursor")
-    if cursor is not None and len(cursor) > _MAX_CURSOR_CHARS:
+    if cursor is not None and len(cursor) > MAX_CURSOR_CHARS:
         raise _DeclinedError
     user = await _user(resources, scope, message=False)
     return await list_page(
@@ -160,7 +164,7 @@ async def _append(resources: Resources, scope: Scope, ids: tuple[str, ...], raw:
 
 
 async def _context(resources: Resources, scope: Scope, ids: tuple[str, ...], _: bytes) -> Response:
-    query = _query(scope, frozenset({"strategy", "max_tokens", "last_n", "encoding", "format"}))
+    query = _query(scope, _WINDOW_PARAMS)
     strategy = query.get("strategy")
     encoding = query.get("encoding")
     format_ = query.get("format", "native")

@@ -6,7 +6,12 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Query, Response, status
 
-from conversation_service.config.constants import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_SEQ
+from conversation_service.config.constants import (
+    DEFAULT_PAGE_SIZE,
+    MAX_CURSOR_CHARS,
+    MAX_PAGE_SIZE,
+    MAX_SEQ,
+)
 from conversation_service.db.reads import AsyncpgReads
 from conversation_service.models.common import Page
 from conversation_service.models.message import MessageCreate, MessageOut, MessageUpdate
@@ -131,7 +136,7 @@ async def list_messages(
     before_seq: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
     order: Literal["asc", "desc"] = "asc",
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS)] = None,
 ) -> Response:
     """A page of history by ``seq`` (keyset: ``after_seq``/``before_seq`` or ``cursor``)."""
     return await list_page(

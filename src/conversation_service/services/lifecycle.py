@@ -69,7 +69,7 @@ from conversation_service.services import conversation_manager
 from conversation_service.services.auth import Principal
 from conversation_service.services.sessions import context_key
 from conversation_service.utils.clock import utcnow
-from conversation_service.utils.tasks import stop_task
+from conversation_service.utils.tasks import stop_tasks
 from conversation_service.websocket.events import (
     OPEN_STREAMS_KEY,
     EventPublisher,
@@ -451,7 +451,7 @@ class RetentionScheduler:
     async def stop(self) -> None:
         """Stop scheduling."""
         if self._task is not None:
-            await stop_task(self._task)
+            await stop_tasks(self._task)
             self._task = None
 
     async def schedule_due(self) -> JobSpec | None:

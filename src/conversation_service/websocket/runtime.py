@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.services import streaming
-from conversation_service.utils.tasks import stop_task
+from conversation_service.utils.tasks import stop_tasks
 from conversation_service.websocket.connection_manager import ConnectionManager
 from conversation_service.websocket.events import EventPublisher
 
@@ -43,5 +43,5 @@ class Realtime:
     async def stop(self) -> None:
         """Close every live client (1012) and stop the background tasks."""
         if self._sweeper is not None:
-            await stop_task(self._sweeper)
+            await stop_tasks(self._sweeper)
         await self.live.stop()
