@@ -126,10 +126,14 @@ async def test_terminated_connections_lose_no_accepted_message_and_duplicate_non
         # The pool recovers without a restart. No pre-ping (it would cost every checkout a round
         # trip, about 0.2 ms here): the one request that meets a connection killed by the last
         # round gets a 503, which invalidates the whole pool, and everything after it works.
+        # ``GET /conversations/{id}`` reads through the engine's pool (the one whose connections
+        # were killed); the message list reads through the hot-read pool, which must be unharmed.
         after: Counter[int] = Counter()
         for cid in conversations * 6:
+            after[(await client.get(f"/api/v1/conversations/{cid}")).status_code] += 1
             after[(await client.get(f"/api/v1/conversations/{cid}/messages")).status_code] += 1
         assert after[503] <= 1, after
+        assert after[200] >= len(conversations) * 12 - 1, after
 
     assert kills > 0, "no connection was terminated: the test proved nothing"
     assert statuses[503] > 0, "no request met a terminated connection"
