@@ -6,6 +6,7 @@ so no window can roll over mid-test. Counters are keyed by hashed ids of fresh u
 service keys, so no two tests (or test runs sharing a Redis) count against each other.
 """
 
+import asyncio
 import hashlib
 import logging
 import uuid
@@ -45,7 +46,13 @@ from tests.websocket.helpers import serve, wait_until, ws_client
 @asynccontextmanager
 async def limited_app(settings: ConversationSettings, **limits: Any) -> AsyncIterator[FastAPI]:
     """An app on the session's database and Redis with the given rate-limit settings."""
-    values = {"redis_url": settings.effective_redis_url(), **limits}
+    # A generous check timeout: on a busy machine a 0.5 s check can fail open and let through
+    # the request a test expects refused. Fail-open tests point at a dead Redis, so this does not slow them.
+    values = {
+        "redis_url": settings.effective_redis_url(),
+        "rate_limit_check_timeout": 5.0,
+        **limits,
+    }
     app = create_app(make_settings(settings.database_url, **values))
     async with app.router.lifespan_context(app):
         yield app
@@ -366,6 +373,33 @@ async def test_after_a_failure_requests_skip_redis_until_it_is_worth_trying_agai
         assert await limiter.acquire_connection(principal) is not None  # WebSockets too
     finally:
         await redis.aclose()
+
+
+async def test_a_redis_that_never_answers_fails_open_after_the_check_timeout(
+    settings: ConversationSettings,
+) -> None:
+    """A hung Redis (connection accepted, no reply) costs a request at most the check timeout."""
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # reads every command, answers none, until the client hangs up
+        writer.close()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hung = make_settings(
+        settings.database_url, f"redis://127.0.0.1:{port}/0", rate_limit_check_timeout=0.2
+    )
+    redis = Redis.from_url(hung.effective_redis_url())
+    metrics = RateLimitMetrics(CollectorRegistry())
+    limiter = RateLimiter(hung, redis, metrics=metrics)
+    try:
+        async with asyncio.timeout(30):  # a guard against a hang, not a timing
+            await limiter.check_user(Principal(tenant_id="t", user_id="u"))
+        assert limiter.status() == DEGRADED
+        assert metrics.fail_open._value.get() == 1
+    finally:
+        await redis.aclose()
+        server.close()
 
 
 async def test_blocks_taken_by_two_replicas_never_exceed_the_limit(

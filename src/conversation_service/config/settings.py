@@ -125,6 +125,9 @@ class ConversationSettings(BaseSettings):
     rate_limit_strategy: str = Field(
         default="fixed-window", pattern="^(fixed-window|sliding-window-counter|moving-window)$"
     )
+    # A check Redis has not answered in this many seconds fails open: a slow Redis must not slow
+    # every request.
+    rate_limit_check_timeout: float = Field(default=0.5, gt=0, le=10)
 
     # Data lifecycle (services.lifecycle): None turns a rule off.
     retention_archive_after_days: int | None = Field(default=None, ge=1)

@@ -36,7 +36,8 @@ problem details with ``Retry-After`` and the IETF draft ``RateLimit-Limit``,
 Identifiers are hashed before they become Redis keys, so no tenant or user id is stored in
 Redis by the limiter (``forget`` also clears a user's counters when their data is erased).
 
-Fail-open: when Redis does not answer (error or ``CHECK_TIMEOUT``), the request is let through,
+Fail-open: when Redis does not answer (error, or no answer within
+``settings.rate_limit_check_timeout``, 0.5 s by default), the request is let through,
 a warning is logged (once, then at most every ``LOG_INTERVAL`` seconds while it lasts), readiness
 reports ``"rate_limiter": "degraded (fail-open)"``, and for ``RETRY_SECONDS`` no request waits on
 Redis again (then one request probes it while the others pass), so an outage of Redis costs the
@@ -75,8 +76,6 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX: Final = "cs:rl"
 WS_KEY_PREFIX: Final = "cs:ws-slots:"
-# A check that takes longer than this fails open: a slow Redis must not slow every request.
-CHECK_TIMEOUT: Final = 0.5
 # After a failure, requests skip the limiter for this long before one tries Redis again.
 RETRY_SECONDS: Final = 2.0
 LOG_INTERVAL: Final = 60.0
@@ -239,6 +238,7 @@ class RateLimiter:
         self.messages = Quota.parse("messages", settings.rate_limit_messages)
         self.internal = Quota.parse("internal", settings.rate_limit_internal)
         self.ws_connections = settings.rate_limit_ws_connections
+        self.check_timeout = settings.rate_limit_check_timeout
         self.lease_script = redis.register_script(_LEASE)
         self._blocks: dict[str, _Block] = {}
         self._retry_seconds = retry_seconds
@@ -306,7 +306,7 @@ class RateLimiter:
         hits = [(quota, item, ids) for quota, ids in checks for item in quota.items]
         self._probing = self._degraded
         try:
-            async with asyncio.timeout(CHECK_TIMEOUT):
+            async with asyncio.timeout(self.check_timeout):
                 refused = await (self._hit_batched(hits) if self.batched else self._hit(hits))
         except _UNAVAILABLE as exc:
             self._failed(exc)
