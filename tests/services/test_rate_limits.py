@@ -47,7 +47,7 @@ from tests.websocket.helpers import serve, wait_until, ws_client
 async def limited_app(settings: ConversationSettings, **limits: Any) -> AsyncIterator[FastAPI]:
     """An app on the session's database and Redis with the given rate-limit settings."""
     # A generous check timeout: on a busy machine a 0.5 s check can fail open and let through
-    # the request a test expects refused. Fail-open tests point at a dead Redis, so this does not slow them.
+    # the request a test expects refused. Fail-open tests use a dead Redis: no slower for it.
     values = {
         "redis_url": settings.effective_redis_url(),
         "rate_limit_check_timeout": 5.0,
