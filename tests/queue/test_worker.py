@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,49 @@ async def test_a_pool_keeps_a_process_for_high_and_replaces_it_when_it_dies(
                 if pid != pool.pid:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
+        redis.close()
+
+
+def _registered_children(redis: SyncRedis, pid: int) -> set[int]:
+    return set(_live_workers(redis)) & set(_children(pid))
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+@pytest.mark.parametrize("moment", ["forked", "registered"])
+async def test_a_pool_stopped_while_its_workers_start_exits(
+    queue_env: QueueEnv, moment: str
+) -> None:
+    """SIGINT while the pool's processes start up (before RQ installs a worker's handlers, or
+    while it forks its scheduler) stops them all: none swallows the signal and runs on."""
+    redis = SyncRedis.from_url(queue_env.settings.effective_redis_url())
+    try:
+        for _ in range(4):
+            pool = queue_env.start_worker("--pool", "2")
+            pid = pool.pid
+            try:
+                if moment == "forked":
+                    await queue_env.wait_until(partial(_children, pid), what="a process")
+                else:
+                    await queue_env.wait_until(
+                        partial(_registered_children, redis, pid),
+                        what="a registered worker",
+                    )
+                pool.send_signal(signal.SIGINT)
+                await asyncio.to_thread(pool.wait, 30)  # a guard against a hang, not a timing
+            finally:
+                for child in _children(pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child, signal.SIGKILL)
+                if pool.poll() is None:
+                    pool.kill()
+                    pool.wait()
+    finally:
         redis.close()
 
 
