@@ -4,10 +4,11 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import Uuid
 from sqlalchemy.dialects import sqlite
 
-from conversation_service.db.reads import _result_processor
+from conversation_service.db.reads import ReadQuery, _result_processor
 from conversation_service.db.types import UTCDateTime
 
 DIALECT = sqlite.dialect()  # type: ignore[no-untyped-call]
@@ -62,3 +63,31 @@ def test_malformed_sqlite_id_fails_as_sqlalchemy_does() -> None:
     with pytest.raises(ValueError, match="invalid literal") as raised:
         fast("z" * 32)
     assert str(raised.value) == str(expected.value)
+
+
+def test_one_result_shares_equal_ids_and_times_but_never_json() -> None:
+    """Equal stored ids and times convert once per result; JSON (mutable) converts per row."""
+    table = sa.Table(
+        "t",
+        sa.MetaData(),
+        sa.Column("id", Uuid()),
+        sa.Column("owner", Uuid()),
+        sa.Column("created_at", UTCDateTime()),
+        sa.Column("updated_at", UTCDateTime()),
+        sa.Column("meta", sa.JSON()),
+    )
+    compiled = ReadQuery(sa.select(table)).compiled(DIALECT)
+    owner, when = uuid.uuid4(), "2026-12-02 04:12:45.123456"
+    first, second = uuid.uuid4(), uuid.uuid4()
+    rows = compiled.rows(
+        [
+            (first.hex, owner.hex, when, when, '{"a": 1}'),
+            (second.hex, owner.hex, when, "2026-12-02 04:12:46.000000", '{"a": 1}'),
+        ]
+    )
+    assert [row["id"] for row in rows] == [first, second]
+    assert rows[0]["owner"] is rows[1]["owner"] == owner
+    assert rows[0]["created_at"] is rows[0]["updated_at"] is rows[1]["created_at"]
+    assert rows[1]["updated_at"] == datetime(2026, 12, 2, 4, 12, 46, tzinfo=UTC)
+    assert rows[0]["meta"] == rows[1]["meta"] == {"a": 1}
+    assert rows[0]["meta"] is not rows[1]["meta"]

@@ -16,6 +16,7 @@ was committed when it started.
 """
 
 import asyncio
+import dataclasses
 import functools
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -52,6 +53,10 @@ class _Compiled:
     keys: tuple[str, ...]  # result column names
     # (column index, result processor) of the columns that need converting
     processed: tuple[tuple[int, Callable[[Any], Any]], ...]
+    # Columns whose processor returns an immutable value (SQLite ids and times): within one
+    # result, equal stored values share one converted object (a window's rows all carry the
+    # same conversation id, and most rows the same creation and update time).
+    shared: Mapping[int, type] = dataclasses.field(default_factory=dict)  # column: its type
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:
         """The placeholders' values, through the bind processors (SQLite)."""
@@ -61,13 +66,24 @@ class _Compiled:
 
     def rows(self, raw: Iterable[Sequence[Any]]) -> list[Row]:
         """Driver rows as mappings, through the result processors (SQLite)."""
-        keys, processed = self.keys, self.processed
+        keys, processed, shared = self.keys, self.processed, self.shared
+        seen: dict[Any, Any] = {}
         out: list[Row] = []
         for row in raw:
             converted = list(row)
             for index, process in processed:
                 value = converted[index]
-                if value is not None:
+                if value is None:
+                    continue
+                kind = shared.get(index)
+                if kind is not None:
+                    # Keyed by type too: an id and a time never share an entry.
+                    key = (kind, value)
+                    made = seen.get(key)
+                    if made is None:
+                        made = seen[key] = process(value)
+                    converted[index] = made
+                else:
                     converted[index] = process(value)
             out.append(dict(zip(keys, converted, strict=True)))
         return out
@@ -97,20 +113,30 @@ class ReadQuery:
                 if (processor := compiled.binds[name].type.bind_processor(dialect)) is not None
             }
             columns = tuple(self.stmt.exported_columns)
+            processed = tuple(
+                (index, result)
+                for index, column in enumerate(columns)
+                if (result := _result_processor(column.type, dialect)) is not None
+            )
             found = _Compiled(
                 sql=str(compiled),
                 names=names,
                 literals=dict(compiled.params),
                 binds=binds,
                 keys=tuple(str(column.key) for column in columns),
-                processed=tuple(
-                    (index, result)
-                    for index, column in enumerate(columns)
-                    if (result := _result_processor(column.type, dialect)) is not None
-                ),
+                processed=processed,
+                shared={
+                    index: type(columns[index].type)
+                    for index, _ in processed
+                    if dialect.name == "sqlite" and isinstance(columns[index].type, _IMMUTABLE)
+                },
             )
             self._compiled[dialect.name] = found
         return found
+
+
+# Column types whose Python values are immutable (a converted value may be shared).
+_IMMUTABLE: Final = (UTCDateTime, Uuid)
 
 
 def _result_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
