@@ -19,11 +19,11 @@ import asyncio
 import dataclasses
 import functools
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, Protocol, TypeVar, cast
 
 import aiosqlite
 import asyncpg  # type: ignore[import-untyped]
@@ -183,12 +183,45 @@ def _sqlite_uuid(fallback: Callable[[Any], Any], value: Any) -> Any:
     return fallback(value)
 
 
+T = TypeVar("T")
+# A read that depends on earlier ones, as a generator: it yields each (query, params) it needs,
+# is sent that read's rows, and returns its result. ``ReadConnection.run`` drives it; on SQLite
+# the whole plan runs in one hop to the connection's thread instead of one hop per read.
+ReadPlan = Generator[tuple["ReadQuery", Mapping[str, Any]], Sequence[Row], T]
+
+
 class ReadConnection(Protocol):
     """One connection for a few reads."""
 
     async def fetch(self, query: ReadQuery, params: Mapping[str, Any]) -> Sequence[Row]:
         """All rows of ``query`` with ``params``."""
         ...
+
+    async def run(self, plan: ReadPlan[T]) -> T:
+        """Run the reads ``plan`` asks for, in order; its result."""
+        ...
+
+
+async def _run_async(conn: ReadConnection, plan: ReadPlan[T]) -> T:
+    """Drive ``plan`` with one awaited ``fetch`` per read."""
+    try:
+        step = next(plan)
+        while True:
+            step = plan.send(await conn.fetch(*step))
+    except StopIteration as done:
+        return cast(T, done.value)
+
+
+def _run_sync(
+    fetch: Callable[[ReadQuery, Mapping[str, Any]], Sequence[Row]], plan: ReadPlan[T]
+) -> T:
+    """Drive ``plan`` with a blocking ``fetch`` (on a SQLite connection's thread)."""
+    try:
+        step = next(plan)
+        while True:
+            step = plan.send(fetch(*step))
+    except StopIteration as done:
+        return cast(T, done.value)
 
 
 class EngineReadConnection:
@@ -205,6 +238,10 @@ class EngineReadConnection:
         # RowMapping is keyed by columns as well as by names, which the type cannot narrow.
         return cast(Sequence[Row], result.mappings().all())
 
+    async def run(self, plan: ReadPlan[T]) -> T:
+        """Run the reads ``plan`` asks for, in order; its result."""
+        return await _run_async(self, plan)
+
 
 class _AsyncpgReadConnection:
     __slots__ = ("conn",)
@@ -217,6 +254,10 @@ class _AsyncpgReadConnection:
         values = {**c.literals, **params} if c.literals else params
         rows: Sequence[Row] = await self.conn.fetch(c.sql, *[values[name] for name in c.names])
         return rows
+
+    async def run(self, plan: ReadPlan[T]) -> T:
+        """Run the reads ``plan`` asks for, in order; its result."""
+        return await _run_async(self, plan)
 
 
 class Reads(Protocol):
@@ -306,6 +347,18 @@ class _SqliteReadConnection:
     async def fetch(self, query: ReadQuery, params: Mapping[str, Any]) -> Sequence[Row]:
         c = query.compiled(self.dialect)
         return c.rows(await self.conn.execute_fetchall(c.sql, c.args(params)))
+
+    def _fetch_here(self, query: ReadQuery, params: Mapping[str, Any]) -> Sequence[Row]:
+        # On the connection's thread (aiosqlite runs ``_execute``'s function there).
+        c = query.compiled(self.dialect)
+        return c.rows(self.conn._conn.execute(c.sql, c.args(params)))
+
+    async def run(self, plan: ReadPlan[T]) -> T:
+        """Run the whole plan in one hop to the connection's thread."""
+        # aiosqlite's ``_execute`` (private, stable since 0.17) runs a function on the thread
+        # that owns the sqlite3 connection: what its own execute methods are built on.
+        result: T = await self.conn._execute(_run_sync, self._fetch_here, plan)  # type: ignore[no-untyped-call]
+        return result
 
 
 class SqliteReads:

@@ -8,12 +8,15 @@ per message and encoding at write time, so nothing is recounted here.
 It is the hottest read of the platform, so it is a few prebuilt statements on the hot-read
 connection (``db.reads``: asyncpg directly on PostgreSQL): one for the policy, the newest summary,
 the current session's context and the tracked context, one for the always-included messages, and
-one per chunk of recent ones. The session context comes from its durable copy, which every write
-updates in the same transaction as it updates the Redis hot copy, so no Redis call is needed.
+one per chunk of recent ones. They form one read plan (``_window_plan``): on SQLite the plan runs
+whole on the read connection's thread, one hop instead of one per statement. The session context
+comes from its durable copy, which every write updates in the same transaction as it updates the
+Redis hot copy, so no Redis call is needed.
 """
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -28,7 +31,7 @@ from sqlalchemy import (
 )
 
 from conversation_service.config.constants import MAX_SEQ
-from conversation_service.db.reads import ReadConnection, ReadQuery, Row
+from conversation_service.db.reads import ReadConnection, ReadPlan, ReadQuery, Row
 from conversation_service.db.tables import conversations_table as conversations
 from conversation_service.db.tables import messages_table as messages
 from conversation_service.db.tables import sessions_table as sessions_t
@@ -291,80 +294,85 @@ class ConversationMemoryManager:
         }
 
     async def _window(self, conversation_id: uuid.UUID, request: WindowRequest) -> _Window:
-        now = utcnow()
-        heads = await self.conn.fetch(
-            _HEAD, {"p_conversation_id": conversation_id, "p_active_since": now - SESSION_TTL}
-        )
-        if not heads:
-            raise ConversationNotFoundError(f"conversation {conversation_id} not found")
-        head = heads[0]
-        policy = resolve_policy(head["memory_policy"], request)
-        summary = (
-            {name: head[f"summary_{name}"] for name in _SUMMARY_FIELDS}
-            if policy.strategy is MemoryStrategy.SUMMARY_BUFFER
-            and head["summary_version"] is not None
-            else None
-        )
-        summary_tokens = summary[_TOKENS[policy.encoding]] if summary else 0
-        floor = summary["covers_until_seq"] if summary else 0
-        always = await self.conn.fetch(_ALWAYS, {"p_conversation_id": conversation_id})
-        pinned = [_candidate(r, policy.encoding) for r in always]
-        fixed_tokens = summary_tokens + sum(c.tokens for c in pinned)
-        recent = await self._recent(conversation_id, policy, floor, fixed_tokens)
-        try:
-            selection = select_window(
-                [_candidate(r, policy.encoding) for r in reversed(recent)],
-                strategy=policy.strategy.value,
-                max_tokens=policy.max_tokens,
-                last_n=policy.last_n if policy.strategy is MemoryStrategy.LAST_N else None,
-                summary_tokens=summary_tokens,
-                summary_covers_until_seq=floor,
-                always_included=pinned,
-            )
-        except WindowBudgetError as exc:
-            raise ValidationError(str(exc)) from exc
-        by_seq = {row["seq"]: row for row in (*always, *recent)}
-        session_id = head["session_id"]
-        return _Window(
-            policy=policy,
-            summary=summary,
-            selection=selection,
-            rows=[by_seq[seq] for seq in selection.seqs],
-            session_id=session_id,
-            session_context=head["session_context"] if session_id is not None else None,
-            tracked=head["tracked_data"] if head["tracked_data"] is not None else {},
-        )
+        return await self.conn.run(_window_plan(conversation_id, request, utcnow(), self.CHUNK))
 
-    async def _recent(
-        self, conversation_id: uuid.UUID, policy: MemoryPolicy, floor: int, fixed_tokens: int
-    ) -> list[Row]:
-        """Newest-first rows after ``floor``, just enough to decide the window."""
-        room = policy.max_tokens - fixed_tokens
-        wanted = policy.last_n + 1 if policy.strategy is MemoryStrategy.LAST_N else None
-        column = _TOKENS[policy.encoding]
-        rows: list[Row] = []
-        spent = 0
-        below = MAX_SEQ
-        while True:
-            chunk = await self.conn.fetch(
-                _CHUNK,
-                {
-                    "p_conversation_id": conversation_id,
-                    "p_floor": floor,
-                    "p_below": below,
-                    "p_limit": self.CHUNK,
-                },
-            )
-            rows.extend(chunk)
-            spent += sum(row[column] for row in chunk)
-            if len(chunk) < self.CHUNK:
-                return rows  # history exhausted
-            below = chunk[-1]["seq"]
-            enough = spent > room or (wanted is not None and len(rows) >= wanted)
-            # A tool result at the edge needs its call (older) to be seen, or it would be
-            # mistaken for an orphan instead of being truncated with its group.
-            if enough and rows[-1]["role"] != "tool":
-                return rows
+
+def _window_plan(
+    conversation_id: uuid.UUID, request: WindowRequest, now: datetime, chunk_size: int
+) -> ReadPlan[_Window]:
+    """The window's reads and the choice they feed (one hop on SQLite: ``ReadConnection.run``)."""
+    heads = yield _HEAD, {"p_conversation_id": conversation_id, "p_active_since": now - SESSION_TTL}
+    if not heads:
+        raise ConversationNotFoundError(f"conversation {conversation_id} not found")
+    head = heads[0]
+    policy = resolve_policy(head["memory_policy"], request)
+    summary = (
+        {name: head[f"summary_{name}"] for name in _SUMMARY_FIELDS}
+        if policy.strategy is MemoryStrategy.SUMMARY_BUFFER and head["summary_version"] is not None
+        else None
+    )
+    summary_tokens = summary[_TOKENS[policy.encoding]] if summary else 0
+    floor = summary["covers_until_seq"] if summary else 0
+    always = yield _ALWAYS, {"p_conversation_id": conversation_id}
+    pinned = [_candidate(r, policy.encoding) for r in always]
+    fixed_tokens = summary_tokens + sum(c.tokens for c in pinned)
+    recent = yield from _recent_plan(
+        conversation_id, policy, floor, policy.max_tokens - fixed_tokens, chunk_size
+    )
+    try:
+        selection = select_window(
+            [_candidate(r, policy.encoding) for r in reversed(recent)],
+            strategy=policy.strategy.value,
+            max_tokens=policy.max_tokens,
+            last_n=policy.last_n if policy.strategy is MemoryStrategy.LAST_N else None,
+            summary_tokens=summary_tokens,
+            summary_covers_until_seq=floor,
+            always_included=pinned,
+        )
+    except WindowBudgetError as exc:
+        raise ValidationError(str(exc)) from exc
+    by_seq = {row["seq"]: row for row in (*always, *recent)}
+    session_id = head["session_id"]
+    return _Window(
+        policy=policy,
+        summary=summary,
+        selection=selection,
+        rows=[by_seq[seq] for seq in selection.seqs],
+        session_id=session_id,
+        session_context=head["session_context"] if session_id is not None else None,
+        tracked=head["tracked_data"] if head["tracked_data"] is not None else {},
+    )
+
+
+def _recent_plan(
+    conversation_id: uuid.UUID, policy: MemoryPolicy, floor: int, room: int, chunk_size: int
+) -> ReadPlan[list[Row]]:
+    """Newest-first rows after ``floor``, just enough to decide the window."""
+    wanted = policy.last_n + 1 if policy.strategy is MemoryStrategy.LAST_N else None
+    column = _TOKENS[policy.encoding]
+    rows: list[Row] = []
+    spent = 0
+    below = MAX_SEQ
+    while True:
+        chunk = yield (
+            _CHUNK,
+            {
+                "p_conversation_id": conversation_id,
+                "p_floor": floor,
+                "p_below": below,
+                "p_limit": chunk_size,
+            },
+        )
+        rows.extend(chunk)
+        spent += sum(row[column] for row in chunk)
+        if len(chunk) < chunk_size:
+            return rows  # history exhausted
+        below = chunk[-1]["seq"]
+        enough = spent > room or (wanted is not None and len(rows) >= wanted)
+        # A tool result at the edge needs its call (older) to be seen, or it would be
+        # mistaken for an orphan instead of being truncated with its group.
+        if enough and rows[-1]["role"] != "tool":
+            return rows
 
 
 def to_openai(memory: ConversationMemory) -> OpenAIContext:
