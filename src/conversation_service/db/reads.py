@@ -16,7 +16,6 @@ was committed when it started.
 """
 
 import asyncio
-import dataclasses
 import functools
 import uuid
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
@@ -51,12 +50,14 @@ class _Compiled:
     literals: dict[str, Any]  # values the statement carries itself (e.g. a LIMIT 1)
     binds: Mapping[str, Callable[[Any], Any]]  # bind processors (SQLite: ids, times, JSON)
     keys: tuple[str, ...]  # result column names
-    # (column index, result processor) of the columns that need converting
+    # (column index, result processor) of the columns that need converting, each value anew
     processed: tuple[tuple[int, Callable[[Any], Any]], ...]
-    # Columns whose processor returns an immutable value (SQLite ids and times): within one
-    # result, equal stored values share one converted object (a window's rows all carry the
-    # same conversation id, and most rows the same creation and update time).
-    shared: Mapping[int, type] = dataclasses.field(default_factory=dict)  # column: its type
+    # (column index, result processor, cache slot) of the columns whose processor returns an
+    # immutable value (SQLite ids and times): within one result, equal stored values share one
+    # converted object (a window's rows all carry one conversation id, and most rows the same
+    # creation and update time). One cache per type, so an id and a time never share an entry.
+    shared: tuple[tuple[int, Callable[[Any], Any], int], ...] = ()
+    caches: int = 0
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:
         """The placeholders' values, through the bind processors (SQLite)."""
@@ -67,24 +68,22 @@ class _Compiled:
     def rows(self, raw: Iterable[Sequence[Any]]) -> list[Row]:
         """Driver rows as mappings, through the result processors (SQLite)."""
         keys, processed, shared = self.keys, self.processed, self.shared
-        seen: dict[Any, Any] = {}
+        caches: list[dict[Any, Any]] = [{} for _ in range(self.caches)]
         out: list[Row] = []
         for row in raw:
             converted = list(row)
             for index, process in processed:
                 value = converted[index]
-                if value is None:
-                    continue
-                kind = shared.get(index)
-                if kind is not None:
-                    # Keyed by type too: an id and a time never share an entry.
-                    key = (kind, value)
-                    made = seen.get(key)
-                    if made is None:
-                        made = seen[key] = process(value)
-                    converted[index] = made
-                else:
+                if value is not None:
                     converted[index] = process(value)
+            for index, process, slot in shared:
+                value = converted[index]
+                if value is not None:
+                    cache = caches[slot]
+                    made = cache.get(value)
+                    if made is None:
+                        made = cache[value] = process(value)
+                    converted[index] = made
             out.append(dict(zip(keys, converted, strict=True)))
         return out
 
@@ -113,10 +112,16 @@ class ReadQuery:
                 if (processor := compiled.binds[name].type.bind_processor(dialect)) is not None
             }
             columns = tuple(self.stmt.exported_columns)
-            processed = tuple(
-                (index, result)
+            processors = [
+                (index, column, result)
                 for index, column in enumerate(columns)
                 if (result := _result_processor(column.type, dialect)) is not None
+            ]
+            kinds: dict[type, int] = {}
+            shared = tuple(
+                (index, result, kinds.setdefault(type(column.type), len(kinds)))
+                for index, column, result in processors
+                if dialect.name == "sqlite" and isinstance(column.type, _IMMUTABLE)
             )
             found = _Compiled(
                 sql=str(compiled),
@@ -124,12 +129,13 @@ class ReadQuery:
                 literals=dict(compiled.params),
                 binds=binds,
                 keys=tuple(str(column.key) for column in columns),
-                processed=processed,
-                shared={
-                    index: type(columns[index].type)
-                    for index, _ in processed
-                    if dialect.name == "sqlite" and isinstance(columns[index].type, _IMMUTABLE)
-                },
+                processed=tuple(
+                    (index, result)
+                    for index, column, result in processors
+                    if not (dialect.name == "sqlite" and isinstance(column.type, _IMMUTABLE))
+                ),
+                shared=shared,
+                caches=len(kinds),
             )
             self._compiled[dialect.name] = found
         return found
