@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import Depends, FastAPI
 from redis import Redis as SyncRedis
-from redis.asyncio import Redis
 
 from conversation_service import __version__
 from conversation_service.config.settings import ConversationSettings
@@ -45,6 +44,7 @@ from conversation_service.services.lifecycle import RetentionScheduler
 from conversation_service.services.rate_limits import RateLimiter, RateLimitMetrics
 from conversation_service.utils.cursors import CursorCodec
 from conversation_service.utils.memory_utils import preload_encoders
+from conversation_service.utils.redis_client import async_redis
 from conversation_service.websocket.runtime import Realtime
 
 DESCRIPTION = """\
@@ -68,7 +68,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
-        redis = Redis.from_url(
+        redis = async_redis(
             settings.effective_redis_url(), socket_connect_timeout=1.0, socket_timeout=2.0
         )
         # RQ is synchronous: its client is only used from the relay's worker thread.
