@@ -1,5 +1,7 @@
 """The per-process live hub: one pub/sub connection, resync after it drops, shared channels."""
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -9,6 +11,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from conversation_service.websocket.connection_manager import ConnectionManager
+from conversation_service.websocket.events import parse_event_id
 from tests.conftest import Caller, create_conversation
 from tests.websocket.helpers import serve, wait_until, ws_client
 
@@ -70,3 +73,28 @@ async def test_one_channel_per_conversation_whatever_the_number_of_viewers(
         assert hub.channels == before + 1
     await wait_until(lambda: hub.channels == before)
     assert len({orjson.dumps(frame) for frame in got}) == 1
+
+
+async def test_a_publisher_can_wait_for_its_event_to_reach_this_process_viewers(
+    base_url: str, client: httpx.AsyncClient, caller: Caller, app: FastAPI
+) -> None:
+    resources = app.state.resources
+    hub: ConnectionManager = resources.live
+    cid = (await create_conversation(client))["id"]
+    unwatched = (await create_conversation(client))["id"]
+    async with ws_client(base_url, caller.token) as ws:
+        await ws.subscribe(cid)
+        subscription = next(iter(hub._channels[f"cs:live:{cid}".encode()]))
+        event_id = await resources.events.publish(cid, "summary.updated", {"n": 1})
+        await hub.fanned_out(uuid.UUID(cid), event_id)
+        # Handed to the viewer's outbox before the publisher goes on.
+        assert subscription.last == parse_event_id(event_id)
+        assert (await ws.recv())["data"] == {"n": 1}
+        # An event that never comes (an id far ahead): the wait is bounded and leaves nothing.
+        async with asyncio.timeout(10):  # a guard against a hang, not a timing
+            await hub.fanned_out(uuid.UUID(cid), "99999999999999-0", wait_seconds=0.05)
+        assert hub._awaited == {}
+    # Nobody here watches the conversation: no wait at all.
+    other = await resources.events.publish(unwatched, "summary.updated", {"n": 2})
+    await hub.fanned_out(uuid.UUID(unwatched), other, wait_seconds=60)
+    assert hub._awaited == {}

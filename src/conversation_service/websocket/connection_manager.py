@@ -57,6 +57,8 @@ CLOSE_TOO_SLOW: Final = 4408
 OUTBOX_LIMIT: Final = 1_000
 REPLAY_CHUNK: Final = 256
 SUBSCRIBE_TIMEOUT: Final = 5.0
+# The longest a delta POST waits for its own fan-out to local viewers (``fanned_out``).
+FAN_OUT_WAIT: Final = 0.01
 _PING_EVERY: Final = 10.0
 _SILENCE_LIMIT: Final = 30.0
 _BACKOFF_MAX: Final = 2.0
@@ -229,6 +231,8 @@ class ConnectionManager:
         self._watchdog: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._outboxes: set[Outbox] = set()
+        # Publishers waiting for this hub to fan out an event of theirs (``fanned_out``).
+        self._awaited: dict[bytes, list[tuple[EventId, asyncio.Future[None]]]] = {}
         self._last_heard = time.monotonic()
         self._stopping = False
         # Redis CLIENT ID of the pub/sub connection (operators and tests can find it).
@@ -278,6 +282,38 @@ class ConnectionManager:
     def channels(self) -> int:
         """Conversations this process is subscribed to."""
         return len(self._channels)
+
+    async def fanned_out(
+        self, conversation_id: uuid.UUID, event_id: str, *, wait_seconds: float = FAN_OUT_WAIT
+    ) -> None:
+        """Return once this process's subscribers were handed ``event_id`` (just published).
+
+        A publisher that answers its caller only after this gives its own event's fan-out the
+        event loop first: the pub/sub message and the publish's reply arrive together, and
+        writing the response before the fan-out delays every local viewer by the response. At
+        once when nobody here subscribes to the conversation or the hub is reconnecting; at most
+        ``wait_seconds`` otherwise (the event reaches the viewers anyway, or they catch up by id).
+        """
+        channel = events.live_channel(conversation_id).encode()
+        wanted = events.parse_event_id(event_id)
+        if wanted is None or self._connection is None or channel not in self._channels:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting = self._awaited.setdefault(channel, [])
+        entry = (wanted, future)
+        waiting.append(entry)
+        try:
+            async with asyncio.timeout(wait_seconds):
+                await future
+        except TimeoutError:
+            pass
+        finally:
+            if not future.done():
+                future.cancel()
+            if entry in waiting:
+                waiting.remove(entry)
+            if not waiting and self._awaited.get(channel) is waiting:
+                del self._awaited[channel]
 
     # -- subscriptions -----------------------------------------------------------------------
 
@@ -482,6 +518,10 @@ class ConnectionManager:
                 subscription.pending.append((event_id, id_text, frame))
             else:
                 self._deliver(subscription, event_id, id_text, frame)
+        if event_id is not None and channel in self._awaited:
+            for wanted, future in self._awaited[channel]:
+                if wanted <= event_id and not future.done():
+                    future.set_result(None)
 
     async def _resync(self, confirmations: list[asyncio.Future[None]]) -> None:
         """After a (re)connect: wait for the SUBSCRIBEs, then catch every buffering one up."""
