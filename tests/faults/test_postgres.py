@@ -1,10 +1,11 @@
 """PostgreSQL connections terminated (``pg_terminate_backend``) while users append messages.
 
-Only the app's own connections are terminated (their server pids are recorded as the pool opens
-them), over and over, while concurrent clients post messages with Idempotency-Keys and retry
-whatever was not accepted. Afterwards every accepted message is stored exactly once with a
-gap-free ``seq``, every refused attempt was a clean 503 problem (never a 500, never a hang), and
-the pool serves again without a restart.
+Only the app's own connections are terminated (the engine's, whose server pids are recorded as
+the pool opens them, and the hot-read pool's), over and over, while concurrent clients post
+messages with Idempotency-Keys and retry whatever was not accepted, and others read history pages
+and context windows. Afterwards every accepted message is stored exactly once with a gap-free
+``seq``, every refused attempt and read was a clean 503 problem (never a 500, never a hang), and
+the pools serve again without a restart.
 """
 
 import asyncio
@@ -24,7 +25,13 @@ from sqlalchemy import event, select
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import messages_table
 from conversation_service.main import create_app
-from tests.conftest import POSTGRES_URL, create_conversation, make_settings, new_caller
+from tests.conftest import (
+    INTERNAL_KEY,
+    POSTGRES_URL,
+    create_conversation,
+    make_settings,
+    new_caller,
+)
 
 pytestmark = pytest.mark.skipif(POSTGRES_URL is None, reason="needs TEST_POSTGRES_URL")
 
@@ -57,6 +64,14 @@ async def pg_app(settings: ConversationSettings) -> AsyncIterator[tuple[FastAPI,
         # Connections opened before the listener would escape it.
         await engine.dispose()
         yield app, pids
+
+
+def hot_read_pids(app: FastAPI) -> set[int]:
+    """Server pids of the hot-read pool's open connections (asyncpg pool internals)."""
+    holders = app.state.resources.reads.pool._holders
+    return {
+        h._con.get_server_pid() for h in holders if h._con is not None and not h._con.is_closed()
+    }
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -107,20 +122,38 @@ async def test_terminated_connections_lose_no_accepted_message_and_duplicate_non
                 terminated = await killer_conn.fetchval(
                     "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) AS ok "
                     "FROM unnest($1::int[]) AS pid) t WHERE ok",
-                    sorted(pids),
+                    sorted(pids | hot_read_pids(app)),
                 )
                 kills += int(terminated)
                 # Kills come at irregular intervals, as failovers do: a first message's longer
                 # transaction (it also starts a session) gets a window to commit in.
                 await asyncio.sleep(random.uniform(0.05, 0.3))
 
+        read_statuses: Counter[int] = Counter()
+
+        async def read(cid: str) -> None:
+            # History pages and context windows run on the hot-read pool, killed as well.
+            while not done.is_set():
+                for path in (
+                    f"/api/v1/conversations/{cid}/messages",
+                    f"/internal/v1/conversations/{cid}/context",
+                ):
+                    headers = service if "internal" in path else None
+                    response = await client.get(path, headers=headers)
+                    read_statuses[response.status_code] += 1
+                    assert response.status_code in (200, 503), response.text
+                await asyncio.sleep(0.01)
+
+        service = {"Authorization": f"Bearer {INTERNAL_KEY}"}
         killer = asyncio.create_task(kill_repeatedly())
+        readers = [asyncio.create_task(read(cid)) for cid in conversations[:2]]
         try:
             async with asyncio.timeout(240):  # a guard against a hang, not a timing
                 written = await asyncio.gather(*(write(cid) for cid in conversations))
         finally:
             done.set()
             await killer
+            await asyncio.gather(*readers)
             await killer_conn.close()
 
         # The pool recovers without a restart. No pre-ping (it would cost every checkout a round
@@ -136,6 +169,8 @@ async def test_terminated_connections_lose_no_accepted_message_and_duplicate_non
         assert after[200] >= len(conversations) * 12 - 1, after
 
     assert kills > 0, "no connection was terminated: the test proved nothing"
+    assert read_statuses[200] > 0, read_statuses
+    assert set(read_statuses) <= {200, 503}, read_statuses
     assert statuses[503] > 0, "no request met a terminated connection"
     assert statuses[500] == 0
     async with app.state.resources.engine.connect() as conn:

@@ -18,6 +18,7 @@ was committed when it started.
 import asyncio
 import functools
 import json
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -40,6 +41,21 @@ from conversation_service.db.types import UTCDateTime
 Row = Mapping[str, Any]
 
 _PG_DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
+# Driver errors that mean "the database is unavailable right now" (a 503 worth a retry) on these
+# connections, which raise the drivers' own errors rather than SQLAlchemy's wrappers: asyncpg's
+# connection (class 08), operator intervention (57: shutdown, terminated backend, cancelled
+# statement) and resource (53: too many connections) errors, its "connection is closed" and
+# protocol-state errors (a backend terminated while the connection sat in the pool is noticed
+# mid-statement), a reset socket, and SQLite's busy or locked database.
+DRIVER_UNAVAILABLE: Final[tuple[type[Exception], ...]] = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    sqlite3.OperationalError,
+    ConnectionError,
+)
 # Read connections per process on SQLite (readers do not block each other or the writer).
 SQLITE_READERS: Final = 2
 
@@ -343,7 +359,13 @@ class AsyncpgReads:
     async def connection(self) -> AsyncIterator[ReadConnection]:
         """A pooled asyncpg connection."""
         async with self.pool.acquire() as conn:
-            yield _AsyncpgReadConnection(conn)
+            try:
+                yield _AsyncpgReadConnection(conn)
+            except DRIVER_UNAVAILABLE:
+                # Broken or in an unknown protocol state: never hand it out again (the pool
+                # opens a new connection for the next request).
+                conn.terminate()
+                raise
 
     async def close(self) -> None:
         """Close the pool."""
