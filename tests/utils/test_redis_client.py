@@ -3,8 +3,12 @@
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from redis.asyncio.connection import Connection
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conversation_service.utils.redis_client import async_redis
@@ -65,3 +69,23 @@ async def test_a_write_the_server_never_takes_times_out_and_drops_the_connection
             await client.get("small")
     finally:
         await client.aclose()
+
+
+_ARGUMENTS = st.one_of(
+    st.text(),
+    st.binary(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.sampled_from(["SET", "EVALSHA", "CLIENT SETINFO", b"ZADD"]), args=st.lists(_ARGUMENTS)
+)
+def test_commands_are_packed_exactly_as_redis_py_packs_them(
+    name: str | bytes, args: list[Any]
+) -> None:
+    ours = async_redis("redis://127.0.0.1:1/0").connection_pool.make_connection()  # type: ignore[no-untyped-call]
+    theirs = Connection()
+    assert b"".join(ours.pack_command(name, *args)) == b"".join(theirs.pack_command(name, *args))
