@@ -93,6 +93,22 @@ async def test_the_relay_path_leaves_a_job_already_in_rq_alone(
     assert jobs["process_message"]["attempts"] == 1
 
 
+async def test_the_relay_reloads_its_script_when_redis_lost_it(queue_env: QueueEnv) -> None:
+    """After a Redis restart (or SCRIPT FLUSH) the relay's EVALSHA finds no script: it loads it
+    again and enqueues the batch, once."""
+    relay = queue_env.app.state.resources.relay
+    rq = relay.dispatcher.redis
+    await relay.redis.script_flush()
+    cid = (await create_conversation(queue_env.client))["id"]
+    message = await post(queue_env, cid, "Is the relay still there after a flush?")
+    rows = await queue_env.jobs(message_id=uuid.UUID(message["id"]))
+    await queue_env.wait_dispatched(*(r["id"] for r in rows))
+    row = next(r for r in rows if r["kind"] == "process_message")
+    queued = rq.lrange(Queue(row["queue"], connection=rq).key, 0, -1)
+    assert queued.count(_processing_spec(row).rq_job_id().encode()) == 1
+    assert (await relay.redis.script_exists(relay._unique_enqueue.sha)) == [True]
+
+
 async def test_redis_outage_loses_nothing_and_runs_nothing_twice(
     queue_env: QueueEnv, tmp_path: object
 ) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.job import Job as RQJob
@@ -161,14 +161,25 @@ class OutboxRelay:
         writes, and a job id already there is left alone); only the I/O moves to the asyncio
         client, pipelined for the whole batch.
         """
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for spec in specs:
-                keys, args = self.dispatcher.unique_enqueue_call(spec)
-                await self._unique_enqueue(keys=keys, args=args, client=pipe)
-            pipe.sadd(
-                Queue.redis_queues_keys, *{self.dispatcher.queues[spec.queue].key for spec in specs}
-            )
-            await pipe.execute()
+        calls = [self.dispatcher.unique_enqueue_call(spec) for spec in specs]
+        queue_keys = {self.dispatcher.queues[spec.queue].key for spec in specs}
+        script = self._unique_enqueue
+        for attempt in range(2):
+            # EVALSHA straight into the pipeline: a Script called on a pipeline makes redis-py
+            # ask SCRIPT EXISTS first, one more round trip on every batch. The script is loaded
+            # once at start-up; a server that lost it (restarted, SCRIPT FLUSH) gets it again.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.sadd(Queue.redis_queues_keys, *queue_keys)
+                results = await pipe.execute(raise_on_error=False)
+            errors = [r for r in results if isinstance(r, Exception)]
+            if attempt == 0 and any(isinstance(e, NoScriptError) for e in errors):
+                await self.redis.script_load(script.script)
+                continue
+            if errors:
+                raise errors[0]
+            return
 
     async def dispatch(
         self, specs: list[JobSpec], attempts: dict[str, int] | None = None, *, mark: bool = False
