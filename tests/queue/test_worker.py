@@ -120,10 +120,16 @@ def _live_workers(redis: SyncRedis) -> dict[int, list[str]]:
     return alive
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
 def _kill_with_children(pid: int) -> None:
     """SIGKILL a worker and its children: RQ's scheduler, forked from it, would outlive it."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    for victim in [*map(int, children), pid]:
+    for victim in [*_children(pid), pid]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(victim, signal.SIGKILL)
 
@@ -170,13 +176,6 @@ async def test_a_pool_keeps_a_process_for_high_and_replaces_it_when_it_dies(
 
 def _registered_children(redis: SyncRedis, pid: int) -> set[int]:
     return set(_live_workers(redis)) & set(_children(pid))
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
 
 
 @pytest.mark.parametrize("moment", ["forked", "registered"])

@@ -71,6 +71,11 @@ async def test_a_write_the_server_never_takes_times_out_and_drops_the_connection
         await client.aclose()
 
 
+# A connection of ours and redis-py's own (never connected: packing only).
+_PACKERS = (
+    async_redis("redis://127.0.0.1:1/0").connection_pool.make_connection(),  # type: ignore[no-untyped-call]
+    Connection(),
+)
 _ARGUMENTS = st.one_of(
     st.text(),
     st.binary(),
@@ -86,6 +91,5 @@ _ARGUMENTS = st.one_of(
 def test_commands_are_packed_exactly_as_redis_py_packs_them(
     name: str | bytes, args: list[Any]
 ) -> None:
-    ours = async_redis("redis://127.0.0.1:1/0").connection_pool.make_connection()  # type: ignore[no-untyped-call]
-    theirs = Connection()
+    ours, theirs = _PACKERS
     assert b"".join(ours.pack_command(name, *args)) == b"".join(theirs.pack_command(name, *args))

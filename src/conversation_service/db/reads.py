@@ -69,12 +69,11 @@ class _Compiled:
     keys: tuple[str, ...]  # result column names
     # (column index, result processor) of the columns that need converting, each value anew
     processed: tuple[tuple[int, Callable[[Any], Any]], ...]
-    # (column index, result processor, cache slot) of the columns whose processor returns an
+    # (column index, result processor, column type) of the columns whose processor returns an
     # immutable value (SQLite ids and times): within one result, equal stored values share one
     # converted object (a window's rows all carry one conversation id, and most rows the same
     # creation and update time). One cache per type, so an id and a time never share an entry.
-    shared: tuple[tuple[int, Callable[[Any], Any], int], ...] = ()
-    caches: int = 0
+    shared: tuple[tuple[int, Callable[[Any], Any], type], ...] = ()
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:
         """The placeholders' values, through the bind processors (SQLite)."""
@@ -97,9 +96,9 @@ class _Compiled:
         columns: list[Sequence[Any]] = list(zip(*fetched, strict=True))
         for index, process in self.processed:
             columns[index] = [None if v is None else process(v) for v in columns[index]]
-        caches: list[dict[Any, Any]] = [{None: None} for _ in range(self.caches)]
-        for index, process, slot in self.shared:
-            values, made = columns[index], caches[slot]
+        caches: dict[type, dict[Any, Any]] = {}
+        for index, process, kind in self.shared:
+            values, made = columns[index], caches.setdefault(kind, {None: None})
             for value in set(values).difference(made):
                 made[value] = process(value)
             columns[index] = [made[v] for v in values]
@@ -130,30 +129,24 @@ class ReadQuery:
                 if (processor := compiled.binds[name].type.bind_processor(dialect)) is not None
             }
             columns = tuple(self.stmt.exported_columns)
-            processors = [
-                (index, column, result)
-                for index, column in enumerate(columns)
-                if (result := _result_processor(column.type, dialect)) is not None
-            ]
-            kinds: dict[type, int] = {}
-            shared = tuple(
-                (index, result, kinds.setdefault(type(column.type), len(kinds)))
-                for index, column, result in processors
-                if dialect.name == "sqlite" and isinstance(column.type, _IMMUTABLE)
-            )
+            processed: list[tuple[int, Callable[[Any], Any]]] = []
+            shared: list[tuple[int, Callable[[Any], Any], type]] = []
+            for index, column in enumerate(columns):
+                result = _result_processor(column.type, dialect)
+                if result is None:
+                    continue
+                if dialect.name == "sqlite" and isinstance(column.type, _IMMUTABLE):
+                    shared.append((index, result, type(column.type)))
+                else:
+                    processed.append((index, result))
             found = _Compiled(
                 sql=str(compiled),
                 names=names,
                 literals=dict(compiled.params),
                 binds=binds,
                 keys=tuple(str(column.key) for column in columns),
-                processed=tuple(
-                    (index, result)
-                    for index, column, result in processors
-                    if not (dialect.name == "sqlite" and isinstance(column.type, _IMMUTABLE))
-                ),
-                shared=shared,
-                caches=len(kinds),
+                processed=tuple(processed),
+                shared=tuple(shared),
             )
             self._compiled[dialect.name] = found
         return found
@@ -231,14 +224,22 @@ class ReadConnection(Protocol):
         ...
 
 
-async def _run_async(conn: ReadConnection, plan: ReadPlan[T]) -> T:
-    """Drive ``plan`` with one awaited ``fetch`` per read."""
-    try:
-        step = next(plan)
-        while True:
-            step = plan.send(await conn.fetch(*step))
-    except StopIteration as done:
-        return cast(T, done.value)
+class _AwaitedPlans:
+    """``run`` for connections whose reads are awaited one by one (asyncpg, the engine)."""
+
+    __slots__ = ()
+
+    async def fetch(self, query: ReadQuery, params: Mapping[str, Any]) -> Sequence[Row]:
+        raise NotImplementedError
+
+    async def run(self, plan: ReadPlan[T]) -> T:
+        """Run the reads ``plan`` asks for, in order; its result."""
+        try:
+            step = next(plan)
+            while True:
+                step = plan.send(await self.fetch(*step))
+        except StopIteration as done:
+            return cast(T, done.value)
 
 
 def _run_sync(
@@ -253,7 +254,7 @@ def _run_sync(
         return cast(T, done.value)
 
 
-class EngineReadConnection:
+class EngineReadConnection(_AwaitedPlans):
     """Reads on a SQLAlchemy connection (SQLite, and callers that already hold one)."""
 
     __slots__ = ("conn",)
@@ -267,12 +268,8 @@ class EngineReadConnection:
         # RowMapping is keyed by columns as well as by names, which the type cannot narrow.
         return cast(Sequence[Row], result.mappings().all())
 
-    async def run(self, plan: ReadPlan[T]) -> T:
-        """Run the reads ``plan`` asks for, in order; its result."""
-        return await _run_async(self, plan)
 
-
-class _AsyncpgReadConnection:
+class _AsyncpgReadConnection(_AwaitedPlans):
     __slots__ = ("conn",)
 
     def __init__(self, conn: Any) -> None:
@@ -283,10 +280,6 @@ class _AsyncpgReadConnection:
         values = {**c.literals, **params} if c.literals else params
         rows: Sequence[Row] = await self.conn.fetch(c.sql, *[values[name] for name in c.names])
         return rows
-
-    async def run(self, plan: ReadPlan[T]) -> T:
-        """Run the reads ``plan`` asks for, in order; its result."""
-        return await _run_async(self, plan)
 
 
 class Reads(Protocol):

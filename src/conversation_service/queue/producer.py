@@ -164,22 +164,24 @@ class OutboxRelay:
         calls = [self.dispatcher.unique_enqueue_call(spec) for spec in specs]
         queue_keys = {self.dispatcher.queues[spec.queue].key for spec in specs}
         script = self._unique_enqueue
-        for attempt in range(2):
+
+        async def send() -> list[Any]:
             # EVALSHA straight into the pipeline: a Script called on a pipeline makes redis-py
-            # ask SCRIPT EXISTS first, one more round trip on every batch. The script is loaded
-            # once at start-up; a server that lost it (restarted, SCRIPT FLUSH) gets it again.
+            # ask SCRIPT EXISTS first, one more round trip on every batch.
             async with self.redis.pipeline(transaction=False) as pipe:
                 for keys, args in calls:
                     pipe.evalsha(script.sha, len(keys), *keys, *args)
                 pipe.sadd(Queue.redis_queues_keys, *queue_keys)
-                results = await pipe.execute(raise_on_error=False)
-            errors = [r for r in results if isinstance(r, Exception)]
-            if attempt == 0 and any(isinstance(e, NoScriptError) for e in errors):
-                await self.redis.script_load(script.script)
-                continue
-            if errors:
-                raise errors[0]
-            return
+                return list(await pipe.execute(raise_on_error=False))
+
+        results = await send()
+        if any(isinstance(r, NoScriptError) for r in results):
+            # Not loaded yet, or lost (Redis restarted, SCRIPT FLUSH): load it, send again.
+            await self.redis.script_load(script.script)
+            results = await send()
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
 
     async def dispatch(
         self, specs: list[JobSpec], attempts: dict[str, int] | None = None, *, mark: bool = False

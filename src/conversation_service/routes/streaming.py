@@ -86,10 +86,10 @@ async def publish_deltas(
         message_id,
         [Delta(delta.index, delta.text) for delta in body.deltas],
     )
-    published = [event_id for event_id in ids if event_id is not None]
-    if published:
-        # Viewers on this process first, then the agent's answer (see ``fanned_out``).
-        await resources.live.fanned_out(conversation_id, published[-1])
+    # Viewers on this process first, then the agent's answer (see ``fanned_out``); the newest
+    # event id covers the others (None: every delta was a repeat, nothing was published).
+    newest = next((event_id for event_id in reversed(ids) if event_id is not None), None)
+    await resources.live.fanned_out(conversation_id, newest)
     return JSONBytesResponse({"message_id": str(message_id), "event_ids": ids}, status_code=202)
 
 

@@ -56,20 +56,10 @@ class _InlineWrites(AbstractConnection):
             raise RedisTimeoutError("Timeout writing to socket") from None
 
 
-_variants: dict[type[AbstractConnection], type[AbstractConnection]] = {}
-
-
-def _inline_variant(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
-    variant = _variants.get(connection_class)
-    if variant is None:
-        name = f"Inline{connection_class.__name__}"
-        variant = _variants[connection_class] = type(name, (_InlineWrites, connection_class), {})
-    return variant
-
-
 def async_redis(url: str, **kwargs: Any) -> Redis:
     """``Redis.from_url(url, **kwargs)`` whose connections write commands inline."""
     client = Redis.from_url(url, **kwargs)
     pool = client.connection_pool
-    pool.connection_class = _inline_variant(pool.connection_class)
+    base = pool.connection_class  # TCP, TLS or Unix socket, as the URL says
+    pool.connection_class = type(f"Inline{base.__name__}", (_InlineWrites, base), {})
     return client

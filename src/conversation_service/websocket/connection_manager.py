@@ -41,6 +41,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
+from conversation_service.utils.tasks import stop_tasks
 from conversation_service.websocket import events
 from conversation_service.websocket.events import EventId
 
@@ -66,9 +67,6 @@ _CONTROL_CHANNEL: Final = b"cs:live:~process"
 _BATCH: Final = 16
 
 SnapshotSource = Callable[[uuid.UUID, str | None], Awaitable[str]]
-
-
-_STOP_TIMEOUT = 2.0
 
 
 class LiveUnavailableError(Exception):
@@ -252,15 +250,10 @@ class ConnectionManager:
         for outbox in list(self._outboxes):
             outbox.close(CLOSE_SERVICE_RESTART, "service restarting: resume with your last id")
         tasks = [t for t in (self._reader, self._watchdog, *self._background) if t is not None]
-        for task in tasks:
-            task.cancel()
         # Close the socket first: a reader blocked in read_response may not see its
         # cancellation until the connection goes away, and shutdown must never hang on it.
         await self._drop_connection()
-        if tasks:
-            _, stuck = await asyncio.wait(tasks, timeout=_STOP_TIMEOUT)
-            if stuck:
-                log.warning("live hub tasks did not stop in time", extra={"tasks": len(stuck)})
+        await stop_tasks(*tasks)
         await self._pubsub_client.aclose()
 
     def register(self, outbox: Outbox) -> None:
@@ -284,15 +277,20 @@ class ConnectionManager:
         return len(self._channels)
 
     async def fanned_out(
-        self, conversation_id: uuid.UUID, event_id: str, *, wait_seconds: float = FAN_OUT_WAIT
+        self,
+        conversation_id: uuid.UUID,
+        event_id: str | None,
+        *,
+        wait_seconds: float = FAN_OUT_WAIT,
     ) -> None:
         """Return once this process's subscribers were handed ``event_id`` (just published).
 
         A publisher that answers its caller only after this gives its own event's fan-out the
         event loop first: the pub/sub message and the publish's reply arrive together, and
         writing the response before the fan-out delays every local viewer by the response. At
-        once when nobody here subscribes to the conversation or the hub is reconnecting; at most
-        ``wait_seconds`` otherwise (the event reaches the viewers anyway, or they catch up by id).
+        once when ``event_id`` is None, nobody here subscribes to the conversation or the hub is
+        reconnecting; at most ``wait_seconds`` otherwise (the event reaches the viewers anyway,
+        or they catch up by id).
         """
         channel = events.live_channel(conversation_id).encode()
         wanted = events.parse_event_id(event_id)
@@ -303,15 +301,11 @@ class ConnectionManager:
         entry = (wanted, future)
         waiting.append(entry)
         try:
-            async with asyncio.timeout(wait_seconds):
-                await future
-        except TimeoutError:
-            pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_seconds):
+                    await future
         finally:
-            if not future.done():
-                future.cancel()
-            if entry in waiting:
-                waiting.remove(entry)
+            waiting.remove(entry)
             if not waiting and self._awaited.get(channel) is waiting:
                 del self._awaited[channel]
 
