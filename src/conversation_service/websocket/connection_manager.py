@@ -285,6 +285,8 @@ class ConnectionManager:
     ) -> None:
         """Return once this process's subscribers were handed ``event_id`` (just published).
 
+        Handed means put in their outboxes, or, for one still catching up, in its buffer.
+
         A publisher that answers its caller only after this gives its own event's fan-out the
         event loop first: the pub/sub message and the publish's reply arrive together, and
         writing the response before the fan-out delays every local viewer by the response. At
