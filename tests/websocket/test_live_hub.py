@@ -105,3 +105,26 @@ async def test_a_publisher_can_wait_for_its_event_to_reach_this_process_viewers(
     other = await resources.events.publish(unwatched, "summary.updated", {"n": 2})
     await hub.fanned_out(uuid.UUID(unwatched), other, wait_seconds=60)
     assert hub._awaited == {}
+
+
+async def test_a_hub_stopped_at_any_point_of_its_start_up_stops_its_reader(
+    redis_url: str, app: FastAPI
+) -> None:
+    """Stop must not leave a reader behind, whatever it was doing.
+
+    On Python 3.11, ``asyncio.wait_for`` (redis-py's send) drops a cancellation that arrives as
+    the send finishes: a reader cancelled right then went on to read forever on a connection
+    nobody would close, and was later destroyed pending.
+    """
+    redis: Redis = app.state.resources.redis
+    for attempt in range(150):
+        hub = ConnectionManager(redis_url=redis_url, redis=redis, snapshot=_no_snapshot)
+        await hub.start()
+        await asyncio.sleep((attempt % 50) / 10_000)
+        await hub.stop()
+        assert hub._reader is not None
+        assert hub._reader.done(), f"reader still running after stop (attempt {attempt})"
+
+
+async def _no_snapshot(conversation_id: uuid.UUID, head: str | None) -> str:
+    raise AssertionError("no client subscribes in this test")

@@ -27,6 +27,7 @@ from conversation_service.queue.producer import Dispatcher
 from conversation_service.queue.runtime import JobResources, job_resources
 from conversation_service.services import callbacks
 from conversation_service.utils.clock import utcnow
+from conversation_service.utils.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,7 @@ async def run_job_with(resources: JobResources, job_id: str, core: Core) -> dict
 
 async def _stop(heartbeat: asyncio.Task[None]) -> None:
     # Awaited, so a renewal in flight returns its pooled connection before the job goes on.
-    heartbeat.cancel()
-    await asyncio.wait([heartbeat])
+    await stop_tasks(heartbeat)
 
 
 async def _claim(

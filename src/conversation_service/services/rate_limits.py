@@ -71,6 +71,7 @@ from redis.exceptions import RedisError
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.errors import ServiceError
 from conversation_service.services.auth import Principal
+from conversation_service.utils.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -431,9 +432,7 @@ class ConnectionSlot:
         """Give the lease back (the connection closed)."""
         if self._renewer is None:
             return
-        self._renewer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._renewer
+        await stop_tasks(self._renewer)
         self._renewer = None
         try:
             await self.limiter.redis.zrem(self.key, self.member)
