@@ -215,6 +215,11 @@ ReadPlan = Generator[tuple["ReadQuery", Mapping[str, Any]], Sequence[Row], T]
 class ReadConnection(Protocol):
     """One connection for a few reads."""
 
+    @property
+    def dialect_name(self) -> str:
+        """The database's SQLAlchemy dialect name (``sqlite``, ``postgresql``)."""
+        ...
+
     async def fetch(self, query: ReadQuery, params: Mapping[str, Any]) -> Sequence[Row]:
         """All rows of ``query`` with ``params``."""
         ...
@@ -262,6 +267,11 @@ class EngineReadConnection(_AwaitedPlans):
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
+    @property
+    def dialect_name(self) -> str:
+        """The engine's dialect name."""
+        return self.conn.dialect.name
+
     async def fetch(self, query: ReadQuery, params: Mapping[str, Any]) -> Sequence[Row]:
         """All rows of ``query`` with ``params``."""
         result = await self.conn.execute(query.stmt, dict(params))
@@ -271,6 +281,7 @@ class EngineReadConnection(_AwaitedPlans):
 
 class _AsyncpgReadConnection(_AwaitedPlans):
     __slots__ = ("conn",)
+    dialect_name = "postgresql"
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
@@ -367,6 +378,8 @@ class AsyncpgReads:
 
 class _SqliteReadConnection:
     __slots__ = ("conn", "dialect")
+
+    dialect_name = "sqlite"
 
     def __init__(self, conn: aiosqlite.Connection, dialect: Dialect) -> None:
         self.conn = conn

@@ -164,7 +164,7 @@ async def list_page(
 ) -> Response:
     """The history page behind the route and its fast twin (``routes.fast``)."""
     async with resources.reads.connection() as conn:
-        page = await message_store.list_messages(
+        body = await message_store.list_messages_json(
             conn,
             user,
             conversation_id,
@@ -174,9 +174,8 @@ async def list_page(
             limit=limit,
             cursor=cursor,
             codec=resources.cursors,
-            render=message_store.message_wire,
         )
-    return JSONBytesResponse(page)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/{message_id}", response_model=MessageOut, responses=problems(401, 404, 422))

@@ -8,11 +8,12 @@ back its increment too.
 
 import asyncio
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final, NoReturn
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
@@ -506,10 +507,10 @@ async def _explain_refused_append(
     )
 
 
-def _page_statement(ascending: bool) -> Any:
+def _page_statement(ascending: bool, columns: tuple[Any, ...] = MESSAGE_COLUMNS) -> Any:
     """A history page as one prebuilt statement (compiled once, cached by SQLAlchemy)."""
     return (
-        select(*MESSAGE_COLUMNS)
+        select(*columns)
         .select_from(messages.join(conversations, conversations.c.id == messages.c.conversation_id))
         .where(
             messages.c.conversation_id == bindparam("p_conversation_id"),
@@ -525,8 +526,56 @@ def _page_statement(ascending: bool) -> Any:
     )
 
 
+def _sqlite_uuid_text(column: str) -> str:
+    # Ids are stored as 32 lower-case hex digits; the API spells them 8-4-4-4-12.
+    parts = ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
+    return " || '-' || ".join(f"substr({column}, {start}, {size})" for start, size in parts)
+
+
+def _sqlite_time_text(column: str) -> str:
+    # Stored as naive UTC "YYYY-MM-DD HH:MM:SS.ffffff"; orjson's OPT_UTC_Z writes
+    # "YYYY-MM-DDTHH:MM:SS.ffffffZ", without the fraction when it is zero.
+    return (
+        f"substr({column}, 1, 10) || 'T' || "
+        f"CASE WHEN substr({column}, 20) = '.000000' THEN substr({column}, 12, 8) "
+        f"ELSE substr({column}, 12) END || 'Z'"
+    )
+
+
+# A message as its API JSON (``message_wire`` rendered by ``JSONBytesResponse``), built by
+# SQLite's JSON functions: in C, on the read connection's thread, without the GIL, instead of
+# converting 16 columns per row to Python objects and back to JSON. Strings are escaped as
+# orjson escapes them; stored JSON (orjson's text) is copied as it is; the one float, the
+# sentiment score, is rounded to 4 decimals where it is computed, which SQLite's 15
+# significant digits write as orjson does. ``tests/services/test_wire_page.py`` checks both
+# renderings agree on arbitrary messages.
+_SQLITE_MESSAGE_JSON: Final = f"""json_object(
+    'id', {_sqlite_uuid_text("messages.id")},
+    'conversation_id', {_sqlite_uuid_text("messages.conversation_id")},
+    'seq', messages.seq,
+    'role', messages.role,
+    'content', messages.content,
+    'content_parts', json(messages.content_parts),
+    'status', messages.status,
+    'metadata', json(messages.metadata),
+    'token_count', messages.token_count,
+    'language', messages.language,
+    'sentiment', CASE WHEN messages.sentiment_label IS NULL THEN NULL ELSE json_object(
+        'label', messages.sentiment_label,
+        'score', messages.sentiment_score,
+        'model', messages.sentiment_model) END,
+    'parent_id', {_sqlite_uuid_text("messages.parent_id")},
+    'created_at', {_sqlite_time_text("messages.created_at")},
+    'updated_at', {_sqlite_time_text("messages.updated_at")})"""
+_WIRE_COLUMNS: Final[tuple[Any, ...]] = (
+    literal_column(_SQLITE_MESSAGE_JSON).label("wire"),
+    messages.c.seq,
+)
+
 _PAGE_ASC = ReadQuery(_page_statement(ascending=True))
 _PAGE_DESC = ReadQuery(_page_statement(ascending=False))
+_WIRE_PAGE_ASC = ReadQuery(_page_statement(ascending=True, columns=_WIRE_COLUMNS))
+_WIRE_PAGE_DESC = ReadQuery(_page_statement(ascending=False, columns=_WIRE_COLUMNS))
 _OWNED = ReadQuery(
     select(conversations.c.id).where(
         conversations.c.id == bindparam("p_conversation_id"),
@@ -564,6 +613,77 @@ async def list_messages(
 
     Returned in the ``Page[MessageOut]`` shape, each row rendered by ``render``.
     """
+    order, params = _page_params(
+        principal, conversation_id, after_seq, before_seq, order, limit, cursor, codec
+    )
+    rows = await conn.fetch(_PAGE_ASC if order == "asc" else _PAGE_DESC, params)
+    await _require_rows_or_owned(conn, rows, params)
+    items = [render(row) for row in rows[:limit]]
+    last_seq = items[-1]["seq"] if len(rows) > limit else None
+    return {
+        "data": items,
+        "has_more": last_seq is not None,
+        "next_cursor": _next_cursor(codec, conversation_id, order, last_seq),
+    }
+
+
+async def list_messages_json(
+    conn: ReadConnection,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    *,
+    after_seq: int | None,
+    before_seq: int | None,
+    order: str,
+    limit: int,
+    cursor: str | None,
+    codec: CursorCodec,
+) -> bytes:
+    """``list_messages`` rendered as the API's JSON body (the history route's hot path).
+
+    On SQLite each message arrives as its JSON from the database (``_SQLITE_MESSAGE_JSON``).
+    """
+    if conn.dialect_name != "sqlite":
+        page = await list_messages(
+            conn,
+            principal,
+            conversation_id,
+            after_seq=after_seq,
+            before_seq=before_seq,
+            order=order,
+            limit=limit,
+            cursor=cursor,
+            codec=codec,
+            render=message_wire,
+        )
+        # asyncpg's own UUID type, which orjson does not know, goes through ``str``.
+        return orjson.dumps(page, default=str, option=orjson.OPT_UTC_Z)
+    order, params = _page_params(
+        principal, conversation_id, after_seq, before_seq, order, limit, cursor, codec
+    )
+    rows = await conn.fetch(_WIRE_PAGE_ASC if order == "asc" else _WIRE_PAGE_DESC, params)
+    await _require_rows_or_owned(conn, rows, params)
+    kept = rows[:limit]
+    last_seq = kept[-1]["seq"] if len(rows) > limit else None
+    tail = {
+        "has_more": last_seq is not None,
+        "next_cursor": _next_cursor(codec, conversation_id, order, last_seq),
+    }
+    items = ",".join([row["wire"] for row in kept])
+    return b'{"data":[' + items.encode() + b"]," + orjson.dumps(tail)[1:]
+
+
+def _page_params(
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    after_seq: int | None,
+    before_seq: int | None,
+    order: str,
+    limit: int,
+    cursor: str | None,
+    codec: CursorCodec,
+) -> tuple[str, dict[str, Any]]:
+    """The page's order and the page statements' parameters (a cursor narrows the bounds)."""
     if cursor is not None:
         order, position = _decode_cursor(codec, cursor, conversation_id)
         if order == "asc":
@@ -571,7 +691,7 @@ async def list_messages(
         else:
             before_seq = position if before_seq is None else min(before_seq, position)
     # Unbounded sides get sentinel bounds so one prebuilt statement per order serves every page.
-    params = {
+    return order, {
         "p_conversation_id": conversation_id,
         "p_tenant_id": principal.tenant_id,
         "p_user_id": principal.user_id,
@@ -579,17 +699,22 @@ async def list_messages(
         "p_before": before_seq if before_seq is not None else MAX_SEQ,
         "p_limit": limit + 1,
     }
-    rows = await conn.fetch(_PAGE_ASC if order == "asc" else _PAGE_DESC, params)
+
+
+async def _require_rows_or_owned(
+    conn: ReadConnection, rows: Sequence[Any], params: Mapping[str, Any]
+) -> None:
+    """An empty page of a conversation the caller does not own is a 404, not an empty list."""
     if not rows and not await conn.fetch(_OWNED, params):
-        raise ConversationNotFoundError(f"conversation {conversation_id} not found")
-    has_more = len(rows) > limit
-    items = [render(row) for row in rows[:limit]]
-    next_cursor = (
-        codec.encode({"k": "msg", "c": str(conversation_id), "o": order, "s": items[-1]["seq"]})
-        if has_more
-        else None
-    )
-    return {"data": items, "has_more": has_more, "next_cursor": next_cursor}
+        raise ConversationNotFoundError(f"conversation {params['p_conversation_id']} not found")
+
+
+def _next_cursor(
+    codec: CursorCodec, conversation_id: uuid.UUID, order: str, last_seq: int | None
+) -> str | None:
+    if last_seq is None:
+        return None
+    return codec.encode({"k": "msg", "c": str(conversation_id), "o": order, "s": last_seq})
 
 
 def _decode_cursor(codec: CursorCodec, cursor: str, conversation_id: uuid.UUID) -> tuple[str, int]:
