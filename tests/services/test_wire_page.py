@@ -122,19 +122,14 @@ async def _both_renderings(
                     for seq, row in enumerate(rows, start=1)
                 ],
             )
-        page: dict[str, Any] = {
-            "after_seq": None,
-            "before_seq": None,
-            "order": order,
-            "limit": limit,
-            "cursor": None,
-            "codec": _CODEC,
-        }
+        page = message_store.PageRequest(None, None, order, limit)
         async with reads.connection() as rc:
             python = await message_store.list_messages(
-                rc, _OWNER, conversation_id, render=message_store.message_wire, **page
+                rc, _OWNER, conversation_id, page, codec=_CODEC, render=message_store.message_wire
             )
-            database = await message_store.list_messages_json(rc, _OWNER, conversation_id, **page)
+            database = await message_store.list_messages_json(
+                rc, _OWNER, conversation_id, page, codec=_CODEC
+            )
     finally:
         await reads.close()
         await engine.dispose()

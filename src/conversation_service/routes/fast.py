@@ -20,7 +20,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar, cast
+from typing import TypeVar, cast
 from urllib.parse import parse_qsl
 
 import pydantic
@@ -45,6 +45,7 @@ from conversation_service.routes.messages import append, list_page
 from conversation_service.routes.streaming import publish_deltas
 from conversation_service.services.auth import Principal, verify_service_key
 from conversation_service.services.memory_manager import WindowRequest
+from conversation_service.services.message_store import PageRequest
 
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _MESSAGES = re.compile(rf"/api/v1/conversations/({_UUID})/messages")
@@ -140,16 +141,14 @@ async def _list(resources: Resources, scope: Scope, ids: tuple[str, ...], _: byt
     if cursor is not None and len(cursor) > MAX_CURSOR_CHARS:
         raise _DeclinedError
     user = await _user(resources, scope, message=False)
-    return await list_page(
-        resources,
-        user,
-        uuid.UUID(ids[0]),
+    page = PageRequest(
         after_seq=_int(query, "after_seq", 0, MAX_SEQ),
         before_seq=_int(query, "before_seq", 1, MAX_SEQ),
-        order=cast(Literal["asc", "desc"], order),
+        order=order,
         limit=_int(query, "limit", 1, MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE,
         cursor=cursor,
     )
+    return await list_page(resources, user, uuid.UUID(ids[0]), page)
 
 
 async def _append(resources: Resources, scope: Scope, ids: tuple[str, ...], raw: bytes) -> Response:

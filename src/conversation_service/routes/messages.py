@@ -28,6 +28,7 @@ from conversation_service.routes.deps import (
 from conversation_service.routes.errors import problems
 from conversation_service.services import fast_append, message_store
 from conversation_service.services.auth import Principal
+from conversation_service.services.message_store import PageRequest
 from conversation_service.websocket.events import EventType, publish_after_commit
 
 router = APIRouter(prefix="/api/v1/conversations/{conversation_id}/messages", tags=["messages"])
@@ -139,41 +140,17 @@ async def list_messages(
     cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS)] = None,
 ) -> Response:
     """A page of history by ``seq`` (keyset: ``after_seq``/``before_seq`` or ``cursor``)."""
-    return await list_page(
-        resources,
-        user,
-        conversation_id,
-        after_seq=after_seq,
-        before_seq=before_seq,
-        order=order,
-        limit=limit,
-        cursor=cursor,
-    )
+    page = PageRequest(after_seq, before_seq, order, limit, cursor)
+    return await list_page(resources, user, conversation_id, page)
 
 
 async def list_page(
-    resources: Resources,
-    user: Principal,
-    conversation_id: uuid.UUID,
-    *,
-    after_seq: int | None,
-    before_seq: int | None,
-    order: Literal["asc", "desc"],
-    limit: int,
-    cursor: str | None,
+    resources: Resources, user: Principal, conversation_id: uuid.UUID, page: PageRequest
 ) -> Response:
     """The history page behind the route and its fast twin (``routes.fast``)."""
     async with resources.reads.connection() as conn:
         body = await message_store.list_messages_json(
-            conn,
-            user,
-            conversation_id,
-            after_seq=after_seq,
-            before_seq=before_seq,
-            order=order,
-            limit=limit,
-            cursor=cursor,
-            codec=resources.cursors,
+            conn, user, conversation_id, page, codec=resources.cursors
         )
     return Response(body, media_type="application/json")
 

@@ -596,16 +596,23 @@ def _visible(principal: Principal, conversation_id: uuid.UUID) -> list[ColumnEle
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """Which page of a history: keyset bounds by ``seq`` or a cursor, order and size."""
+
+    after_seq: int | None
+    before_seq: int | None
+    order: str
+    limit: int
+    cursor: str | None = None
+
+
 async def list_messages(
     conn: ReadConnection,
     principal: Principal,
     conversation_id: uuid.UUID,
+    page: PageRequest,
     *,
-    after_seq: int | None,
-    before_seq: int | None,
-    order: str,
-    limit: int,
-    cursor: str | None,
     codec: CursorCodec,
     render: Callable[[Mapping[str, Any]], dict[str, Any]] = message_json,
 ) -> dict[str, Any]:
@@ -613,13 +620,11 @@ async def list_messages(
 
     Returned in the ``Page[MessageOut]`` shape, each row rendered by ``render``.
     """
-    order, params = _page_params(
-        principal, conversation_id, after_seq, before_seq, order, limit, cursor, codec
-    )
+    order, params = _page_params(principal, conversation_id, page, codec)
     rows = await conn.fetch(_PAGE_ASC if order == "asc" else _PAGE_DESC, params)
     await _require_rows_or_owned(conn, rows, params)
-    items = [render(row) for row in rows[:limit]]
-    last_seq = items[-1]["seq"] if len(rows) > limit else None
+    items = [render(row) for row in rows[: page.limit]]
+    last_seq = items[-1]["seq"] if len(rows) > page.limit else None
     return {
         "data": items,
         "has_more": last_seq is not None,
@@ -631,12 +636,8 @@ async def list_messages_json(
     conn: ReadConnection,
     principal: Principal,
     conversation_id: uuid.UUID,
+    page: PageRequest,
     *,
-    after_seq: int | None,
-    before_seq: int | None,
-    order: str,
-    limit: int,
-    cursor: str | None,
     codec: CursorCodec,
 ) -> bytes:
     """``list_messages`` rendered as the API's JSON body (the history route's hot path).
@@ -644,27 +645,16 @@ async def list_messages_json(
     On SQLite each message arrives as its JSON from the database (``_SQLITE_MESSAGE_JSON``).
     """
     if conn.dialect_name != "sqlite":
-        page = await list_messages(
-            conn,
-            principal,
-            conversation_id,
-            after_seq=after_seq,
-            before_seq=before_seq,
-            order=order,
-            limit=limit,
-            cursor=cursor,
-            codec=codec,
-            render=message_wire,
+        rendered = await list_messages(
+            conn, principal, conversation_id, page, codec=codec, render=message_wire
         )
         # asyncpg's own UUID type, which orjson does not know, goes through ``str``.
-        return orjson.dumps(page, default=str, option=orjson.OPT_UTC_Z)
-    order, params = _page_params(
-        principal, conversation_id, after_seq, before_seq, order, limit, cursor, codec
-    )
+        return orjson.dumps(rendered, default=str, option=orjson.OPT_UTC_Z)
+    order, params = _page_params(principal, conversation_id, page, codec)
     rows = await conn.fetch(_WIRE_PAGE_ASC if order == "asc" else _WIRE_PAGE_DESC, params)
     await _require_rows_or_owned(conn, rows, params)
-    kept = rows[:limit]
-    last_seq = kept[-1]["seq"] if len(rows) > limit else None
+    kept = rows[: page.limit]
+    last_seq = kept[-1]["seq"] if len(rows) > page.limit else None
     tail = {
         "has_more": last_seq is not None,
         "next_cursor": _next_cursor(codec, conversation_id, order, last_seq),
@@ -674,18 +664,12 @@ async def list_messages_json(
 
 
 def _page_params(
-    principal: Principal,
-    conversation_id: uuid.UUID,
-    after_seq: int | None,
-    before_seq: int | None,
-    order: str,
-    limit: int,
-    cursor: str | None,
-    codec: CursorCodec,
+    principal: Principal, conversation_id: uuid.UUID, page: PageRequest, codec: CursorCodec
 ) -> tuple[str, dict[str, Any]]:
     """The page's order and the page statements' parameters (a cursor narrows the bounds)."""
-    if cursor is not None:
-        order, position = _decode_cursor(codec, cursor, conversation_id)
+    order, after_seq, before_seq = page.order, page.after_seq, page.before_seq
+    if page.cursor is not None:
+        order, position = _decode_cursor(codec, page.cursor, conversation_id)
         if order == "asc":
             after_seq = position if after_seq is None else max(after_seq, position)
         else:
@@ -697,7 +681,7 @@ def _page_params(
         "p_user_id": principal.user_id,
         "p_after": after_seq if after_seq is not None else -1,
         "p_before": before_seq if before_seq is not None else MAX_SEQ,
-        "p_limit": limit + 1,
+        "p_limit": page.limit + 1,
     }
 
 

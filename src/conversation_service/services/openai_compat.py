@@ -359,11 +359,7 @@ async def list_items(
             EngineReadConnection(conn),
             principal,
             parsed,
-            after_seq=after_seq,
-            before_seq=before_seq,
-            order=order,
-            limit=limit,
-            cursor=None,
+            message_store.PageRequest(after_seq, before_seq, order, limit),
             codec=codec,
         )
     except ConversationNotFoundError as exc:
