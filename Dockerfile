@@ -11,10 +11,10 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 WORKDIR /src
 # README* and not README.md: pyproject names it, and a missing readme should not break COPY.
-COPY pyproject.toml README* ./
+COPY pyproject.toml constraints.txt README* ./
 COPY src ./src
 RUN /opt/venv/bin/pip install --upgrade pip \
-    && /opt/venv/bin/pip install .
+    && /opt/venv/bin/pip install -c constraints.txt .
 
 FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH \

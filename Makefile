@@ -3,13 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Pinned versions of every dependency (see the file's header); empty for the newest releases.
+CONSTRAINTS ?= constraints.txt
 
-.PHONY: run test lint format bench install clean
+.PHONY: run test lint format bench install clean constraints
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -35,3 +37,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .data .mypy_cache .ruff_cache .pytest_cache
+
+# Pin what .venv holds now (after an upgrade that passed make test and make bench).
+constraints: $(STAMP)
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^conversation-service'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
