@@ -2,7 +2,7 @@
 
 import asyncio
 
-from conversation_service.utils.tasks import stop_tasks
+from conversation_service.utils.tasks import RECANCEL_SECONDS, stop_tasks
 
 
 async def test_a_task_that_lost_its_cancellation_is_cancelled_again() -> None:
@@ -39,3 +39,19 @@ async def test_a_task_that_never_ends_is_given_up_on_after_the_wait() -> None:
     release.set()
     task.cancel()
     await asyncio.wait([task])
+
+
+async def test_a_short_clean_up_after_the_cancellation_is_not_interrupted() -> None:
+    cleaned = asyncio.Event()
+
+    async def cleans_up() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(RECANCEL_SECONDS / 2)  # e.g. returning a pooled connection
+            cleaned.set()
+
+    task = asyncio.create_task(cleans_up())
+    await asyncio.sleep(0)
+    await stop_tasks(task)
+    assert cleaned.is_set()
