@@ -41,6 +41,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
+from conversation_service.utils.redis_client import async_redis
 from conversation_service.utils.tasks import stop_tasks
 from conversation_service.websocket import events
 from conversation_service.websocket.events import EventId
@@ -215,8 +216,10 @@ class ConnectionManager:
 
     def __init__(self, *, redis_url: str, redis: Redis, snapshot: SnapshotSource) -> None:
         # A client of its own: pub/sub reads block indefinitely, which the app's client (with
-        # a socket timeout) must not do.
-        self._pubsub_client = Redis.from_url(
+        # a socket timeout) must not do. Its writes are inline like the app's (``async_redis``):
+        # redis-py's ``wait_for`` on Python 3.11 loses a cancellation that lands as a send
+        # finishes, which left a reader stopped mid-connect running forever.
+        self._pubsub_client = async_redis(
             redis_url, socket_connect_timeout=2.0, client_name="conversation-service-live"
         )
         self._redis = redis
