@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conversation_service.config.constants import MAX_SEQ
 from conversation_service.config.settings import ConversationSettings
-from conversation_service.db.reads import ReadConnection, ReadQuery
+from conversation_service.db.reads import ReadConnection, ReadQuery, Row
 from conversation_service.db.tables import conversations_table as conversations
 from conversation_service.db.tables import messages_table as messages
 from conversation_service.errors import (
@@ -620,15 +620,13 @@ async def list_messages(
 
     Returned in the ``Page[MessageOut]`` shape, each row rendered by ``render``.
     """
-    order, params = _page_params(principal, conversation_id, page, codec)
-    rows = await conn.fetch(_PAGE_ASC if order == "asc" else _PAGE_DESC, params)
-    await _require_rows_or_owned(conn, rows, params)
-    items = [render(row) for row in rows[: page.limit]]
-    last_seq = items[-1]["seq"] if len(rows) > page.limit else None
+    rows, next_cursor = await _page_rows(
+        conn, principal, conversation_id, page, codec, (_PAGE_ASC, _PAGE_DESC)
+    )
     return {
-        "data": items,
-        "has_more": last_seq is not None,
-        "next_cursor": _next_cursor(codec, conversation_id, order, last_seq),
+        "data": [render(row) for row in rows],
+        "has_more": next_cursor is not None,
+        "next_cursor": next_cursor,
     }
 
 
@@ -650,23 +648,28 @@ async def list_messages_json(
         )
         # asyncpg's own UUID type, which orjson does not know, goes through ``str``.
         return orjson.dumps(rendered, default=str, option=orjson.OPT_UTC_Z)
-    order, params = _page_params(principal, conversation_id, page, codec)
-    rows = await conn.fetch(_WIRE_PAGE_ASC if order == "asc" else _WIRE_PAGE_DESC, params)
-    await _require_rows_or_owned(conn, rows, params)
-    kept = rows[: page.limit]
-    last_seq = kept[-1]["seq"] if len(rows) > page.limit else None
-    tail = {
-        "has_more": last_seq is not None,
-        "next_cursor": _next_cursor(codec, conversation_id, order, last_seq),
-    }
-    items = ",".join([row["wire"] for row in kept])
-    return b'{"data":[' + items.encode() + b"]," + orjson.dumps(tail)[1:]
+    rows, next_cursor = await _page_rows(
+        conn, principal, conversation_id, page, codec, (_WIRE_PAGE_ASC, _WIRE_PAGE_DESC)
+    )
+    items = ",".join([row["wire"] for row in rows])
+    tail = orjson.dumps({"has_more": next_cursor is not None, "next_cursor": next_cursor})
+    return b'{"data":[' + items.encode() + b"]," + tail[1:]
 
 
-def _page_params(
-    principal: Principal, conversation_id: uuid.UUID, page: PageRequest, codec: CursorCodec
-) -> tuple[str, dict[str, Any]]:
-    """The page's order and the page statements' parameters (a cursor narrows the bounds)."""
+async def _page_rows(
+    conn: ReadConnection,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    page: PageRequest,
+    codec: CursorCodec,
+    queries: tuple[ReadQuery, ReadQuery],
+) -> tuple[Sequence[Row], str | None]:
+    """The page's rows (by the ascending or descending query) and the next page's cursor.
+
+    A cursor narrows the bounds; unbounded sides get sentinel bounds so one prebuilt statement
+    per order serves every page. An empty page of a conversation the caller does not own is a
+    404, not an empty list.
+    """
     order, after_seq, before_seq = page.order, page.after_seq, page.before_seq
     if page.cursor is not None:
         order, position = _decode_cursor(codec, page.cursor, conversation_id)
@@ -674,8 +677,7 @@ def _page_params(
             after_seq = position if after_seq is None else max(after_seq, position)
         else:
             before_seq = position if before_seq is None else min(before_seq, position)
-    # Unbounded sides get sentinel bounds so one prebuilt statement per order serves every page.
-    return order, {
+    params = {
         "p_conversation_id": conversation_id,
         "p_tenant_id": principal.tenant_id,
         "p_user_id": principal.user_id,
@@ -683,22 +685,15 @@ def _page_params(
         "p_before": before_seq if before_seq is not None else MAX_SEQ,
         "p_limit": page.limit + 1,
     }
-
-
-async def _require_rows_or_owned(
-    conn: ReadConnection, rows: Sequence[Any], params: Mapping[str, Any]
-) -> None:
-    """An empty page of a conversation the caller does not own is a 404, not an empty list."""
+    ascending, descending = queries
+    rows = await conn.fetch(ascending if order == "asc" else descending, params)
     if not rows and not await conn.fetch(_OWNED, params):
-        raise ConversationNotFoundError(f"conversation {params['p_conversation_id']} not found")
-
-
-def _next_cursor(
-    codec: CursorCodec, conversation_id: uuid.UUID, order: str, last_seq: int | None
-) -> str | None:
-    if last_seq is None:
-        return None
-    return codec.encode({"k": "msg", "c": str(conversation_id), "o": order, "s": last_seq})
+        raise ConversationNotFoundError(f"conversation {conversation_id} not found")
+    if len(rows) <= page.limit:
+        return rows, None
+    kept = rows[: page.limit]
+    cursor = codec.encode({"k": "msg", "c": str(conversation_id), "o": order, "s": kept[-1]["seq"]})
+    return kept, cursor
 
 
 def _decode_cursor(codec: CursorCodec, cursor: str, conversation_id: uuid.UUID) -> tuple[str, int]:
