@@ -84,16 +84,18 @@ async def run_job_with(resources: JobResources, job_id: str, core: Core) -> dict
         redis=resources.redis,
         dispatcher=resources.dispatcher,
     )
+    # Stopped (and awaited) before the job's result is recorded, so a renewal in flight returns
+    # its pooled connection first.
     heartbeat = asyncio.create_task(_renew_lease(engine, row["id"], settings))
     try:
         result = await core(context)
     except Exception as exc:
-        await _stop(heartbeat)
+        await stop_tasks(heartbeat)
         if await _record_failure(engine, row, exc):
             error = f"{type(exc).__name__}: {exc}"[:500]
             await _notify(context, "task.failed", {"status": "failed", "error": error})
         raise
-    await _stop(heartbeat)
+    await stop_tasks(heartbeat)
     await _record_success(engine, row["id"], result)
     await _notify(context, "task.completed", {"status": "finished", "result": result})
     for hook in context.after_commit:
@@ -104,11 +106,6 @@ async def run_job_with(resources: JobResources, job_id: str, core: Core) -> dict
     if context.followups:
         await _dispatch_followups(engine, resources.dispatcher, context.followups)
     return result
-
-
-async def _stop(heartbeat: asyncio.Task[None]) -> None:
-    # Awaited, so a renewal in flight returns its pooled connection before the job goes on.
-    await stop_tasks(heartbeat)
 
 
 async def _claim(
