@@ -3,6 +3,8 @@ Python rendering gives (``message_wire`` through orjson), whatever the messages 
 
 import asyncio
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conversation_service.db.engine import create_engine
 from conversation_service.db.reads import SqliteReads, sqlite_file
@@ -67,72 +70,73 @@ def _message(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class _Database:
+    """A migrated SQLite file, its engine and a read pool, on one event loop for all examples."""
+
+    runner: asyncio.Runner
+    engine: AsyncEngine
+    reads: SqliteReads
+
+
 @pytest.fixture(scope="module")
-def database(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> str:
+def database(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[_Database]:
     path: Path = tmp_path_factory.mktemp("wire") / "wire.db"
-    url = f"sqlite+aiosqlite:///{path}"
-
-    async def migrate() -> None:
-        engine = create_engine(make_settings(url, redis_url))
+    app_settings = make_settings(f"sqlite+aiosqlite:///{path}", redis_url)
+    with asyncio.Runner() as runner:
+        engine = create_engine(app_settings)
+        runner.run(reset_schema(engine))
+        file = sqlite_file(app_settings, engine)
+        assert file is not None
+        reads = SqliteReads(file, engine.dialect, size=1)
         try:
-            await reset_schema(engine)
+            yield _Database(runner, engine, reads)
         finally:
-            await engine.dispose()
-
-    asyncio.run(migrate())
-    return url
+            runner.run(reads.close())
+            runner.run(engine.dispose())
 
 
 async def _both_renderings(
-    url: str, redis_url: str, rows: list[dict[str, Any]], order: str, limit: int
+    db: _Database, rows: list[dict[str, Any]], order: str, limit: int
 ) -> tuple[bytes, bytes]:
-    app_settings = make_settings(url, redis_url)
-    engine = create_engine(app_settings)
-    path = sqlite_file(app_settings, engine)
-    assert path is not None
-    reads = SqliteReads(path, engine.dialect, size=1)
     conversation_id = uuid.uuid4()
     now = datetime.now(UTC)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                insert(conversations).values(
-                    id=conversation_id,
-                    tenant_id=_OWNER.tenant_id,
-                    user_id=_OWNER.user_id,
-                    agent_id="agent",
-                    status="active",
-                    priority="normal",
-                    metadata={},
-                    tags=[],
-                    created_at=now,
-                    updated_at=now,
-                )
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            insert(conversations).values(
+                id=conversation_id,
+                tenant_id=_OWNER.tenant_id,
+                user_id=_OWNER.user_id,
+                agent_id="agent",
+                status="active",
+                priority="normal",
+                metadata={},
+                tags=[],
+                created_at=now,
+                updated_at=now,
             )
-            await conn.execute(
-                insert(messages),
-                [
-                    {
-                        **row,
-                        "id": uuid.uuid4(),
-                        "conversation_id": conversation_id,
-                        "tenant_id": _OWNER.tenant_id,
-                        "seq": seq,
-                    }
-                    for seq, row in enumerate(rows, start=1)
-                ],
-            )
-        page = message_store.PageRequest(None, None, order, limit)
-        async with reads.connection() as rc:
-            python = await message_store.list_messages(
-                rc, _OWNER, conversation_id, page, codec=_CODEC, render=message_store.message_wire
-            )
-            database = await message_store.list_messages_json(
-                rc, _OWNER, conversation_id, page, codec=_CODEC
-            )
-    finally:
-        await reads.close()
-        await engine.dispose()
+        )
+        await conn.execute(
+            insert(messages),
+            [
+                {
+                    **row,
+                    "id": uuid.uuid4(),
+                    "conversation_id": conversation_id,
+                    "tenant_id": _OWNER.tenant_id,
+                    "seq": seq,
+                }
+                for seq, row in enumerate(rows, start=1)
+            ],
+        )
+    page = message_store.PageRequest(None, None, order, limit)
+    async with db.reads.connection() as rc:
+        python = await message_store.list_messages(
+            rc, _OWNER, conversation_id, page, codec=_CODEC, render=message_store.message_wire
+        )
+        database = await message_store.list_messages_json(
+            rc, _OWNER, conversation_id, page, codec=_CODEC
+        )
     return orjson.dumps(python, option=orjson.OPT_UTC_Z), database
 
 
@@ -145,8 +149,8 @@ async def _both_renderings(
     limit=st.integers(min_value=1, max_value=3),
 )
 def test_the_database_renders_a_page_as_python_does(
-    database: str, redis_url: str, rows: list[dict[str, Any]], order: str, limit: int
+    database: _Database, rows: list[dict[str, Any]], order: str, limit: int
 ) -> None:
-    python, built = asyncio.run(_both_renderings(database, redis_url, rows, order, limit))
+    python, built = database.runner.run(_both_renderings(database, rows, order, limit))
     assert built == python
     assert orjson.loads(built)["has_more"] == (len(rows) > limit)
