@@ -52,3 +52,20 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
         "route label must be the template, not the raw path"
     )
     assert "http_request_duration_seconds_bucket" in text
+
+
+async def test_metrics_keep_counting_the_same_label_set(client: httpx.AsyncClient) -> None:
+    series = (
+        'http_requests_total{method="GET",route="/health/live",status="200"}',
+        'http_request_duration_seconds_count{method="GET",route="/health/live"}',
+    )
+
+    async def counts() -> list[float]:
+        text = (await client.get("/metrics")).text
+        values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith(series))
+        return [float(values.get(name, 0)) for name in series]
+
+    before = await counts()
+    for _ in range(3):
+        await client.get("/health/live")
+    assert await counts() == [count + 3 for count in before]

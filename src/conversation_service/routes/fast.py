@@ -102,13 +102,13 @@ class FastRoutes:
         try:
             response = await handler(resources, scope, ids, body)
         except _DeclinedError:
-            resources.metrics.fast_routes.labels(template.path, "declined").inc()
+            resources.metrics.fast_routes_by(template.path, "declined").inc()
             await self.app(scope, replay_body(body, receive) if has_body else receive, send)
             return
         except Exception as exc:
             response = problem_for(exc, scope["path"])
         scope["route"] = template
-        resources.metrics.fast_routes.labels(template.path, "served").inc()
+        resources.metrics.fast_routes_by(template.path, "served").inc()
         await response(scope, receive, send)
 
     @staticmethod
