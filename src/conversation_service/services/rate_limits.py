@@ -46,12 +46,13 @@ API neither availability nor latency.
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -150,6 +151,7 @@ class Quota:
         return cls(scope, tuple(parse_many(notation)))
 
 
+@functools.lru_cache(maxsize=MAX_LOCAL_LEASES)
 def _digest(*parts: str) -> str:
     # Pseudonymous keys: Redis never holds a tenant or user id in clear.
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=12).hexdigest()
@@ -242,6 +244,7 @@ class RateLimiter:
         self.check_timeout = settings.rate_limit_check_timeout
         self.lease_script = redis.register_script(_LEASE)
         self._blocks: dict[str, _Block] = {}
+        self._keys: dict[tuple[RateLimitItem, tuple[str, ...]], str] = {}
         self._retry_seconds = retry_seconds
         self._clock = clock
         self._skip_until = -math.inf
@@ -305,10 +308,21 @@ class RateLimiter:
         if not self.enabled or self._skipping():
             return
         hits = [(quota, item, ids) for quota, ids in checks for item in quota.items]
+        pending: Coroutine[None, None, Refused | None]
+        if self.batched:
+            # Most requests spend local blocks only: no Redis call, so no timeout to arm.
+            keys = [self._key(item, ids) for _, item, ids in hits]
+            empty = self._spend_local(keys)
+            if not empty:
+                self._succeeded()
+                return
+            pending = self._refill(hits, keys, empty)
+        else:
+            pending = self._hit(hits)
         self._probing = self._degraded
         try:
             async with asyncio.timeout(self.check_timeout):
-                refused = await (self._hit_batched(hits) if self.batched else self._hit(hits))
+                refused = await pending
         except _UNAVAILABLE as exc:
             self._failed(exc)
             return
@@ -321,11 +335,18 @@ class RateLimiter:
                 self.metrics.rejections.labels(quota.scope).inc()
             raise _refusal(quota, item, reset_after)
 
-    async def _hit_batched(self, hits: list[Hit]) -> Refused | None:
-        """Fixed window: spend local blocks; refill the empty ones in one script call."""
-        bridge = self.storage.bridge
+    def _key(self, item: RateLimitItem, ids: tuple[str, ...]) -> str:
+        """The counter's Redis key, as ``limits`` names it (memoised: built per request)."""
+        key = self._keys.get((item, ids))
+        if key is None:
+            if len(self._keys) >= MAX_LOCAL_LEASES:
+                self._keys.clear()
+            key = self._keys[item, ids] = self.storage.bridge.prefixed_key(item.key_for(*ids))
+        return key
+
+    def _spend_local(self, keys: list[str]) -> list[int]:
+        """Fixed window: take one hit from each key's local block; the indexes of empty ones."""
         now = self._clock()
-        keys = [bridge.prefixed_key(item.key_for(*ids)) for _, item, ids in hits]
         empty = []
         for index, key in enumerate(keys):
             block = self._blocks.get(key)
@@ -333,8 +354,11 @@ class RateLimiter:
                 empty.append(index)
             else:
                 block.left -= 1
-        if not empty:
-            return None
+        return empty
+
+    async def _refill(self, hits: list[Hit], keys: list[str], empty: list[int]) -> Refused | None:
+        """Fixed window: refill the empty blocks in one script call."""
+        now = self._clock()
         sizes = [_block_size(hits[index][1]) for index in empty]
         raw = await self.batch_script(
             keys=[keys[index] for index in empty],
@@ -368,11 +392,10 @@ class RateLimiter:
     async def forget(self, principal: Principal) -> None:
         """Clear the user's counters and leases (after their data was erased)."""
         user = _digest(principal.tenant_id, principal.user_id)
-        bridge = self.storage.bridge
         try:
             for quota, scope in ((self.requests, "u"), (self.messages, "m")):
                 for item in quota.items:
-                    self._blocks.pop(bridge.prefixed_key(item.key_for(scope, user)), None)
+                    self._blocks.pop(self._key(item, (scope, user)), None)
                     await self.strategy.clear(item, scope, user)
             await self.redis.delete(WS_KEY_PREFIX + user)
         except _UNAVAILABLE as exc:
