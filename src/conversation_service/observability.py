@@ -82,7 +82,7 @@ class Children(Generic[_Metric]):
     """
 
     def __init__(self, metric: _Metric) -> None:
-        self.metric = metric
+        self.metric: _Metric = metric
         self._children: dict[tuple[str, ...], _Metric] = {}
 
     def __call__(self, *values: str) -> _Metric:

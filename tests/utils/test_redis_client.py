@@ -8,10 +8,12 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from conversation_service.utils.redis_client import async_redis
+from conversation_service.utils.redis_client import LuaScript, async_redis
 
 
 async def test_commands_pipelines_and_scripts_work_as_with_redis_py(redis_url: str) -> None:
@@ -67,6 +69,64 @@ async def test_a_write_the_server_never_takes_times_out_and_drops_the_connection
         # The next command starts on a new connection (and times out reading, redis-py's way).
         with pytest.raises(RedisTimeoutError):
             await client.get("small")
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def app_redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = async_redis(redis_url, socket_connect_timeout=1.0, socket_timeout=2.0)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def test_a_lua_script_loads_itself_when_redis_does_not_know_it(app_redis: Redis) -> None:
+    key = f"test:lua:{uuid.uuid4().hex}"
+    script = LuaScript(app_redis, "return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    try:
+        await app_redis.script_flush()
+        assert await script(keys=[key], args=[5]) == 5
+        assert await app_redis.script_exists(script.sha) == [True]
+        assert await script(keys=[key], args=[2]) == 7
+    finally:
+        await app_redis.delete(key)
+
+
+async def test_a_failing_lua_script_raises_and_leaves_its_connection_usable(
+    app_redis: Redis,
+) -> None:
+    failing = LuaScript(app_redis, "return redis.error_reply('refused: ' .. ARGV[1])")
+    with pytest.raises(ResponseError, match="refused: no"):
+        await failing(args=["no"])
+    assert await LuaScript(app_redis, "return ARGV[1]")(args=["next"]) == b"next"
+
+
+async def test_a_lua_script_survives_redis_closing_its_pooled_connection(app_redis: Redis) -> None:
+    echo = LuaScript(app_redis, "return ARGV[1]")
+    assert await echo(args=["first"]) == b"first"
+    pooled = app_redis.connection_pool._available_connections  # type: ignore[attr-defined]
+    ids = [await connection_id(app_redis, connection) for connection in pooled]
+    for client_id in ids:
+        await app_redis.client_kill_filter(_id=client_id)
+    assert await echo(args=["again"]) == b"again"
+
+
+async def connection_id(client: Redis, connection: Any) -> int:
+    """The server's id of one pooled connection (asked on that very connection)."""
+    await connection.send_command("CLIENT", "ID")
+    return int(await connection.read_response())
+
+
+async def test_a_lua_script_on_a_hung_redis_times_out_once(deaf_server: int) -> None:
+    client = async_redis(
+        f"redis://127.0.0.1:{deaf_server}/0", socket_timeout=0.3, driver_info=None, protocol=2
+    )
+    try:
+        async with asyncio.timeout(30):  # a guard against a hang, not a timing
+            with pytest.raises(RedisTimeoutError):
+                await LuaScript(client, "return 1")()
     finally:
         await client.aclose()
 

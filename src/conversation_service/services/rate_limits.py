@@ -72,6 +72,7 @@ from redis.exceptions import RedisError
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.errors import ServiceError
 from conversation_service.services.auth import Principal
+from conversation_service.utils.redis_client import LuaScript
 from conversation_service.utils.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
@@ -235,14 +236,14 @@ class RateLimiter:
         )
         self.strategy = _STRATEGIES[settings.rate_limit_strategy](self.storage)
         self.batched = isinstance(self.strategy, FixedWindowRateLimiter)
-        self.batch_script = redis.register_script(_FIXED_WINDOW_BATCH)
+        self.batch_script = LuaScript(redis, _FIXED_WINDOW_BATCH)
         self.requests = Quota.parse("requests", settings.rate_limit_requests)
         self.tenant = Quota.parse("tenant", settings.rate_limit_tenant)
         self.messages = Quota.parse("messages", settings.rate_limit_messages)
         self.internal = Quota.parse("internal", settings.rate_limit_internal)
         self.ws_connections = settings.rate_limit_ws_connections
         self.check_timeout = settings.rate_limit_check_timeout
-        self.lease_script = redis.register_script(_LEASE)
+        self.lease_script = LuaScript(redis, _LEASE)
         self._blocks: dict[str, _Block] = {}
         self._keys: dict[tuple[RateLimitItem, tuple[str, ...]], str] = {}
         self._retry_seconds = retry_seconds

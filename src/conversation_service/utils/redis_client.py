@@ -10,16 +10,24 @@ connection is dropped and redis-py's ``TimeoutError`` raised). Reads are redis-p
 Commands are packed by hiredis (C) when it is installed, as redis-py's synchronous client already
 does (its ``HiredisRespSerializer``); the asyncio connection packs in Python, about 1 µs per
 argument, and an RQ job's enqueue script carries some fifty.
+
+``LuaScript`` runs the hot paths' Lua scripts (every delta, event and rate-limit refill) with
+``EVALSHA`` on a pooled connection directly. redis-py 8 wraps every command in its retry loop and
+observability hooks, and a registered script in one more layer: 20 µs per call measured
+in-process, against a 72 µs round trip.
 """
 
 import asyncio
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.connection import HiredisRespSerializer
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, KeyT
 from redis.utils import HIREDIS_AVAILABLE
 
 _PACKER = HiredisRespSerializer() if HIREDIS_AVAILABLE else None
@@ -63,3 +71,42 @@ def async_redis(url: str, **kwargs: Any) -> Redis:
     base = pool.connection_class  # TCP, TLS or Unix socket, as the URL says
     pool.connection_class = type(f"Inline{base.__name__}", (_InlineWrites, base), {})
     return client
+
+
+class LuaScript:
+    """A Lua script called with ``EVALSHA`` (loaded on ``NOSCRIPT``) on a pooled connection.
+
+    Errors are redis-py's: the connection drops itself on a failed or interrupted exchange, so
+    no half-read reply reaches the next caller. Nothing is retried: the pool already replaces a
+    connection the server closed when it hands it out, and a hung Redis then costs one
+    ``socket_timeout``, not redis-py's ten retries with back-off. Callers handle ``RedisError``
+    as they do for any command (fail open, or 503).
+    """
+
+    def __init__(self, redis: Redis, source: str) -> None:
+        self.redis = redis
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    async def __call__(self, keys: Sequence[KeyT] = (), args: Sequence[EncodableT] = ()) -> Any:
+        """The script's reply to ``keys`` and ``args``."""
+        pool = self.redis.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            return await self._run(connection, keys, args)
+        finally:
+            await pool.release(connection)
+
+    async def _run(
+        self, connection: AbstractConnection, keys: Sequence[KeyT], args: Sequence[EncodableT]
+    ) -> Any:
+        command = ("EVALSHA", self.sha, len(keys), *keys, *args)
+        await connection.send_command(*command, check_health=False)
+        try:
+            return await connection.read_response()
+        except NoScriptError:
+            # Not loaded yet, or lost (Redis restarted, SCRIPT FLUSH).
+            await connection.send_command("SCRIPT", "LOAD", self.source, check_health=False)
+            await connection.read_response()
+            await connection.send_command(*command, check_health=False)
+            return await connection.read_response()
