@@ -19,10 +19,12 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     RowMapping,
+    String,
     bindparam,
     insert,
     literal_column,
     select,
+    type_coerce,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -532,30 +534,21 @@ def _sqlite_uuid_text(column: str) -> str:
     return " || '-' || ".join(f"substr({column}, {start}, {size})" for start, size in parts)
 
 
-def _sqlite_time_text(column: str) -> str:
-    # Stored as naive UTC "YYYY-MM-DD HH:MM:SS.ffffff"; orjson's OPT_UTC_Z writes
-    # "YYYY-MM-DDTHH:MM:SS.ffffffZ", without the fraction when it is zero.
-    return (
-        f"substr({column}, 1, 10) || 'T' || "
-        f"CASE WHEN substr({column}, 20) = '.000000' THEN substr({column}, 12, 8) "
-        f"ELSE substr({column}, 12) END || 'Z'"
-    )
-
-
-# A message as its API JSON (``message_wire`` rendered by ``JSONBytesResponse``), built by
-# SQLite's JSON functions: in C, on the read connection's thread, without the GIL, instead of
-# converting 16 columns per row to Python objects and back to JSON. Strings are escaped as
-# orjson escapes them; stored JSON (orjson's text) is copied as it is; the one float, the
-# sentiment score, is rounded to 4 decimals where it is computed, which SQLite's 15
-# significant digits write as orjson does. ``tests/services/test_wire_page.py`` checks both
-# renderings agree on arbitrary messages.
+# A message as its API JSON (``message_wire`` rendered by ``JSONBytesResponse``), built on the
+# read connection's thread by SQLite's JSON functions (C, without the GIL) instead of converting
+# 16 columns per row to Python objects and back to JSON. SQLite writes the middle of the object,
+# from ``seq`` to ``parent_id``: strings escaped as orjson escapes them, stored JSON (orjson's
+# text) copied as it is, the one float (the sentiment score, rounded to 4 decimals where it is
+# computed) in 15 significant digits as orjson writes it. The ends are plain ASCII that Python
+# splices on faster than SQLite's string functions build them (``_wire_message``): the id, the
+# page's one conversation id and the two times (formatting those in SQL was half the query's
+# time). ``tests/services/test_wire_page.py`` checks both renderings agree on arbitrary messages.
 _SQLITE_MESSAGE_JSON: Final = f"""json_object(
-    'id', {_sqlite_uuid_text("messages.id")},
-    'conversation_id', {_sqlite_uuid_text("messages.conversation_id")},
     'seq', messages.seq,
     'role', messages.role,
     'content', messages.content,
-    'content_parts', json(messages.content_parts),
+    'content_parts', CASE WHEN messages.content_parts = 'null' THEN NULL
+        ELSE json(messages.content_parts) END,
     'status', messages.status,
     'metadata', json(messages.metadata),
     'token_count', messages.token_count,
@@ -564,13 +557,33 @@ _SQLITE_MESSAGE_JSON: Final = f"""json_object(
         'label', messages.sentiment_label,
         'score', messages.sentiment_score,
         'model', messages.sentiment_model) END,
-    'parent_id', {_sqlite_uuid_text("messages.parent_id")},
-    'created_at', {_sqlite_time_text("messages.created_at")},
-    'updated_at', {_sqlite_time_text("messages.updated_at")})"""
+    'parent_id', CASE WHEN messages.parent_id IS NULL THEN NULL
+        ELSE {_sqlite_uuid_text("messages.parent_id")} END)"""
 _WIRE_COLUMNS: Final[tuple[Any, ...]] = (
     literal_column(_SQLITE_MESSAGE_JSON).label("wire"),
+    # As stored (no type processors): 32 hex digits, naive "YYYY-MM-DD HH:MM:SS.ffffff" UTC.
+    type_coerce(messages.c.id, String()).label("id_text"),
+    type_coerce(messages.c.created_at, String()).label("created_text"),
+    type_coerce(messages.c.updated_at, String()).label("updated_text"),
     messages.c.seq,
 )
+
+
+def _wire_message(row: Row, conversation_id: str) -> str:
+    """A message's API JSON from a ``_WIRE_COLUMNS`` row."""
+    h = row["id_text"]
+    return (
+        f'{{"id":"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",'
+        f'"conversation_id":"{conversation_id}",{row["wire"][1:-1]},'
+        f'"created_at":"{_utc_z(row["created_text"])}",'
+        f'"updated_at":"{_utc_z(row["updated_text"])}"}}'
+    )
+
+
+def _utc_z(stored: str) -> str:
+    # orjson's OPT_UTC_Z spelling: "YYYY-MM-DDTHH:MM:SS[.ffffff]Z", no fraction when it is zero.
+    return f"{stored[:10]}T{stored[11:19] if stored[19:] == '.000000' else stored[11:]}Z"
+
 
 _PAGE_ASC = ReadQuery(_page_statement(ascending=True))
 _PAGE_DESC = ReadQuery(_page_statement(ascending=False))
@@ -651,7 +664,8 @@ async def list_messages_json(
     rows, next_cursor = await _page_rows(
         conn, principal, conversation_id, page, codec, (_WIRE_PAGE_ASC, _WIRE_PAGE_DESC)
     )
-    items = ",".join([row["wire"] for row in rows])
+    conversation = str(conversation_id)
+    items = ",".join([_wire_message(row, conversation) for row in rows])
     tail = orjson.dumps({"has_more": next_cursor is not None, "next_cursor": next_cursor})
     return b'{"data":[' + items.encode() + b"]," + tail[1:]
 
