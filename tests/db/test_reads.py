@@ -4,6 +4,8 @@ run on the event loop only while they are quick."""
 import asyncio
 import sqlite3
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -101,29 +103,29 @@ _ITEMS = sa.Table("items", sa.MetaData(), sa.Column("id", sa.Integer, primary_ke
 _ALL_ITEMS = ReadQuery(sa.select(_ITEMS.c.id).order_by(_ITEMS.c.id))
 
 
-def _database(path: Path, *, wal: bool) -> None:
+@asynccontextmanager
+async def _reads(path: Path, *, wal: bool) -> AsyncIterator[SqliteReads]:
+    """``SqliteReads`` on a fresh database of 50 items, with or without WAL."""
     with sqlite3.connect(path) as conn:
         conn.execute(f"PRAGMA journal_mode={'WAL' if wal else 'DELETE'}")
         conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY)")
         conn.executemany("INSERT INTO items VALUES (?)", [(i,) for i in range(1, 51)])
     conn.close()
-
-
-async def test_a_quick_sqlite_read_runs_on_the_event_loop(tmp_path: Path) -> None:
-    _database(tmp_path / "db.sqlite", wal=True)
-    reads = SqliteReads(str(tmp_path / "db.sqlite"), DIALECT, size=1)
+    reads = SqliteReads(str(path), DIALECT, size=1)
     try:
-        async with reads.connection() as conn:
-            rows = await conn.fetch(_ALL_ITEMS, {})
-        assert [row["id"] for row in rows] == list(range(1, 51))
-        assert (reads.inline_reads, reads.thread_reads) == (1, 0)
+        yield reads
     finally:
         await reads.close()
 
 
+async def test_a_quick_sqlite_read_runs_on_the_event_loop(tmp_path: Path) -> None:
+    async with _reads(tmp_path / "db.sqlite", wal=True) as reads, reads.connection() as conn:
+        rows = await conn.fetch(_ALL_ITEMS, {})
+        assert [row["id"] for row in rows] == list(range(1, 51))
+        assert (reads.inline_reads, reads.thread_reads) == (1, 0)
+
+
 async def test_a_sqlite_read_over_the_inline_budget_finishes_on_a_thread(tmp_path: Path) -> None:
-    _database(tmp_path / "db.sqlite", wal=True)
-    reads = SqliteReads(str(tmp_path / "db.sqlite"), DIALECT, size=1)
     count = 2_000_000  # far more than a millisecond of SQLite's work
     slow = ReadQuery(
         sa.text(
@@ -133,15 +135,12 @@ async def test_a_sqlite_read_over_the_inline_budget_finishes_on_a_thread(tmp_pat
         .bindparams(sa.bindparam("n", type_=sa.Integer()))
         .columns(sa.column("n", sa.Integer))
     )
-    try:
-        async with reads.connection() as conn:
-            rows = await conn.fetch(slow, {"n": count})
-            assert rows[0]["n"] == count
-            assert (reads.inline_reads, reads.thread_reads) == (0, 1)
-            # The inline connection is fine after the interruption.
-            assert len(await conn.fetch(_ALL_ITEMS, {})) == 50
-    finally:
-        await reads.close()
+    async with _reads(tmp_path / "db.sqlite", wal=True) as reads, reads.connection() as conn:
+        rows = await conn.fetch(slow, {"n": count})
+        assert rows[0]["n"] == count
+        assert (reads.inline_reads, reads.thread_reads) == (0, 1)
+        # The inline connection is fine after the interruption.
+        assert len(await conn.fetch(_ALL_ITEMS, {})) == 50
 
 
 async def test_a_sqlite_read_that_finds_the_database_locked_waits_on_a_thread(
@@ -149,17 +148,15 @@ async def test_a_sqlite_read_that_finds_the_database_locked_waits_on_a_thread(
 ) -> None:
     # Without WAL a writer's exclusive lock keeps readers out: the inline read must not wait
     # for it on the event loop (which releases it here), the thread read must.
-    _database(tmp_path / "db.sqlite", wal=False)
-    reads = SqliteReads(str(tmp_path / "db.sqlite"), DIALECT, size=1)
-    holder = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")
-    holder.execute("INSERT INTO items VALUES (51)")
-    asyncio.get_running_loop().call_later(0.2, holder.execute, "COMMIT")
-    try:
-        async with reads.connection() as conn:
-            rows = await conn.fetch(_ALL_ITEMS, {})
-        assert [row["id"] for row in rows] == list(range(1, 52))
-        assert (reads.inline_reads, reads.thread_reads) == (0, 1)
-    finally:
-        holder.close()
-        await reads.close()
+    async with _reads(tmp_path / "db.sqlite", wal=False) as reads:
+        holder = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")
+            holder.execute("INSERT INTO items VALUES (51)")
+            asyncio.get_running_loop().call_later(0.2, holder.execute, "COMMIT")
+            async with reads.connection() as conn:
+                rows = await conn.fetch(_ALL_ITEMS, {})
+            assert [row["id"] for row in rows] == list(range(1, 52))
+            assert (reads.inline_reads, reads.thread_reads) == (0, 1)
+        finally:
+            holder.close()
