@@ -459,13 +459,15 @@ class SqliteReads:
         c = query.compiled(self.dialect)
         self._deadline = time.perf_counter() + INLINE_BUDGET
         try:
-            rows = c.rows(conn.execute(c.sql, c.args(params)))
+            # Fetched to the end before any conversion, so no statement stays open (holding a
+            # read snapshot) if a value fails to convert.
+            fetched = conn.execute(c.sql, c.args(params)).fetchall()
         except sqlite3.OperationalError:
             # Interrupted (over budget), busy or locked: the thread path waits and reports.
             self.thread_reads += 1
             return None
         self.inline_reads += 1
-        return rows
+        return c.rows(fetched)
 
     def _open_inline(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=0, isolation_level=None)
