@@ -113,6 +113,26 @@ async def test_a_lua_script_survives_redis_closing_its_pooled_connection(app_red
     assert await echo(args=["again"]) == b"again"
 
 
+async def test_a_connection_returned_with_an_unread_reply_is_never_handed_out_dirty(
+    app_redis: Redis,
+) -> None:
+    pool = app_redis.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    await connection.send_command("ECHO", "stale")
+    await asyncio.sleep(0.05)  # the reply is waiting in the socket, unread
+    await pool.release(connection)
+    assert await app_redis.echo("fresh") == b"fresh"
+
+
+async def test_concurrent_commands_each_get_their_own_reply(app_redis: Redis) -> None:
+    values = [uuid.uuid4().hex for _ in range(50)]
+    assert await asyncio.gather(*(app_redis.echo(value) for value in values)) == [
+        value.encode() for value in values
+    ]
+    pool = app_redis.connection_pool
+    assert not pool._in_use_connections  # type: ignore[attr-defined]
+
+
 async def connection_id(client: Redis, connection: Any) -> int:
     """The server's id of one pooled connection (asked on that very connection)."""
     await connection.send_command("CLIENT", "ID")

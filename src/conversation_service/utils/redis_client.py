@@ -11,6 +11,10 @@ Commands are packed by hiredis (C) when it is installed, as redis-py's synchrono
 does (its ``HiredisRespSerializer``); the asyncio connection packs in Python, about 1 µs per
 argument, and an RQ job's enqueue script carries some fifty.
 
+Connections are checked out and back in without redis-py 8's per-checkout observability hooks
+and release events, which the app does not use (``_LeanCheckout``): 24 µs per command
+measured in-process, against 72 µs for a whole round trip.
+
 ``LuaScript`` runs the hot paths' Lua scripts (every delta, event and rate-limit refill) with
 ``EVALSHA`` on a pooled connection directly. redis-py 8 wraps every command in its retry loop and
 observability hooks, and a registered script in one more layer: 20 µs per call measured
@@ -23,8 +27,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.connection import HiredisRespSerializer
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, KeyT
@@ -64,12 +69,51 @@ class _InlineWrites(AbstractConnection):
             raise RedisTimeoutError("Timeout writing to socket") from None
 
 
+class _LeanCheckout(ConnectionPool):
+    """redis-py's checkout and check-in, minus its observability hooks and release events.
+
+    Same lists under the same lock, and the same check that a pooled connection is still
+    usable: one the server closed, or with unread data, is reconnected before it is handed out.
+    """
+
+    async def get_connection(
+        self, command_name: str | None = None, *keys: Any, **options: Any
+    ) -> AbstractConnection:
+        async with self._lock:
+            connection: AbstractConnection = self.get_available_connection()  # type: ignore[no-untyped-call]
+        try:
+            if not connection.is_connected:
+                await connection.connect()  # type: ignore[no-untyped-call]
+            elif await self._dirty(connection):
+                await connection.disconnect()
+                await connection.connect()  # type: ignore[no-untyped-call]
+        except BaseException:
+            await self.release(connection)
+            raise
+        return connection
+
+    @staticmethod
+    async def _dirty(connection: AbstractConnection) -> bool:
+        try:
+            return bool(await connection.can_read())
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            return True
+
+    async def release(self, connection: AbstractConnection) -> None:
+        async with self._lock:
+            self._in_use_connections.remove(connection)
+            if connection.should_reconnect():  # type: ignore[no-untyped-call]
+                await connection.disconnect()
+            self._available_connections.append(connection)
+
+
 def async_redis(url: str, **kwargs: Any) -> Redis:
     """``Redis.from_url(url, **kwargs)`` whose connections write commands inline."""
     client = Redis.from_url(url, **kwargs)
     pool = client.connection_pool
     base = pool.connection_class  # TCP, TLS or Unix socket, as the URL says
     pool.connection_class = type(f"Inline{base.__name__}", (_InlineWrites, base), {})
+    pool.__class__ = type(f"Lean{type(pool).__name__}", (_LeanCheckout, type(pool)), {})
     return client
 
 
