@@ -213,8 +213,7 @@ def _sqlite_uuid(fallback: Callable[[Any], Any], value: Any) -> Any:
 
 T = TypeVar("T")
 # A read that depends on earlier ones, as a generator: it yields each (query, params) it needs,
-# is sent that read's rows, and returns its result. ``ReadConnection.run`` drives it; on SQLite
-# the whole plan runs in one hop to the connection's thread instead of one hop per read.
+# is sent that read's rows, and returns its result. ``ReadConnection.run`` drives it.
 ReadPlan = Generator[tuple["ReadQuery", Mapping[str, Any]], Sequence[Row], T]
 
 
@@ -236,7 +235,7 @@ class ReadConnection(Protocol):
 
 
 class _AwaitedPlans:
-    """``run`` for connections whose reads are awaited one by one (asyncpg, the engine)."""
+    """``run`` for connections whose reads are awaited one by one (all of them)."""
 
     __slots__ = ()
 
@@ -251,18 +250,6 @@ class _AwaitedPlans:
                 step = plan.send(await self.fetch(*step))
         except StopIteration as done:
             return cast(T, done.value)
-
-
-def _run_sync(
-    fetch: Callable[[ReadQuery, Mapping[str, Any]], Sequence[Row]], plan: ReadPlan[T]
-) -> T:
-    """Drive ``plan`` with a blocking ``fetch`` (on a SQLite connection's thread)."""
-    try:
-        step = next(plan)
-        while True:
-            step = plan.send(fetch(*step))
-    except StopIteration as done:
-        return cast(T, done.value)
 
 
 class EngineReadConnection(_AwaitedPlans):
@@ -383,9 +370,9 @@ class AsyncpgReads:
 
 
 class _SqliteReadConnection:
-    __slots__ = ("conn", "dialect")
+    """Reads on a pooled aiosqlite connection, each one hop to its thread."""
 
-    dialect_name = "sqlite"
+    __slots__ = ("conn", "dialect")
 
     def __init__(self, conn: aiosqlite.Connection, dialect: Dialect) -> None:
         self.conn = conn
@@ -394,18 +381,6 @@ class _SqliteReadConnection:
     async def fetch(self, query: ReadQuery, params: Mapping[str, Any]) -> Sequence[Row]:
         c = query.compiled(self.dialect)
         return c.rows(await self.conn.execute_fetchall(c.sql, c.args(params)))
-
-    def _fetch_here(self, query: ReadQuery, params: Mapping[str, Any]) -> Sequence[Row]:
-        # On the connection's thread (aiosqlite runs ``_execute``'s function there).
-        c = query.compiled(self.dialect)
-        return c.rows(self.conn._conn.execute(c.sql, c.args(params)))
-
-    async def run(self, plan: ReadPlan[T]) -> T:
-        """Run the whole plan in one hop to the connection's thread."""
-        # aiosqlite's ``_execute`` (private, stable since 0.17) runs a function on the thread
-        # that owns the sqlite3 connection: what its own execute methods are built on.
-        result: T = await self.conn._execute(_run_sync, self._fetch_here, plan)  # type: ignore[no-untyped-call]
-        return result
 
 
 class _InlineFirstConnection(_AwaitedPlans):

@@ -8,10 +8,10 @@ per message and encoding at write time, so nothing is recounted here.
 It is the hottest read of the platform, so it is a few prebuilt statements on the hot-read
 connection (``db.reads``: asyncpg directly on PostgreSQL): one for the policy, the newest summary,
 the current session's context and the tracked context, one for the always-included messages, and
-one per chunk of recent ones. They form one read plan (``_window_plan``): on SQLite the plan runs
-whole on the read connection's thread, one hop instead of one per statement. The session context
-comes from its durable copy, which every write updates in the same transaction as it updates the
-Redis hot copy, so no Redis call is needed.
+one per chunk of recent ones. They form one read plan (``_window_plan``); on SQLite each of its
+statements runs on the event loop's own connection while it is quick (``db.reads``). The session
+context comes from its durable copy, which every write updates in the same transaction as it
+updates the Redis hot copy, so no Redis call is needed.
 """
 
 import uuid
@@ -300,7 +300,7 @@ class ConversationMemoryManager:
 def _window_plan(
     conversation_id: uuid.UUID, request: WindowRequest, now: datetime, chunk_size: int
 ) -> ReadPlan[_Window]:
-    """The window's reads and the choice they feed (one hop on SQLite: ``ReadConnection.run``)."""
+    """The window's reads and the choice they feed (driven by ``ReadConnection.run``)."""
     heads = yield _HEAD, {"p_conversation_id": conversation_id, "p_active_since": now - SESSION_TTL}
     if not heads:
         raise ConversationNotFoundError(f"conversation {conversation_id} not found")
