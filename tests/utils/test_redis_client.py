@@ -107,7 +107,7 @@ async def test_a_lua_script_survives_redis_closing_its_pooled_connection(app_red
     echo = LuaScript(app_redis, "return ARGV[1]")
     assert await echo(args=["first"]) == b"first"
     pooled = app_redis.connection_pool._available_connections  # type: ignore[attr-defined]
-    ids = [await connection_id(app_redis, connection) for connection in pooled]
+    ids = [await connection_id(connection) for connection in pooled]
     for client_id in ids:
         await app_redis.client_kill_filter(_id=client_id)
     assert await echo(args=["again"]) == b"again"
@@ -133,7 +133,7 @@ async def test_concurrent_commands_each_get_their_own_reply(app_redis: Redis) ->
     assert not pool._in_use_connections  # type: ignore[attr-defined]
 
 
-async def connection_id(client: Redis, connection: Any) -> int:
+async def connection_id(connection: Any) -> int:
     """The server's id of one pooled connection (asked on that very connection)."""
     await connection.send_command("CLIENT", "ID")
     return int(await connection.read_response())

@@ -572,14 +572,17 @@ _WIRE_COLUMNS: Final[tuple[Any, ...]] = (
 def _wire_message(row: Row, conversation_id: str) -> str:
     """A message's API JSON from a ``_WIRE_COLUMNS`` row."""
     h = row["id_text"]
-    # orjson's OPT_UTC_Z spelling of the stored time: "T", "Z", no fraction when it is zero.
-    created = row["created_text"].replace(" ", "T").replace(".000000", "")
-    updated = row["updated_text"].replace(" ", "T").replace(".000000", "")
     return (
         f'{{"id":"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",'
         f'"conversation_id":"{conversation_id}",{row["wire"][1:-1]},'
-        f'"created_at":"{created}Z","updated_at":"{updated}Z"}}'
+        f'"created_at":"{_wire_time(row["created_text"])}",'
+        f'"updated_at":"{_wire_time(row["updated_text"])}"}}'
     )
+
+
+def _wire_time(stored: str) -> str:
+    # orjson's OPT_UTC_Z spelling of a stored time: "T", "Z", no fraction when it is zero.
+    return stored.replace(" ", "T").replace(".000000", "") + "Z"
 
 
 _PAGE_ASC = ReadQuery(_page_statement(ascending=True))
