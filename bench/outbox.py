@@ -46,8 +46,8 @@ from bench.server import ServiceProcess, free_port
 from bench.stats import Measurement, Operation, closed_loop, median_of
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import callback_deliveries_table as deliveries
-from conversation_service.queue.jobs import JobKind, JobSpec, queue_for, row_values
 from conversation_service.services.callbacks import event_body
+from conversation_service.services.outbox import JobKind, JobSpec, queue_for, row_values
 
 CLIENTS = 16
 OVERHEAD = 1.3

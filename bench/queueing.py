@@ -62,14 +62,14 @@ from conversation_service.config.settings import ConversationSettings, Environme
 from conversation_service.db.engine import create_engine
 from conversation_service.db.tables import jobs_table as jobs
 from conversation_service.db.tables import messages_table as messages
-from conversation_service.queue.jobs import (
+from conversation_service.queue.producer import Dispatcher
+from conversation_service.services.outbox import (
     ACTIVE_STATUSES,
     JobKind,
     JobSpec,
     queue_for,
     record_jobs,
 )
-from conversation_service.queue.producer import Dispatcher
 
 QUEUE_DB = 11
 RAW_DB = 12

@@ -22,8 +22,10 @@ from websockets.exceptions import ConnectionClosed
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.engine import create_engine
-from conversation_service.services import streaming
-from conversation_service.websocket.events import OPEN_STREAMS_KEY, EventPublisher
+from conversation_service.events.log import OPEN_STREAMS_KEY, EventPublisher
+from conversation_service.events.store import StreamStore
+from conversation_service.services.stream_expiry import sweep_idle_streams
+from conversation_service.services.unit_of_work import Units
 from tests.conftest import INTERNAL_KEY, JWT_SECRET, Caller, make_settings, new_caller, reset_schema
 from tests.live_server import ServerProcess
 from tests.websocket.helpers import (
@@ -53,10 +55,14 @@ async def neighbour_sweeping(redis_url: str, directory: Path) -> AsyncIterator[N
     redis = Redis.from_url(redis_url)
     await reset_schema(engine)
 
+    class NoJobs:
+        def submit(self, specs: Any) -> None:
+            """A sweep records no jobs."""
+
     async def sweep() -> None:
-        publisher, store = EventPublisher(redis), streaming.StreamStore(redis)
+        publisher, store = EventPublisher(redis), StreamStore(redis)
         while True:
-            await streaming.sweep_idle_streams(engine, publisher, store, idle_seconds=0.05)
+            await sweep_idle_streams(Units(engine, NoJobs(), publisher), store, idle_seconds=0.05)
             await asyncio.sleep(0.02)
 
     task = asyncio.create_task(sweep())

@@ -1,6 +1,6 @@
 """The context endpoint's reads straight through the driver: the ``context`` baseline.
 
-``window`` runs what ``ConversationMemoryManager.build`` reads for one window, with the same SQL
+``window`` runs what ``memory_manager.context_window`` reads for one window, with the same SQL
 as the service's statements compile to: the newest summary, the always-included rows, then the
 newest rows after the summary's cut point, newest first in chunks of 64 until the token budget is
 spent (``_recent``: stop when a full chunk took the total past the room left, unless the last row
@@ -26,11 +26,10 @@ from bench.raw.base import INSERT_COLUMNS, SELECT_COLUMNS, message_row, new_id
 from bench.raw.postgres import PostgresBackend
 from bench.raw.sqlite import SQLITE_PRAGMAS, SqliteBackend
 from conversation_service.db.tables import summaries_table
-from conversation_service.services.memory_manager import ConversationMemoryManager
+from conversation_service.services.memory_manager import CHUNK
 from conversation_service.services.sessions import TTL as SESSION_TTL
 from conversation_service.services.summaries import summary_message_tokens
 
-CHUNK = ConversationMemoryManager.CHUNK
 SUMMARY_GAP = 200
 TOKENS = (20, 60)
 WINDOW_COLUMNS = (*SELECT_COLUMNS, "tokens_cl100k", "tokens_o200k")

@@ -11,8 +11,6 @@ from redis import Redis as SyncRedis
 from conversation_service import __version__
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.engine import assert_migrated, create_engine
-from conversation_service.db.reads import Reads, open_reads
-from conversation_service.db.writes import SqliteWriter, open_writer
 from conversation_service.observability import Metrics, RequestContextMiddleware
 from conversation_service.queue.producer import Dispatcher, OutboxRelay
 from conversation_service.resources import Resources, cursor_key
@@ -33,15 +31,15 @@ from conversation_service.routes import rate_limits as limited
 from conversation_service.routes import streaming as streaming_routes
 from conversation_service.routes import ws as ws_routes
 from conversation_service.routes.errors import install_error_handlers, problems
-from conversation_service.routes.fast import FastRoutes
 from conversation_service.routes.limits import BodyGuardMiddleware
 from conversation_service.routes.openai_errors import OpenAIErrorMiddleware, openai_errors
 from conversation_service.routes.webhooks import document_webhooks
 from conversation_service.services.agents import AgentDirectory
 from conversation_service.services.auth import TokenVerifier
 from conversation_service.services.idempotency import InFlightGate
-from conversation_service.services.lifecycle import RetentionScheduler
 from conversation_service.services.rate_limits import RateLimiter, RateLimitMetrics
+from conversation_service.services.retention import RetentionScheduler
+from conversation_service.services.unit_of_work import Units
 from conversation_service.utils.cursors import CursorCodec
 from conversation_service.utils.memory_utils import preload_encoders
 from conversation_service.utils.redis_client import async_redis
@@ -90,18 +88,14 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
             if settings.orchestrator_url
             else None
         )
-        reads: Reads | None = None
-        writer: SqliteWriter | None = None
         try:
             await assert_migrated(engine)
-            reads = await open_reads(settings, engine)
-            writer = await open_writer(settings, engine)
             # Token tables load now, not on the first append (0.2-0.4 s).
             await asyncio.to_thread(preload_encoders)
             app.state.resources = Resources(
                 settings=settings,
                 engine=engine,
-                reads=reads,
+                units=Units(engine, relay, realtime.events),
                 redis=redis,
                 verifier=TokenVerifier(settings),
                 internal_keys=settings.effective_internal_keys(),
@@ -114,21 +108,16 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
                 relay=relay,
                 limiter=RateLimiter(settings, redis, metrics=limit_metrics),
                 agents=agents,
-                writer=writer,
             )
             relay.start()
             retention.start()
-            await realtime.start()
+            await realtime.start(app.state.resources.units)
             yield
         finally:
             await realtime.stop()
             await retention.stop()
             await relay.stop()
             await agent_http.aclose()
-            if reads is not None:
-                await reads.close()
-            if writer is not None:
-                await writer.close()
             rq_redis.close()
             await redis.aclose()
             await engine.dispose()
@@ -173,9 +162,6 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
         responses=openai_errors(429),
     )
     chat_page.install(app, settings)
-    # Innermost: the fast twins see bodies BodyGuard has checked, and requests the context
-    # middleware has given an id (and will count in the metrics).
-    app.add_middleware(FastRoutes, enabled=settings.fast_routes)
     app.add_middleware(
         BodyGuardMiddleware,
         max_bytes=settings.max_body_bytes,

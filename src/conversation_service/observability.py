@@ -111,15 +111,8 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.fast_routes = Counter(
-            "http_fast_route_requests_total",
-            "Requests a fast twin (routes.fast) served, or declined to FastAPI's route.",
-            ["route", "outcome"],
-            registry=self.registry,
-        )
         self.requests_by = Children(self.requests)
         self.latency_by = Children(self.latency)
-        self.fast_routes_by = Children(self.fast_routes)
 
 
 class RequestContextMiddleware:

@@ -7,18 +7,17 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conversation_service.config.settings import ConversationSettings
-from conversation_service.db.reads import Reads
-from conversation_service.db.writes import SqliteWriter
+from conversation_service.events.log import EventPublisher
+from conversation_service.events.store import StreamStore
 from conversation_service.observability import Metrics
 from conversation_service.queue.producer import OutboxRelay
 from conversation_service.services.agents import AgentDirectory
 from conversation_service.services.auth import TokenVerifier
 from conversation_service.services.idempotency import InFlightGate
 from conversation_service.services.rate_limits import RateLimiter
-from conversation_service.services.streaming import StreamStore
+from conversation_service.services.unit_of_work import Units
 from conversation_service.utils.cursors import CursorCodec
 from conversation_service.websocket.connection_manager import ConnectionManager
-from conversation_service.websocket.events import EventPublisher
 
 
 @dataclass(slots=True)
@@ -27,8 +26,8 @@ class Resources:
 
     settings: ConversationSettings
     engine: AsyncEngine
-    # Hot reads (history pages, context windows): asyncpg directly on PostgreSQL.
-    reads: Reads
+    # Units of work on the engine, handing their jobs to ``relay`` and events to ``events``.
+    units: Units
     redis: Redis
     verifier: TokenVerifier
     internal_keys: frozenset[str]
@@ -43,8 +42,6 @@ class Resources:
     limiter: RateLimiter
     # Agent validation through the orchestrator; None when CONVERSATION_ORCHESTRATOR_URL is unset.
     agents: AgentDirectory | None = None
-    # The hot writer (the common append in one transaction) on a SQLite file, else None.
-    writer: SqliteWriter | None = None
 
 
 def cursor_key(settings: ConversationSettings) -> bytes:

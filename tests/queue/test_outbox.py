@@ -7,7 +7,7 @@ from typing import Any
 from redis import Redis as SyncRedis
 from rq import Queue
 
-from conversation_service.queue.jobs import JobKind, JobSpec, queue_for
+from conversation_service.services.outbox import JobKind, JobSpec, queue_for
 from tests.conftest import create_conversation
 from tests.queue.conftest import QueueEnv
 

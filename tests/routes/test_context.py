@@ -27,7 +27,7 @@ async def append(
 ) -> dict[str, Any]:
     principal = Principal(tenant_id=caller.tenant, user_id=caller.user)
     async with engine.begin() as conn:
-        result = await message_store.append_message(
+        result = await message_store.insert_message(
             conn,
             principal,
             uuid.UUID(cid),

@@ -27,12 +27,12 @@ from conversation_service.db.tables import (
     messages_table,
     sessions_table,
 )
+from conversation_service.events.log import events_key, partial_key
 from conversation_service.queue.consumer import run_job
-from conversation_service.queue.jobs import TASK_PATHS, JobKind, JobSpec
-from conversation_service.services import lifecycle
-from conversation_service.services.lifecycle import RetentionScheduler
+from conversation_service.services import retention
+from conversation_service.services.outbox import TASK_PATHS, JobKind, JobSpec
+from conversation_service.services.retention import RetentionScheduler
 from conversation_service.utils.clock import utcnow
-from conversation_service.websocket.events import events_key, partial_key
 from tests.conftest import INTERNAL_KEY, create_conversation, make_settings, new_caller
 from tests.routes.test_lifecycle import lifecycle_redis_url
 
@@ -132,7 +132,7 @@ async def test_retention_archives_the_inactive_and_purges_the_expired(
             )
             spec = await scheduler.schedule_due()
             assert spec is not None
-            result = await run_job(str(spec.id), lifecycle.retention, configured)
+            result = await run_job(str(spec.id), retention.retention, configured)
             assert result["archived"] >= 1
             assert result["purged"] >= 2
 

@@ -21,8 +21,8 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 from redis.asyncio import Redis
 
+from conversation_service.events.log import events_key
 from conversation_service.services.auth import issue_token
-from conversation_service.websocket.events import events_key
 from tests.conftest import INTERNAL_KEY, JWT_SECRET
 from tests.live_server import live_server, run_cli
 
@@ -586,12 +586,14 @@ async def test_writes_through_the_sdk_reach_the_realtime_event_log(
         await redis.aclose()
     events = [orjson.loads(b"{" + fields[b"b"]) for _, fields in entries]
     assert [event["type"] for event in events] == [
+        "session.started",  # a user item is the user's activity, as a user message is
         "message.created",
         "message.created",
         "conversation.updated",
         "message.deleted",
     ]
     assert all(event["conversation_id"] == str(uid) for event in events)
+    events = events[1:]
     created = [event["data"]["message"] for event in events[:2]]
     assert [(m["role"], m["content"]) for m in created] == [("user", "hi"), ("assistant", "hello")]
     assert [f"msg_{uuid.UUID(m['id']).hex}" for m in created[1:]] == [added.data[0].id]

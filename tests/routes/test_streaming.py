@@ -9,8 +9,10 @@ import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
+from conversation_service.events.log import OPEN_STREAMS_KEY, Delta, events_key, read_after
+from conversation_service.events.store import Partial, StreamStore
 from conversation_service.services import streaming
-from conversation_service.websocket.events import OPEN_STREAMS_KEY, Delta, events_key, read_after
+from conversation_service.services.stream_expiry import sweep_idle_streams
 from tests.conftest import create_conversation
 from tests.websocket.helpers import SERVICE, complete, post_deltas, start_reply
 
@@ -190,19 +192,14 @@ async def test_an_idle_stream_ends_incomplete_with_its_partial_content_once(
     client: httpx.AsyncClient, app: FastAPI, redis: Redis
 ) -> None:
     resources = app.state.resources
-    store = streaming.StreamStore(redis)
+    store = StreamStore(redis)
     cid = (await create_conversation(client))["id"]
     mid = (await start_reply(client, cid))["id"]
     await post_deltas(client, cid, mid, [(0, "I was saying")])
     await asyncio.sleep(0.05)
     # Several replicas sweeping at once: one wins, one event.
     ended = await asyncio.gather(
-        *(
-            streaming.sweep_idle_streams(
-                resources.engine, resources.events, store, idle_seconds=0.01
-            )
-            for _ in range(3)
-        )
+        *(sweep_idle_streams(resources.units, store, idle_seconds=0.01) for _ in range(3))
     )
     assert sum(ended) >= 1
     message = (await client.get(f"/api/v1/conversations/{cid}/messages/{mid}")).json()
@@ -222,16 +219,14 @@ async def test_a_sweep_keeps_the_partial_reply_of_a_stream_its_database_does_not
     # Another deployment (its own database) streams a reply through the same Redis database:
     # a sweep here must not take that reply's deltas away while its agent is away.
     resources = app.state.resources
-    store = streaming.StreamStore(redis)
+    store = StreamStore(redis)
     cid, mid = uuid.uuid4(), uuid.uuid4()
     await store.open(cid, mid)
     await resources.events.publish_deltas(cid, mid, [Delta(0, "still "), Delta(1, "here")])
     await asyncio.sleep(0.05)
     try:
-        await streaming.sweep_idle_streams(
-            resources.engine, resources.events, store, idle_seconds=0.01
-        )
-        assert await store.peek(mid) == streaming.Partial(str(cid), "still here")
+        await sweep_idle_streams(resources.units, store, idle_seconds=0.01)
+        assert await store.peek(mid) == Partial(str(cid), "still here")
         assert await resources.events.publish_deltas(cid, mid, [Delta(2, "!")]) != [None]
     finally:
         await store.close(mid)
@@ -241,10 +236,10 @@ async def test_a_sweep_forgets_an_open_stream_entry_whose_deltas_are_gone(
     app: FastAPI, redis: Redis
 ) -> None:
     resources = app.state.resources
-    store = streaming.StreamStore(redis)
+    store = StreamStore(redis)
     orphan = str(uuid.uuid4())
     await redis.zadd(OPEN_STREAMS_KEY, {orphan: 0})
-    await streaming.sweep_idle_streams(resources.engine, resources.events, store, idle_seconds=0.01)
+    await sweep_idle_streams(resources.units, store, idle_seconds=0.01)
     assert await redis.zscore(OPEN_STREAMS_KEY, orphan) is None
 
 
@@ -258,7 +253,7 @@ async def test_the_lifespan_sweeper_ends_idle_streams(
     realtime = Realtime(fast, resources.engine, resources.redis)
     cid = (await create_conversation(client))["id"]
     mid = (await start_reply(client, cid))["id"]
-    await realtime.start()
+    await realtime.start(resources.units)
     try:
         async with asyncio.timeout(10):
             while True:

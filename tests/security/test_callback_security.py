@@ -19,8 +19,8 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from conversation_service.config.settings import DEV_WEBHOOK_SECRET, ConversationSettings
 from conversation_service.errors import ValidationError
 from conversation_service.queue.consumer import run_job
-from conversation_service.queue.jobs import record_jobs
 from conversation_service.services import callbacks, processing
+from conversation_service.services.outbox import record_jobs
 from conversation_service.utils.clock import utcnow
 from tests.conftest import make_settings
 from tests.receiver import Receiver, run_receiver

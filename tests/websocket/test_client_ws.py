@@ -15,8 +15,8 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from conversation_service.events.log import events_key
 from conversation_service.websocket import handlers
-from conversation_service.websocket.events import events_key
 from tests.conftest import Caller, create_conversation, new_caller
 from tests.websocket.helpers import (
     TIMEOUT,

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from conversation_service.websocket.events import (
+from conversation_service.events.log import (
     EventPublisher,
     events_key,
     parse_event_id,

@@ -10,8 +10,8 @@ import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
+from conversation_service.events.log import parse_event_id
 from conversation_service.websocket.connection_manager import ConnectionManager
-from conversation_service.websocket.events import parse_event_id
 from tests.conftest import Caller, create_conversation
 from tests.websocket.helpers import serve, wait_until, ws_client
 

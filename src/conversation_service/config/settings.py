@@ -60,9 +60,6 @@ class ConversationSettings(BaseSettings):
     log_json: bool = True
     # One structured line per request; off by default because it costs a third of throughput.
     access_log: bool = False
-    # Serve message appends, history pages, context windows and deltas through routes.fast:
-    # the same code and answers as the FastAPI routes at a fraction of their CPU.
-    fast_routes: bool = True
     # A streaming message with no delta for this long is marked incomplete (partial content kept).
     stream_idle_timeout: float = Field(default=120.0, gt=0)
 

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -21,11 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import jobs_table as jobs
+from conversation_service.events.log import EventPublisher
 from conversation_service.queue import runtime
-from conversation_service.queue.jobs import JobSpec, JobStatus, record_jobs
 from conversation_service.queue.producer import Dispatcher
 from conversation_service.queue.runtime import JobResources, job_resources
 from conversation_service.services import callbacks
+from conversation_service.services.outbox import JobSpec, JobStatus, record_jobs
+from conversation_service.services.unit_of_work import Units
 from conversation_service.utils.clock import utcnow
 from conversation_service.utils.tasks import stop_tasks
 
@@ -57,6 +59,15 @@ class JobContext:
     async def enqueue(self, conn: AsyncConnection, specs: list[JobSpec]) -> None:
         """Record follow-up jobs in ``conn``'s transaction; dispatched when the job finishes."""
         self.followups.extend(await record_jobs(conn, specs))
+
+    def submit(self, specs: Iterable[JobSpec]) -> None:
+        """Take committed follow-up jobs; dispatched when the job finishes (a ``JobSink``)."""
+        self.followups.extend(specs)
+
+    def units(self) -> Units:
+        """Units of work for the job's use cases: their jobs follow the job, their events go to
+        the conversation's log."""
+        return Units(self.engine, self, EventPublisher(self.redis))
 
 
 Core = Callable[[JobContext], Awaitable[dict[str, Any]]]

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import jobs_table as jobs
-from conversation_service.queue.jobs import (
+from conversation_service.services.outbox import (
     QUEUES,
     TASK_PATHS,
     JobKind,

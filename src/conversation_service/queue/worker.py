@@ -33,7 +33,7 @@ from rq.worker_pool import WorkerPool
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.queue import runtime
-from conversation_service.queue.jobs import QUEUES
+from conversation_service.services.outbox import QUEUES
 
 HIGH = QUEUES[0]
 # While a pool stops, a process that is still alive after this long, not running a job, is

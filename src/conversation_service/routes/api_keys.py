@@ -5,7 +5,7 @@ import uuid
 from fastapi import APIRouter, Depends, Response, status
 
 from conversation_service.models.api_key import ApiKeyCreate, ApiKeyCreated
-from conversation_service.routes.deps import UnitOfWork, internal_service
+from conversation_service.routes.deps import UoW, internal_service
 from conversation_service.routes.errors import problems
 from conversation_service.services import api_keys
 
@@ -15,10 +15,10 @@ router = APIRouter(
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=problems(400, 401, 413, 415, 422))
-async def create_api_key(body: ApiKeyCreate, uow: UnitOfWork) -> ApiKeyCreated:
+async def create_api_key(body: ApiKeyCreate, uow: UoW) -> ApiKeyCreated:
     """Issue an API key acting as one user of one tenant; the key is shown only in this answer."""
     issued = await api_keys.create_api_key(
-        uow, tenant_id=body.tenant, user_id=body.user, name=body.name
+        uow.conn, tenant_id=body.tenant, user_id=body.user, name=body.name
     )
     return ApiKeyCreated(
         id=issued.id,
@@ -37,6 +37,6 @@ async def create_api_key(body: ApiKeyCreate, uow: UnitOfWork) -> ApiKeyCreated:
     response_class=Response,
     responses=problems(401, 404, 422),
 )
-async def revoke_api_key(key_id: uuid.UUID, uow: UnitOfWork) -> None:
+async def revoke_api_key(key_id: uuid.UUID, uow: UoW) -> None:
     """Revoke an API key: the next request that presents it gets 401."""
-    await api_keys.revoke_api_key(uow, key_id)
+    await api_keys.revoke_api_key(uow.conn, key_id)

@@ -15,18 +15,10 @@ from conversation_service.models.conversation import (
     ConversationStatus,
     ConversationUpdate,
 )
-from conversation_service.resources import Resources
-from conversation_service.routes.deps import (
-    AfterCommit,
-    AfterCommitHooks,
-    CurrentUser,
-    ResourcesDep,
-    UnitOfWork,
-)
+from conversation_service.routes.deps import CurrentUser, ResourcesDep, UoW
 from conversation_service.routes.errors import problems
-from conversation_service.services import conversation_manager
+from conversation_service.services import conversation_manager, conversations
 from conversation_service.services.conversation_manager import ConversationFilters
-from conversation_service.websocket.events import EventType, publish_after_commit
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
@@ -38,13 +30,11 @@ _METADATA_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
     responses=problems(400, 401, 413, 415, 422, 503),
 )
 async def create_conversation(
-    body: ConversationCreate, user: CurrentUser, uow: UnitOfWork, resources: ResourcesDep
+    body: ConversationCreate, user: CurrentUser, uow: UoW, resources: ResourcesDep
 ) -> ConversationOut:
     """Create a conversation owned by the caller (the agent is validated by the orchestrator)."""
-    if resources.agents is not None:
-        await resources.agents.ensure_usable(user.tenant_id, body.agent_id)
-    return await conversation_manager.create_conversation(
-        uow, user, body, settings=resources.settings
+    return await conversations.create_conversation(
+        uow, user, body, settings=resources.settings, agents=resources.agents
     )
 
 
@@ -52,7 +42,7 @@ async def create_conversation(
 async def list_conversations(
     request: Request,
     user: CurrentUser,
-    uow: UnitOfWork,
+    uow: UoW,
     resources: ResourcesDep,
     # Control characters refused like in every id (PostgreSQL cannot even compare a NUL).
     agent_id: Annotated[
@@ -79,7 +69,7 @@ async def list_conversations(
         updated_before=utc_bound(updated_before),
     )
     return await conversation_manager.list_conversations(
-        uow, user, filters, limit=limit, cursor=cursor, codec=resources.cursors
+        uow.conn, user, filters, limit=limit, cursor=cursor, codec=resources.cursors
     )
 
 
@@ -99,10 +89,10 @@ def _metadata_filters(request: Request) -> tuple[tuple[str, str], ...]:
 
 @router.get("/{conversation_id}", responses=problems(401, 404, 422))
 async def get_conversation(
-    conversation_id: uuid.UUID, user: CurrentUser, uow: UnitOfWork
+    conversation_id: uuid.UUID, user: CurrentUser, uow: UoW
 ) -> ConversationOut:
     """Get one conversation."""
-    return await conversation_manager.get_conversation(uow, user, conversation_id)
+    return await conversation_manager.get_conversation(uow.conn, user, conversation_id)
 
 
 @router.patch("/{conversation_id}", responses=problems(400, 401, 404, 413, 415, 422))
@@ -110,39 +100,23 @@ async def update_conversation(
     conversation_id: uuid.UUID,
     body: ConversationUpdate,
     user: CurrentUser,
-    hooks: AfterCommit,
-    uow: UnitOfWork,
-    resources: ResourcesDep,
+    uow: UoW,
 ) -> ConversationOut:
     """Update title, tags, priority, status or metadata (merge patch)."""
-    conversation = await conversation_manager.update_conversation(uow, user, conversation_id, body)
-    _publish_updated(hooks, resources, conversation)
-    return conversation
+    return await conversations.update_conversation(uow, user, conversation_id, body)
 
 
 @router.post("/{conversation_id}/archive", responses=problems(401, 404, 422))
 async def archive_conversation(
     conversation_id: uuid.UUID,
     user: CurrentUser,
-    hooks: AfterCommit,
-    uow: UnitOfWork,
+    uow: UoW,
     resources: ResourcesDep,
 ) -> ConversationOut:
     """Archive a conversation: it stays readable and takes no new messages."""
-    conversation = await conversation_manager.archive_conversation(
+    return await conversations.archive_conversation(
         uow, user, conversation_id, settings=resources.settings
     )
-    _publish_updated(hooks, resources, conversation)
-    return conversation
-
-
-def _publish_updated(
-    hooks: AfterCommitHooks, resources: Resources, conversation: ConversationOut
-) -> None:
-    publish_after_commit(
-        hooks, resources.events, conversation.id, EventType.CONVERSATION_UPDATED,
-        {"conversation": conversation.model_dump(mode="json")},
-    )  # fmt: skip
 
 
 @router.delete(
@@ -154,11 +128,11 @@ def _publish_updated(
 async def delete_conversation(
     conversation_id: uuid.UUID,
     user: CurrentUser,
-    uow: UnitOfWork,
+    uow: UoW,
     resources: ResourcesDep,
     purge: Annotated[bool, Query(description="Erase it and everything hanging off it")] = False,
 ) -> None:
     """Delete a conversation (hidden at once; ``purge=true`` erases it for good)."""
-    await conversation_manager.delete_conversation(
+    await conversations.delete_conversation(
         uow, user, conversation_id, purge=purge, settings=resources.settings
     )

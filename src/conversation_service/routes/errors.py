@@ -10,7 +10,6 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from conversation_service.db.reads import DRIVER_UNAVAILABLE
 from conversation_service.errors import (
     PROBLEM_BASE,
     BadRequestError,
@@ -61,7 +60,7 @@ def problem_response(error: ServiceError, instance: str) -> ProblemResponse:
 
 
 def problem_for(exc: Exception, instance: str) -> ProblemResponse:
-    """Problem details for any exception a handler lets escape (the fast routes use it too)."""
+    """Problem details for any exception a handler lets escape."""
     if isinstance(exc, ServiceError):
         return problem_response(exc, instance)
     if isinstance(exc, IntegrityError):
@@ -69,14 +68,11 @@ def problem_for(exc: Exception, instance: str) -> ProblemResponse:
         # transaction was rolled back, so the client may retry.
         log.warning("integrity conflict", extra={"path": instance, "error": str(exc)[:200]})
         return problem_response(ConflictError("conflicting concurrent change; retry"), instance)
-    if isinstance(exc, DRIVER_UNAVAILABLE) or (
-        isinstance(exc, DBAPIError)
-        and (exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError))
+    if isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
     ):
         # A lost connection (server restart, pg_terminate_backend, failover) or a busy database
         # is worth a retry: 503, and the pool replaces the connection. Anything else is a bug.
-        # The hot paths' driver connections (``db.reads``, ``db.writes``) raise the drivers' own
-        # errors, not SQLAlchemy's wrappers: the same ones count.
         log.warning("database unavailable", extra={"path": instance, "error": str(exc)[:200]})
         error = ServiceUnavailableError(
             "the database is unavailable; retry", headers={"Retry-After": "1"}

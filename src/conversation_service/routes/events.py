@@ -16,12 +16,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from conversation_service.errors import UnauthorizedError
 from conversation_service.models.streaming import EVENT_ID_PATTERN
-from conversation_service.routes.deps import AfterCommit, ResourcesDep, UnitOfWork
+from conversation_service.routes.deps import ResourcesDep, UoW
 from conversation_service.routes.errors import problems
-from conversation_service.services import streaming
+from conversation_service.services import subscriptions
 from conversation_service.services.auth import Principal
 from conversation_service.websocket import handlers
-from conversation_service.websocket.events import EventType
 
 _EVENT_ID = re.compile(EVENT_ID_PATTERN)
 router = APIRouter(prefix="/api/v1/conversations/{conversation_id}", tags=["events"])
@@ -73,8 +72,7 @@ _SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
 async def conversation_events(
     conversation_id: uuid.UUID,
     user: Annotated[Principal, Depends(stream_user)],
-    hooks: AfterCommit,
-    uow: UnitOfWork,
+    uow: UoW,
     resources: ResourcesDep,
     last_event_id: Annotated[
         str | None,
@@ -89,16 +87,7 @@ async def conversation_events(
     ] = None,
 ) -> StreamingResponse:
     """Live events of a conversation as Server-Sent Events, resumable by event id."""
-    started = await streaming.authorize_subscription(uow, user, conversation_id, "sse")
-    if started is not None:
-        session = {"session": started.model_dump(mode="json")}
-
-        async def publish() -> None:
-            await resources.events.publish_safely(
-                conversation_id, EventType.SESSION_STARTED, session
-            )
-
-        hooks.add(publish)
+    await subscriptions.authorize_subscription(uow, user, conversation_id, "sse")
     if last_event_id is not None and not _EVENT_ID.match(last_event_id):
         last_event_id = None
     return StreamingResponse(

@@ -21,16 +21,15 @@ from conversation_service.models.memory import (
     OpenAIContext,
 )
 from conversation_service.models.session import SessionContext, SessionContextPatch
-from conversation_service.resources import Resources
-from conversation_service.routes.deps import AfterCommit, ResourcesDep, UnitOfWork, internal_service
+from conversation_service.routes.deps import ResourcesDep, UoW, internal_service
 from conversation_service.routes.errors import problems
 from conversation_service.routes.messages import JSONBytesResponse
 from conversation_service.services import context_tracker, conversation_manager, sessions
 from conversation_service.services.memory_manager import (
-    ConversationMemoryManager,
     WindowRequest,
+    context_window,
+    openai_view,
 )
-from conversation_service.websocket.events import EventType, publish_after_commit
 
 router = APIRouter(
     prefix="/internal/v1", tags=["internal"], dependencies=[Depends(internal_service)]
@@ -38,9 +37,9 @@ router = APIRouter(
 
 
 @router.get("/conversations/{conversation_id}", responses=problems(401, 404, 422))
-async def get_conversation(conversation_id: uuid.UUID, uow: UnitOfWork) -> ConversationOut:
+async def get_conversation(conversation_id: uuid.UUID, uow: UoW) -> ConversationOut:
     """Any tenant's conversation, for the orchestrator."""
-    return await conversation_manager.get_conversation_for_service(uow, conversation_id)
+    return await conversation_manager.get_conversation_for_service(uow.conn, conversation_id)
 
 
 @router.get(
@@ -50,7 +49,7 @@ async def get_conversation(conversation_id: uuid.UUID, uow: UnitOfWork) -> Conve
 )
 async def get_context(
     conversation_id: uuid.UUID,
-    resources: ResourcesDep,
+    uow: UoW,
     strategy: MemoryStrategy | None = None,
     max_tokens: Annotated[int | None, Query(ge=16, le=2_000_000)] = None,
     last_n: Annotated[int | None, Query(ge=1, le=1000)] = None,
@@ -61,44 +60,27 @@ async def get_context(
     request = WindowRequest(
         strategy=strategy, max_tokens=max_tokens, last_n=last_n, encoding=encoding
     )
-    return await context_window(resources, conversation_id, request, openai=format_ == "openai")
-
-
-async def context_window(
-    resources: Resources, conversation_id: uuid.UUID, request: WindowRequest, *, openai: bool
-) -> Response:
-    """The window behind the route and its fast twin (``routes.fast``)."""
-    async with resources.reads.connection() as conn:
-        window = await ConversationMemoryManager(conn).build_json(
-            conversation_id, request, openai=openai
-        )
-    return JSONBytesResponse(window)
+    window = await context_window(uow.conn, conversation_id, request)
+    return JSONBytesResponse(openai_view(window) if format_ == "openai" else window)
 
 
 @router.get("/sessions/{session_id}/context", responses=problems(401, 404, 422))
 async def get_session_context(
-    session_id: uuid.UUID, uow: UnitOfWork, resources: ResourcesDep
+    session_id: uuid.UUID, uow: UoW, resources: ResourcesDep
 ) -> SessionContext:
     """A session's variables (hot copy from Redis, durable copy as fallback)."""
-    return await sessions.read_context(uow, resources.redis, session_id)
+    return await sessions.read_context(uow.conn, resources.redis, session_id)
 
 
 @router.patch("/sessions/{session_id}/context", responses=problems(400, 401, 404, 413, 415, 422))
 async def patch_session_context(
     session_id: uuid.UUID,
     body: SessionContextPatch,
-    hooks: AfterCommit,
-    uow: UnitOfWork,
+    uow: UoW,
     resources: ResourcesDep,
 ) -> SessionContext:
     """JSON merge patch of a session's variables; both copies agree once it returns."""
-    context = await sessions.patch_context(uow, session_id, body.variables)
-
-    async def publish() -> None:
-        await sessions.publish_context(resources.redis, context)
-
-    hooks.add(publish)
-    return context
+    return await sessions.patch_context(uow, resources.redis, session_id, body.variables)
 
 
 def _parse_if_match(value: str | None) -> int | None:
@@ -112,11 +94,11 @@ def _parse_if_match(value: str | None) -> int | None:
 
 @router.get("/conversations/{conversation_id}/tracked-context", responses=problems(401, 404, 422))
 async def get_tracked_context(
-    conversation_id: uuid.UUID, uow: UnitOfWork, response: Response
+    conversation_id: uuid.UUID, uow: UoW, response: Response
 ) -> TrackedContextOut:
     """Tracked context (entities, topics, intent, variables…); the version is the ``ETag``."""
-    await conversation_manager.get_conversation_for_service(uow, conversation_id)
-    tracked = await context_tracker.get_tracked_context(uow, conversation_id)
+    await conversation_manager.get_conversation_for_service(uow.conn, conversation_id)
+    tracked = await context_tracker.get_tracked_context(uow.conn, conversation_id)
     response.headers["ETag"] = f'"{tracked.version}"'
     return tracked
 
@@ -128,30 +110,22 @@ async def get_tracked_context(
 async def patch_tracked_context(
     conversation_id: uuid.UUID,
     body: TrackedContextPatch,
-    hooks: AfterCommit,
-    uow: UnitOfWork,
+    uow: UoW,
     response: Response,
-    resources: ResourcesDep,
     if_match: Annotated[str | None, Header(description='Current version, e.g. "3"')] = None,
     changed_by: Annotated[
         str, Header(alias="X-Changed-By", min_length=1, max_length=128)
     ] = "orchestrator",
 ) -> TrackedContextOut:
     """JSON merge patch with optimistic concurrency: a stale ``If-Match`` answers 412."""
-    conversation = await conversation_manager.get_conversation_for_service(uow, conversation_id)
     tracked = await context_tracker.patch_tracked_context(
         uow,
         conversation_id,
-        await conversation_manager.tenant_of(uow, conversation.id),
         body.model_dump(mode="json", exclude_unset=True),
         if_match=_parse_if_match(if_match),
         changed_by=changed_by,
     )
     response.headers["ETag"] = f'"{tracked.version}"'
-    publish_after_commit(
-        hooks, resources.events, conversation_id, EventType.CONTEXT_UPDATED,
-        {"tracked_context": tracked.model_dump(mode="json")},
-    )  # fmt: skip
     return tracked
 
 
@@ -161,14 +135,14 @@ async def patch_tracked_context(
 )
 async def tracked_context_history(
     conversation_id: uuid.UUID,
-    uow: UnitOfWork,
+    uow: UoW,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     before_version: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
 ) -> Page[TrackedContextVersionOut]:
     """Versions newest first: who changed what, and the document after each change."""
-    await conversation_manager.get_conversation_for_service(uow, conversation_id)
+    await conversation_manager.get_conversation_for_service(uow.conn, conversation_id)
     return await context_tracker.tracked_context_history(
-        uow, conversation_id, limit=limit, before_version=before_version
+        uow.conn, conversation_id, limit=limit, before_version=before_version
     )
 
 

@@ -10,14 +10,7 @@ from conversation_service.models.job import (
     RedeliveryOut,
     TaskRequest,
 )
-from conversation_service.routes.deps import (
-    AfterCommit,
-    CurrentUser,
-    ResourcesDep,
-    UnitOfWork,
-    dispatch_after_commit,
-    internal_service,
-)
+from conversation_service.routes.deps import CurrentUser, ResourcesDep, UoW, internal_service
 from conversation_service.routes.errors import problems
 from conversation_service.services import callbacks, jobs
 
@@ -28,9 +21,9 @@ internal = APIRouter(
 
 
 @public.get("/{job_id}", responses=problems(401, 404, 422))
-async def get_job(job_id: uuid.UUID, user: CurrentUser, uow: UnitOfWork) -> JobOut:
+async def get_job(job_id: uuid.UUID, user: CurrentUser, uow: UoW) -> JobOut:
     """Status and result of a job on one of the caller's conversations."""
-    return await jobs.get_job_for_user(uow, user, job_id)
+    return await jobs.get_job_for_user(uow.conn, user, job_id)
 
 
 @internal.post(
@@ -41,27 +34,24 @@ async def get_job(job_id: uuid.UUID, user: CurrentUser, uow: UnitOfWork) -> JobO
 async def request_task(
     conversation_id: uuid.UUID,
     body: TaskRequest,
-    hooks: AfterCommit,
-    uow: UnitOfWork,
+    uow: UoW,
     resources: ResourcesDep,
 ) -> JobOut:
     """Queue a summary, sentiment or processing task; ``task.completed``/``failed`` follow."""
-    job, spec = await jobs.request_task(uow, resources.settings, conversation_id, body)
-    dispatch_after_commit(hooks, resources.relay, [spec])
-    return job
+    return await jobs.request_task(uow, resources.settings, conversation_id, body)
 
 
 @internal.get("/jobs/{job_id}", responses=problems(401, 404, 422))
-async def get_any_job(job_id: uuid.UUID, uow: UnitOfWork) -> JobOut:
+async def get_any_job(job_id: uuid.UUID, uow: UoW) -> JobOut:
     """Status and result of any job."""
-    return await jobs.get_job(uow, job_id)
+    return await jobs.get_job(uow.conn, job_id)
 
 
 @internal.get("/callbacks/{delivery_id}", responses=problems(401, 404, 422))
-async def get_delivery(delivery_id: uuid.UUID, uow: UnitOfWork) -> CallbackDeliveryOut:
+async def get_delivery(delivery_id: uuid.UUID, uow: UoW) -> CallbackDeliveryOut:
     """A callback delivery with every attempt (status code, latency, error)."""
     return CallbackDeliveryOut.model_validate(
-        await callbacks.delivery_with_attempts(uow, delivery_id)
+        await callbacks.delivery_with_attempts(uow.conn, delivery_id)
     )
 
 
@@ -70,10 +60,6 @@ async def get_delivery(delivery_id: uuid.UUID, uow: UnitOfWork) -> CallbackDeliv
     status_code=status.HTTP_202_ACCEPTED,
     responses=problems(401, 404, 422),
 )
-async def redeliver(
-    delivery_id: uuid.UUID, hooks: AfterCommit, uow: UnitOfWork, resources: ResourcesDep
-) -> RedeliveryOut:
+async def redeliver(delivery_id: uuid.UUID, uow: UoW, resources: ResourcesDep) -> RedeliveryOut:
     """Send a callback again, with the same ``webhook-id`` so the receiver can dedupe."""
-    out, spec = await jobs.redeliver(uow, resources.settings, delivery_id)
-    dispatch_after_commit(hooks, resources.relay, [spec])
-    return out
+    return await jobs.redeliver(uow, resources.settings, delivery_id)

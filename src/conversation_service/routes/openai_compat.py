@@ -24,19 +24,10 @@ from conversation_service.models.openai_compat import (
     ItemsCreateIn,
     MessageItemOut,
 )
-from conversation_service.resources import Resources
-from conversation_service.routes.deps import (
-    AfterCommit,
-    AfterCommitHooks,
-    ResourcesDep,
-    UnitOfWork,
-    dispatch_after_commit,
-)
+from conversation_service.routes.deps import ResourcesDep, UoW
 from conversation_service.routes.openai_errors import openai_errors
 from conversation_service.services import api_keys, openai_compat
 from conversation_service.services.auth import Principal
-from conversation_service.services.openai_compat import Written
-from conversation_service.websocket.events import EventType, publish_after_commit
 
 router = APIRouter(tags=["openai-compatible"])
 T = TypeVar("T")
@@ -49,13 +40,13 @@ _api_key_bearer = HTTPBearer(
 
 
 async def api_key_user(
-    uow: UnitOfWork,
+    uow: UoW,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_key_bearer)],
 ) -> Principal:
     """The user a live API key acts as, or 401."""
     if credentials is None:
         raise UnauthorizedError("missing API key: send `Authorization: Bearer <key>`")
-    return await api_keys.authenticate(uow, credentials.credentials)
+    return await api_keys.authenticate(uow.conn, credentials.credentials)
 
 
 ApiKeyUser = Annotated[Principal, Depends(api_key_user)]
@@ -127,14 +118,12 @@ _FROM_NEW_ITEMS = _links(
 )
 async def create_conversation(
     body: ConversationCreateIn,
-    hooks: AfterCommit,
     user: ApiKeyUser,
-    uow: UnitOfWork,
+    uow: UoW,
     resources: ResourcesDep,
 ) -> ConversationObject:
     """Create a conversation, optionally with up to 20 initial items."""
-    written = await openai_compat.create_conversation(uow, user, body, settings=resources.settings)
-    return _after_commit(hooks, resources, written)
+    return await openai_compat.create_conversation(uow, user, body, settings=resources.settings)
 
 
 @router.get(
@@ -143,10 +132,10 @@ async def create_conversation(
     responses=openai_errors(401, 404),
 )
 async def get_conversation(
-    conversation_id: ConversationId, user: ApiKeyUser, uow: UnitOfWork
+    conversation_id: ConversationId, user: ApiKeyUser, uow: UoW
 ) -> ConversationObject:
     """Get a conversation."""
-    return await openai_compat.get_conversation(uow, user, conversation_id)
+    return await openai_compat.get_conversation(uow.conn, user, conversation_id)
 
 
 @router.post(
@@ -157,14 +146,12 @@ async def get_conversation(
 async def update_conversation(
     conversation_id: ConversationId,
     body: ConversationUpdateIn,
-    hooks: AfterCommit,
     user: ApiKeyUser,
-    uow: UnitOfWork,
+    uow: UoW,
     resources: ResourcesDep,
 ) -> ConversationObject:
     """Replace a conversation's metadata."""
-    written = await openai_compat.update_conversation(uow, user, conversation_id, body)
-    return _after_commit(hooks, resources, written)
+    return await openai_compat.update_conversation(uow, user, conversation_id, body)
 
 
 @router.delete(
@@ -173,7 +160,7 @@ async def update_conversation(
     responses=openai_errors(401, 404),
 )
 async def delete_conversation(
-    conversation_id: ConversationId, user: ApiKeyUser, uow: UnitOfWork, resources: ResourcesDep
+    conversation_id: ConversationId, user: ApiKeyUser, uow: UoW, resources: ResourcesDep
 ) -> ConversationDeletedObject:
     """Delete a conversation."""
     return await openai_compat.delete_conversation(
@@ -189,17 +176,15 @@ async def delete_conversation(
 async def create_items(
     conversation_id: ConversationId,
     body: ItemsCreateIn,
-    hooks: AfterCommit,
     user: ApiKeyUser,
-    uow: UnitOfWork,
+    uow: UoW,
     resources: ResourcesDep,
     include: Includes,
 ) -> ItemListOut:
     """Add up to 20 items to a conversation."""
-    written = await openai_compat.add_items(
+    return await openai_compat.add_items(
         uow, user, conversation_id, body.items, include, settings=resources.settings
     )
-    return _after_commit(hooks, resources, written)
 
 
 @router.get(
@@ -210,7 +195,7 @@ async def create_items(
 async def list_items(
     conversation_id: ConversationId,
     user: ApiKeyUser,
-    uow: UnitOfWork,
+    uow: UoW,
     resources: ResourcesDep,
     include: Includes,
     after: Annotated[
@@ -221,7 +206,7 @@ async def list_items(
 ) -> ItemListOut:
     """List a conversation's items, newest first unless ``order=asc``."""
     return await openai_compat.list_items(
-        uow,
+        uow.conn,
         user,
         conversation_id,
         after=after,
@@ -241,11 +226,11 @@ async def get_item(
     conversation_id: ConversationId,
     item_id: ItemId,
     user: ApiKeyUser,
-    uow: UnitOfWork,
+    uow: UoW,
     include: Includes,
 ) -> MessageItemOut:
     """Get one item."""
-    return await openai_compat.get_item(uow, user, conversation_id, item_id, include)
+    return await openai_compat.get_item(uow.conn, user, conversation_id, item_id, include)
 
 
 @router.delete(
@@ -256,32 +241,9 @@ async def get_item(
 async def delete_item(
     conversation_id: ConversationId,
     item_id: ItemId,
-    hooks: AfterCommit,
     user: ApiKeyUser,
-    uow: UnitOfWork,
+    uow: UoW,
     resources: ResourcesDep,
 ) -> ConversationObject:
     """Delete an item; answers with the conversation."""
-    written = await openai_compat.delete_item(uow, user, conversation_id, item_id)
-    return _after_commit(hooks, resources, written)
-
-
-def _after_commit(hooks: AfterCommitHooks, resources: Resources, written: Written[T]) -> T:
-    """Dispatch the write's jobs and publish its events once it commits; return its answer."""
-    dispatch_after_commit(hooks, resources.relay, written.jobs)
-    for message in written.messages:
-        publish_after_commit(
-            hooks, resources.events, written.conversation_id, EventType.MESSAGE_CREATED,
-            {"message": message},
-        )  # fmt: skip
-    if written.conversation is not None:
-        publish_after_commit(
-            hooks, resources.events, written.conversation_id, EventType.CONVERSATION_UPDATED,
-            {"conversation": written.conversation.model_dump(mode="json")},
-        )  # fmt: skip
-    if written.deleted_message_id is not None:
-        publish_after_commit(
-            hooks, resources.events, written.conversation_id, EventType.MESSAGE_DELETED,
-            {"message_id": str(written.deleted_message_id)},
-        )  # fmt: skip
-    return written.body
+    return await openai_compat.delete_item(uow, user, conversation_id, item_id)

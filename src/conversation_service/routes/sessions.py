@@ -10,11 +10,10 @@ from conversation_service.errors import SummaryNotFoundError
 from conversation_service.models.common import Page
 from conversation_service.models.memory import SummaryOut
 from conversation_service.models.session import SessionOut, SessionStart
-from conversation_service.routes.deps import AfterCommit, CurrentUser, ResourcesDep, UnitOfWork
+from conversation_service.routes.deps import CurrentUser, ResourcesDep, UoW
 from conversation_service.routes.errors import problems
 from conversation_service.services import sessions, summaries
 from conversation_service.services.conversation_manager import require_owned
-from conversation_service.websocket.events import EventType, publish_after_commit
 
 router = APIRouter(prefix="/api/v1/conversations/{conversation_id}", tags=["sessions"])
 
@@ -23,14 +22,14 @@ router = APIRouter(prefix="/api/v1/conversations/{conversation_id}", tags=["sess
 async def list_sessions(
     conversation_id: uuid.UUID,
     user: CurrentUser,
-    uow: UnitOfWork,
+    uow: UoW,
     resources: ResourcesDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Page[SessionOut]:
     """Sessions of a conversation, newest first."""
     return await sessions.list_sessions(
-        uow, user, conversation_id, limit=limit, cursor=cursor, codec=resources.cursors
+        uow.conn, user, conversation_id, limit=limit, cursor=cursor, codec=resources.cursors
     )
 
 
@@ -41,49 +40,33 @@ async def start_session(
     conversation_id: uuid.UUID,
     body: SessionStart,
     user: CurrentUser,
-    hooks: AfterCommit,
-    uow: UnitOfWork,
-    resources: ResourcesDep,
+    uow: UoW,
 ) -> SessionOut:
     """Start a session explicitly (channel, client, locale), ending the current one."""
-    session = await sessions.start_session(uow, user, conversation_id, body)
-    publish_after_commit(
-        hooks, resources.events, conversation_id, EventType.SESSION_STARTED,
-        {"session": session.model_dump(mode="json")},
-    )  # fmt: skip
-    return session
+    return await sessions.start_session(uow, user, conversation_id, body)
 
 
 @router.get("/sessions/current", responses=problems(401, 404, 422))
-async def current_session(
-    conversation_id: uuid.UUID, user: CurrentUser, uow: UnitOfWork
-) -> SessionOut:
+async def current_session(conversation_id: uuid.UUID, user: CurrentUser, uow: UoW) -> SessionOut:
     """The active session (404 when the user has been inactive longer than the session TTL)."""
-    return await sessions.current_session(uow, user, conversation_id)
+    return await sessions.current_session(uow.conn, user, conversation_id)
 
 
 @router.post("/sessions/current/end", responses=problems(401, 404, 422))
 async def end_current_session(
     conversation_id: uuid.UUID,
     user: CurrentUser,
-    hooks: AfterCommit,
-    uow: UnitOfWork,
-    resources: ResourcesDep,
+    uow: UoW,
 ) -> SessionOut:
     """End the active session now."""
-    session = await sessions.end_current_session(uow, user, conversation_id)
-    publish_after_commit(
-        hooks, resources.events, conversation_id, EventType.SESSION_ENDED,
-        {"session": session.model_dump(mode="json")},
-    )  # fmt: skip
-    return session
+    return await sessions.end_current_session(uow, user, conversation_id)
 
 
 @router.get("/summary", responses=problems(401, 404, 422))
-async def get_summary(conversation_id: uuid.UUID, user: CurrentUser, uow: UnitOfWork) -> SummaryOut:
+async def get_summary(conversation_id: uuid.UUID, user: CurrentUser, uow: UoW) -> SummaryOut:
     """The newest summary of the conversation (earlier versions are kept)."""
-    await require_owned(uow, user, conversation_id)
-    row = await summaries.latest_summary(uow, conversation_id)
+    await require_owned(uow.conn, user, conversation_id)
+    row = await summaries.latest_summary(uow.conn, conversation_id)
     if row is None:
         raise SummaryNotFoundError("this conversation has no summary yet")
     return summaries.to_out(row)

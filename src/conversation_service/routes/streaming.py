@@ -6,12 +6,12 @@ delta) and ends with ``…/complete`` or ``…/fail``. Every step is published t
 conversation's event log after it commits.
 """
 
-import functools
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Response, status
 
+from conversation_service.events.log import Delta
 from conversation_service.models.message import MessageOut
 from conversation_service.models.streaming import (
     AgentMessageCreate,
@@ -21,18 +21,10 @@ from conversation_service.models.streaming import (
     StreamFail,
     StreamResult,
 )
-from conversation_service.resources import Resources
-from conversation_service.routes.deps import (
-    AfterCommit,
-    ResourcesDep,
-    UnitOfWork,
-    dispatch_after_commit,
-    internal_service,
-)
+from conversation_service.routes.deps import ResourcesDep, UoW, internal_service
 from conversation_service.routes.errors import problems
 from conversation_service.routes.messages import JSONBytesResponse
-from conversation_service.services import message_store, streaming
-from conversation_service.websocket.events import Delta
+from conversation_service.services import streaming
 
 router = APIRouter(
     prefix="/internal/v1/conversations/{conversation_id}/messages",
@@ -48,16 +40,12 @@ router = APIRouter(
     responses=problems(400, 401, 404, 409, 413, 415, 422),
 )
 async def create_agent_message(
-    conversation_id: uuid.UUID,
-    body: AgentMessageCreate,
-    hooks: AfterCommit,
-    uow: UnitOfWork,
-    resources: ResourcesDep,
+    conversation_id: uuid.UUID, body: AgentMessageCreate, uow: UoW, resources: ResourcesDep
 ) -> Response:
     """Append an agent, tool or system message; ``status: streaming`` opens it for deltas."""
-    message = await streaming.create_agent_message(uow, conversation_id, body)
-    store = resources.streams
-    hooks.add(functools.partial(streaming.after_create, resources.events, store, message))
+    message = await streaming.create_agent_message(
+        uow, resources.streams, conversation_id, body, settings=resources.settings
+    )
     return JSONBytesResponse(message, status_code=201)
 
 
@@ -71,17 +59,10 @@ async def append_deltas(
     conversation_id: uuid.UUID, message_id: uuid.UUID, body: DeltasIn, resources: ResourcesDep
 ) -> Response:
     """Publish chunks of a streaming message at once; a re-sent ``index`` is ignored."""
-    return await publish_deltas(resources, conversation_id, message_id, body)
-
-
-async def publish_deltas(
-    resources: Resources, conversation_id: uuid.UUID, message_id: uuid.UUID, body: DeltasIn
-) -> Response:
-    """The delta publication behind the route and its fast twin (``routes.fast``)."""
     ids = await streaming.append_deltas(
+        resources.units,
         resources.events,
         resources.streams,
-        resources.engine,
         conversation_id,
         message_id,
         [Delta(delta.index, delta.text) for delta in body.deltas],
@@ -97,23 +78,19 @@ async def publish_deltas(
 async def complete_message(
     conversation_id: uuid.UUID,
     message_id: uuid.UUID,
-    hooks: AfterCommit,
-    uow: UnitOfWork,
+    uow: UoW,
     resources: ResourcesDep,
     body: Annotated[StreamComplete | None, Body()] = None,
 ) -> StreamResult:
     """Persist the final content (default: the deltas joined) and publish ``message.completed``."""
-    store = resources.streams
     outcome = await streaming.complete_message(
-        uow, store, conversation_id, message_id, body or StreamComplete()
+        uow,
+        resources.streams,
+        conversation_id,
+        message_id,
+        body or StreamComplete(),
+        settings=resources.settings,
     )
-    hooks.add(functools.partial(streaming.after_finish, resources.events, store, outcome))
-    if outcome.changed:
-        # The final reply is processed like a user message (language, sentiment, summary).
-        jobs = await message_store.record_processing(
-            uow, resources.settings, conversation_id, message_id
-        )
-        dispatch_after_commit(hooks, resources.relay, jobs)
     return StreamResult(message=outcome.message)
 
 
@@ -122,12 +99,11 @@ async def fail_message(
     conversation_id: uuid.UUID,
     message_id: uuid.UUID,
     body: StreamFail,
-    hooks: AfterCommit,
-    uow: UnitOfWork,
+    uow: UoW,
     resources: ResourcesDep,
 ) -> StreamResult:
     """Mark the reply failed (partial content kept) and publish ``message.failed``."""
-    store = resources.streams
-    outcome = await streaming.fail_message(uow, store, conversation_id, message_id, body.error)
-    hooks.add(functools.partial(streaming.after_finish, resources.events, store, outcome))
+    outcome = await streaming.fail_message(
+        uow, resources.streams, conversation_id, message_id, body.error
+    )
     return StreamResult(message=outcome.message)

@@ -22,7 +22,7 @@ from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import callback_attempts_table as attempts
 from conversation_service.db.tables import callback_deliveries_table as deliveries
 from conversation_service.errors import NotFoundError, ValidationError
-from conversation_service.queue.jobs import JobKind, JobSpec, queue_for
+from conversation_service.services.outbox import JobKind, JobSpec, queue_for
 from conversation_service.utils.clock import new_id, utcnow
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})

@@ -19,12 +19,18 @@ from conversation_service.errors import (
     PreconditionFailedError,
     ValidationError,
 )
+from conversation_service.events.log import EventType
 from conversation_service.models.common import Page
 from conversation_service.models.context import (
     TrackedContextData,
     TrackedContextOut,
     TrackedContextVersionOut,
 )
+from conversation_service.services.conversation_manager import (
+    get_conversation_for_service,
+    tenant_of,
+)
+from conversation_service.services.unit_of_work import UnitOfWork
 from conversation_service.utils.clock import utcnow
 from conversation_service.utils.json_merge import merge_patch
 
@@ -56,15 +62,18 @@ async def get_tracked_context(
 
 
 async def patch_tracked_context(
-    conn: AsyncConnection,
+    uow: UnitOfWork,
     conversation_id: uuid.UUID,
-    tenant_id: str,
     patch: dict[str, Any],
     *,
     if_match: int | None,
     changed_by: str,
 ) -> TrackedContextOut:
-    """Apply a JSON merge patch; ``if_match`` must name the current version when given."""
+    """Apply a JSON merge patch (``if_match`` must name the current version when given) and
+    publish ``context.updated``."""
+    conn = uow.conn
+    await get_conversation_for_service(conn, conversation_id)  # 404 unless live
+    tenant_id = await tenant_of(conn, conversation_id)
     current = await get_tracked_context(conn, conversation_id)
     if if_match is not None and if_match != current.version:
         raise PreconditionFailedError(
@@ -113,13 +122,17 @@ async def patch_tracked_context(
             changed_at=now,
         )
     )
-    return TrackedContextOut(
+    out = TrackedContextOut(
         conversation_id=str(conversation_id),
         version=version,
         data=document,
         updated_at=now,
         updated_by=changed_by,
     )
+    uow.publish(
+        conversation_id, EventType.CONTEXT_UPDATED, {"tracked_context": out.model_dump(mode="json")}
+    )
+    return out
 
 
 async def tracked_context_history(

@@ -1,10 +1,8 @@
 """Conversations: create, read, list with filters and keyset pagination, update, delete."""
 
-import contextlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -12,7 +10,6 @@ from sqlalchemy import (
     and_,
     delete,
     func,
-    insert,
     select,
     type_coerce,
     update,
@@ -20,25 +17,19 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import conversations_table as conversations
 from conversation_service.db.tables import idempotency_table, jobs_table, messages_table
 from conversation_service.errors import ConversationNotFoundError, InvalidCursorError
 from conversation_service.models.common import Page, Sentiment
 from conversation_service.models.conversation import (
-    ConversationCreate,
     ConversationOut,
     ConversationStatus,
-    ConversationUpdate,
 )
-from conversation_service.queue.jobs import record_jobs
-from conversation_service.services import callbacks
 from conversation_service.services.auth import Principal
-from conversation_service.utils.clock import new_id, utcnow
+from conversation_service.utils.clock import utcnow
 from conversation_service.utils.cursors import CursorCodec, CursorError
-from conversation_service.utils.json_merge import merge_patch
 
-_COLUMNS = (
+COLUMNS = (
     conversations.c.id,
     conversations.c.user_id,
     conversations.c.agent_id,
@@ -75,7 +66,7 @@ class ConversationFilters:
 
 
 def to_out(m: RowMapping) -> ConversationOut:
-    """Build the API shape from a row of ``_COLUMNS``."""
+    """Build the API shape from a row of ``COLUMNS``."""
     sentiment = (
         Sentiment(label=m["sentiment_label"], score=m["sentiment_score"])
         if m["sentiment_label"] is not None
@@ -112,76 +103,12 @@ def owned_by(principal: Principal, conversation_id: uuid.UUID) -> ColumnElement[
     )
 
 
-async def record_lifecycle(
-    conn: AsyncConnection,
-    settings: ConversationSettings | None,
-    principal: Principal,
-    conversation: ConversationOut,
-    event_type: str,
-) -> None:
-    """Record a lifecycle callback for the orchestrator, if one is configured.
-
-    Not urgent: the outbox sweep dispatches it within a few seconds of the commit.
-    """
-    if settings is None or not settings.orchestrator_callback_url:
-        return
-    spec = await callbacks.record_callback(
-        conn,
-        settings,
-        tenant_id=principal.tenant_id,
-        conversation_id=conversation.id,
-        event_type=event_type,
-        data=conversation.model_dump(mode="json"),
-        url=settings.orchestrator_callback_url,
-        priority=conversation.priority.value,
-    )
-    await record_jobs(conn, [spec])
-
-
-async def create_conversation(
-    conn: AsyncConnection,
-    principal: Principal,
-    data: ConversationCreate,
-    *,
-    settings: ConversationSettings | None = None,
-) -> ConversationOut:
-    """Create a conversation owned by the caller."""
-    now = utcnow()
-    stmt = (
-        insert(conversations)
-        .values(
-            id=new_id(),
-            tenant_id=principal.tenant_id,
-            user_id=principal.user_id,
-            agent_id=data.agent_id,
-            workflow_id=data.workflow_id,
-            title=data.title,
-            status=ConversationStatus.ACTIVE.value,
-            priority=data.priority.value,
-            metadata=data.metadata,
-            tags=list(dict.fromkeys(data.tags)),
-            memory_policy=(
-                data.memory_policy.model_dump(mode="json") if data.memory_policy else None
-            ),
-            last_seq=0,
-            message_count=0,
-            token_count=0,
-            created_at=now,
-            updated_at=now,
-        )
-        .returning(*_COLUMNS)
-    )
-    created = to_out((await conn.execute(stmt)).mappings().one())
-    await record_lifecycle(conn, settings, principal, created, "conversation.created")
-    return created
-
-
 async def get_conversation(
     conn: AsyncConnection, principal: Principal, conversation_id: uuid.UUID
 ) -> ConversationOut:
     """Load one of the caller's conversations or raise ``ConversationNotFoundError``."""
     row = (
-        await conn.execute(select(*_COLUMNS).where(owned_by(principal, conversation_id)))
+        await conn.execute(select(*COLUMNS).where(owned_by(principal, conversation_id)))
     ).one_or_none()
     if row is None:
         raise ConversationNotFoundError(f"conversation {conversation_id} not found")
@@ -234,7 +161,7 @@ async def list_conversations(
         where.append(_tag_clause(dialect, filters.tag))
     for key, value in filters.metadata:
         where.append(_metadata_clause(dialect, key, value))
-    stmt = select(*_COLUMNS).where(*where).order_by(c.id.desc()).limit(limit + 1)
+    stmt = select(*COLUMNS).where(*where).order_by(c.id.desc()).limit(limit + 1)
     rows = (await conn.execute(stmt)).all()
     has_more = len(rows) > limit
     items = [to_out(row._mapping) for row in rows[:limit]]
@@ -270,96 +197,6 @@ def _metadata_clause(dialect: str, key: str, value: str) -> ColumnElement[bool]:
     )
 
 
-async def update_conversation(
-    conn: AsyncConnection,
-    principal: Principal,
-    conversation_id: uuid.UUID,
-    patch: ConversationUpdate,
-) -> ConversationOut:
-    """Apply a partial update; ``metadata`` is merged (RFC 7396), other fields replaced."""
-    current = await get_conversation(conn, principal, conversation_id)
-    values: dict[str, Any] = {}
-    fields = patch.model_fields_set
-    for name in ("title", "workflow_id"):
-        if name in fields:
-            values[name] = getattr(patch, name)
-    if "tags" in fields:
-        values["tags"] = list(dict.fromkeys(patch.tags or []))
-    if "priority" in fields and patch.priority is not None:
-        values["priority"] = patch.priority.value
-    if "status" in fields and patch.status is not None:
-        values["status"] = patch.status.value
-    if "memory_policy" in fields:
-        values["memory_policy"] = (
-            patch.memory_policy.model_dump(mode="json") if patch.memory_policy else None
-        )
-    if "metadata" in fields and patch.metadata is not None:
-        values["metadata"] = merge_patch(current.metadata, patch.metadata)
-    if not values:
-        return current
-    values["updated_at"] = utcnow()
-    stmt = (
-        update(conversations)
-        .where(owned_by(principal, conversation_id))
-        .values(**values)
-        .returning(*_COLUMNS)
-    )
-    return to_out((await conn.execute(stmt)).mappings().one())
-
-
-async def archive_conversation(
-    conn: AsyncConnection,
-    principal: Principal,
-    conversation_id: uuid.UUID,
-    *,
-    settings: ConversationSettings | None = None,
-) -> ConversationOut:
-    """Mark a conversation archived (read-only; PATCH status=active reopens it)."""
-    archived = await update_conversation(
-        conn, principal, conversation_id, ConversationUpdate(status=ConversationStatus.ARCHIVED)
-    )
-    await record_lifecycle(conn, settings, principal, archived, "conversation.archived")
-    return archived
-
-
-async def delete_conversation(
-    conn: AsyncConnection,
-    principal: Principal,
-    conversation_id: uuid.UUID,
-    *,
-    purge: bool,
-    settings: ConversationSettings | None = None,
-) -> None:
-    """Soft-delete (hidden, recoverable by an operator) or purge (erased with all its rows)."""
-    if settings is not None and settings.orchestrator_callback_url:
-        with contextlib.suppress(ConversationNotFoundError):
-            current = await get_conversation(conn, principal, conversation_id)
-            await record_lifecycle(conn, settings, principal, current, "conversation.deleted")
-    if purge:
-        found = (
-            await conn.execute(
-                select(conversations.c.id).where(
-                    conversations.c.id == conversation_id,
-                    conversations.c.tenant_id == principal.tenant_id,
-                    conversations.c.user_id == principal.user_id,
-                )
-            )
-        ).one_or_none()
-        if found is None:
-            raise ConversationNotFoundError(f"conversation {conversation_id} not found")
-        await purge_conversation(conn, conversation_id)
-        return
-    now = utcnow()
-    result = await conn.execute(
-        update(conversations)
-        .where(owned_by(principal, conversation_id))
-        .values(deleted_at=now, updated_at=now)
-        .returning(conversations.c.id)
-    )
-    if result.one_or_none() is None:
-        raise ConversationNotFoundError(f"conversation {conversation_id} not found")
-
-
 async def purge_conversation(conn: AsyncConnection, conversation_id: uuid.UUID) -> None:
     """Erase a conversation and every row hanging off it (no soft-delete left behind)."""
     # Children explicitly first: SQLite only cascades with foreign_keys=ON, and being explicit
@@ -389,7 +226,7 @@ async def get_conversation_for_service(
     """A conversation of any tenant, for trusted internal callers."""
     row = (
         await conn.execute(
-            select(*_COLUMNS).where(
+            select(*COLUMNS).where(
                 conversations.c.id == conversation_id, conversations.c.deleted_at.is_(None)
             )
         )

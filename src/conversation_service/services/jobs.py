@@ -13,11 +13,12 @@ from conversation_service.db.tables import jobs_table as jobs
 from conversation_service.db.tables import messages_table as messages
 from conversation_service.errors import MessageNotFoundError, NotFoundError
 from conversation_service.models.job import JobOut, RedeliveryOut, TaskRequest
-from conversation_service.queue.jobs import JobKind, JobSpec, queue_for, record_jobs
 from conversation_service.services import callbacks
 from conversation_service.services.auth import Principal
 from conversation_service.services.conversation_manager import get_conversation_for_service
+from conversation_service.services.outbox import JobKind, JobSpec, queue_for
 from conversation_service.services.processing import summary_spec
+from conversation_service.services.unit_of_work import UnitOfWork
 
 
 class JobNotFoundError(NotFoundError):
@@ -75,12 +76,13 @@ async def get_job_for_user(
 
 
 async def request_task(
-    conn: AsyncConnection,
+    uow: UnitOfWork,
     settings: ConversationSettings,
     conversation_id: uuid.UUID,
     request: TaskRequest,
-) -> tuple[JobOut, JobSpec]:
-    """Record the job an orchestrator asked for; dispatch it after commit."""
+) -> JobOut:
+    """Record the job an orchestrator asked for; dispatched after the commit."""
+    conn = uow.conn
     if request.callback_url is not None:
         callbacks.check_url(request.callback_url, settings)
     conversation = await get_conversation_for_service(conn, conversation_id)
@@ -113,8 +115,8 @@ async def request_task(
             callback_url=request.callback_url,
             max_attempts=settings.job_max_attempts,
         )
-    await record_jobs(conn, [spec])
-    return await get_job(conn, spec.id), spec
+    await uow.record([spec])
+    return await get_job(conn, spec.id)
 
 
 async def _target_message(
@@ -135,9 +137,10 @@ async def _target_message(
 
 
 async def redeliver(
-    conn: AsyncConnection, settings: ConversationSettings, delivery_id: uuid.UUID
-) -> tuple[RedeliveryOut, JobSpec]:
+    uow: UnitOfWork, settings: ConversationSettings, delivery_id: uuid.UUID
+) -> RedeliveryOut:
     """Queue another delivery of the same event (same ``webhook-id``)."""
+    conn = uow.conn
     row = (
         (await conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)))
         .mappings()
@@ -156,5 +159,5 @@ async def redeliver(
         args={"delivery_id": str(delivery_id), "redelivery": True},
         max_attempts=settings.callback_max_attempts,
     )
-    await record_jobs(conn, [spec])
-    return RedeliveryOut(delivery_id=delivery_id, job_id=spec.id), spec
+    await uow.record([spec])
+    return RedeliveryOut(delivery_id=delivery_id, job_id=spec.id)

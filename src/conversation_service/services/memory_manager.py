@@ -5,13 +5,12 @@ Cost is constant in the length of the history: the read touches the newest messa
 (system and pinned, through a partial index) and the newest summary. Token counts were stored
 per message and encoding at write time, so nothing is recounted here.
 
-It is the hottest read of the platform, so it is a few prebuilt statements on the hot-read
-connection (``db.reads``: asyncpg directly on PostgreSQL): one for the policy, the newest summary,
-the current session's context and the tracked context, one for the always-included messages, and
-one per chunk of recent ones. They form one read plan (``_window_plan``); on SQLite each of its
-statements runs on the event loop's own connection while it is quick (``db.reads``). The session
-context comes from its durable copy, which every write updates in the same transaction as it
-updates the Redis hot copy, so no Redis call is needed.
+It is the hottest read of the platform, so it is a few prebuilt statements: one for the policy,
+the newest summary, the current session's context and the tracked context, one for the
+always-included messages, and one per chunk of recent ones. The session context comes from its
+durable copy, which every write updates in the same transaction as it updates the Redis hot
+copy, so no Redis call is needed. There is one rendering of a window (``context_window``); the
+``format=openai`` view is derived from it (``openai_view``).
 """
 
 import uuid
@@ -22,16 +21,18 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     BindParameter,
+    Executable,
     Integer,
+    RowMapping,
     and_,
     bindparam,
     func,
     literal_column,
     select,
 )
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conversation_service.config.constants import MAX_SEQ
-from conversation_service.db.reads import ReadConnection, ReadPlan, ReadQuery, Row
 from conversation_service.db.tables import conversations_table as conversations
 from conversation_service.db.tables import messages_table as messages
 from conversation_service.db.tables import sessions_table as sessions_t
@@ -40,13 +41,9 @@ from conversation_service.db.tables import tracked_contexts_table as tracked_t
 from conversation_service.db.types import UTCDateTime
 from conversation_service.errors import ConversationNotFoundError, ValidationError
 from conversation_service.models.memory import (
-    ChatMessage,
-    ConversationMemory,
     Encoding,
     MemoryPolicy,
     MemoryStrategy,
-    OpenAIContext,
-    SummaryOut,
 )
 from conversation_service.services import message_store, summaries
 from conversation_service.services.sessions import TTL as SESSION_TTL
@@ -100,7 +97,7 @@ _current_session = (
 )
 # Everything but the messages in one round trip: the policy, the newest summary, the current
 # session's context (the durable copy, which every write updates) and the tracked context.
-_HEAD = ReadQuery(
+_HEAD = (
     select(
         conversations.c.memory_policy,
         *(summaries_t.c[name].label(f"summary_{name}") for name in _SUMMARY_FIELDS),
@@ -121,7 +118,7 @@ _HEAD = ReadQuery(
     )
     .where(conversations.c.id == _conversation_id, conversations.c.deleted_at.is_(None))
 )
-_ALWAYS = ReadQuery(
+_ALWAYS = (
     select(*_WINDOW_COLUMNS)
     .where(
         messages.c.conversation_id == _conversation_id,
@@ -132,7 +129,7 @@ _ALWAYS = ReadQuery(
     )
     .order_by(messages.c.seq)
 )
-_CHUNK = ReadQuery(
+_CHUNK = (
     select(*_WINDOW_COLUMNS)
     .where(
         messages.c.conversation_id == _conversation_id,
@@ -171,7 +168,7 @@ def resolve_policy(stored: dict[str, Any] | None, request: WindowRequest) -> Mem
     return policy.model_copy(update=overrides)
 
 
-def _candidate(row: Row, encoding: Encoding) -> WindowCandidate:
+def _candidate(row: RowMapping, encoding: Encoding) -> WindowCandidate:
     tokens = row[_TOKENS[encoding]]
     metadata = row["metadata"]
     if not metadata:  # most messages: no pin, no tool links
@@ -195,113 +192,111 @@ def _candidate(row: Row, encoding: Encoding) -> WindowCandidate:
 @dataclass(frozen=True, slots=True)
 class _Window:
     policy: MemoryPolicy
-    summary: Row | None
+    summary: dict[str, Any] | None
     selection: WindowSelection
-    rows: list[Row]
+    rows: list[RowMapping]
     session_id: uuid.UUID | None
     session_context: dict[str, Any] | None
     tracked: dict[str, Any]
 
 
-def _chat_json(row: Row) -> dict[str, Any]:
-    metadata = row["metadata"] or {}
-    role = row["role"]
+async def _fetch(
+    conn: AsyncConnection, stmt: Executable, params: dict[str, Any]
+) -> list[RowMapping]:
+    return list((await conn.execute(stmt, params)).mappings())
+
+
+# Recent messages are read newest first in chunks of this many rows.
+CHUNK = 64
+
+
+async def context_window(
+    conn: AsyncConnection, conversation_id: uuid.UUID, request: WindowRequest, *, chunk: int = CHUNK
+) -> dict[str, Any]:
+    """The window, summary, session context and tracked context of a conversation (JSON-ready,
+    in the ``ConversationMemory`` shape); ``openai_view`` derives the chat-completions form."""
+    window = await _load(conn, conversation_id, request, utcnow(), chunk)
+    summary = window.summary
+    return {
+        "conversation_id": str(conversation_id),
+        "strategy": window.policy.strategy.value,
+        "encoding": window.policy.encoding.value,
+        "budget": window.policy.max_tokens,
+        "token_count": window.selection.tokens,
+        "truncated": window.selection.truncated,
+        "cut_seq": window.selection.cut_seq,
+        "summary": (
+            {
+                "text": summary["content"],
+                "version": summary["version"],
+                "covers_until_seq": summary["covers_until_seq"],
+                "token_count": summary["token_count"],
+                "method": summary["method"],
+                "created_at": message_store.json_time(summary["created_at"]),
+            }
+            if summary is not None
+            else None
+        ),
+        "messages": [message_store.message_json(row) for row in window.rows],
+        "session_context": window.session_context,
+        "session_id": str(window.session_id) if window.session_id else None,
+        "tracked_context": window.tracked,
+    }
+
+
+def openai_view(window: dict[str, Any]) -> dict[str, Any]:
+    """A context window as chat-completions messages (``OpenAIContext``): the summary joins the
+    leading system block, never the middle."""
+    chat = [_chat_message(message) for message in window["messages"]]
+    summary = window["summary"]
+    if summary is not None:
+        leading = next((i for i, m in enumerate(chat) if m["role"] != "system"), len(chat))
+        chat.insert(
+            leading,
+            {
+                "role": "system",
+                "content": summaries.SUMMARY_PREFIX + summary["text"],
+                "tool_call_id": None,
+                "tool_calls": None,
+            },
+        )
+    head = {key: window[key] for key in _OPENAI_HEAD}
+    return {**head, "messages": chat}
+
+
+_OPENAI_HEAD = (
+    "conversation_id",
+    "strategy",
+    "encoding",
+    "budget",
+    "token_count",
+    "truncated",
+    "cut_seq",
+)
+
+
+def _chat_message(message: dict[str, Any]) -> dict[str, Any]:
+    metadata = message["metadata"] or {}
+    role = message["role"]
     return {
         "role": role,
-        "content": row["content"],
+        "content": message["content"],
         "tool_call_id": metadata.get("tool_call_id") if role == "tool" else None,
         "tool_calls": metadata.get("tool_calls") if role == "assistant" else None,
     }
 
 
-class ConversationMemoryManager:
-    """Builds ``ConversationMemory`` windows for one unit of work."""
-
-    CHUNK = 64
-
-    def __init__(self, conn: ReadConnection) -> None:
-        self.conn = conn
-
-    async def build(self, conversation_id: uuid.UUID, request: WindowRequest) -> ConversationMemory:
-        """The window, summary, session context and tracked context of a conversation."""
-        window = await self._window(conversation_id, request)
-        return ConversationMemory(
-            conversation_id=conversation_id,
-            strategy=window.policy.strategy,
-            encoding=window.policy.encoding,
-            budget=window.policy.max_tokens,
-            token_count=window.selection.tokens,
-            truncated=window.selection.truncated,
-            cut_seq=window.selection.cut_seq,
-            summary=summaries.to_out(window.summary) if window.summary else None,
-            messages=[message_store.to_out(row) for row in window.rows],
-            session_id=window.session_id,
-            session_context=window.session_context,
-            tracked_context=window.tracked,
-        )
-
-    async def build_json(
-        self, conversation_id: uuid.UUID, request: WindowRequest, *, openai: bool = False
-    ) -> dict[str, Any]:
-        """The same window as JSON-ready data (``ConversationMemory`` or ``OpenAIContext``).
-
-        The endpoint is the hottest read of the platform, so rows go straight to JSON without
-        a model per message.
-        """
-        window = await self._window(conversation_id, request)
-        head: dict[str, Any] = {
-            "strategy": window.policy.strategy.value,
-            "encoding": window.policy.encoding.value,
-            "budget": window.policy.max_tokens,
-            "token_count": window.selection.tokens,
-            "truncated": window.selection.truncated,
-            "cut_seq": window.selection.cut_seq,
-            "conversation_id": str(conversation_id),
-        }
-        summary = window.summary
-        if openai:
-            chat = [_chat_json(row) for row in window.rows]
-            if summary is not None:
-                leading = next((i for i, m in enumerate(chat) if m["role"] != "system"), len(chat))
-                chat.insert(
-                    leading,
-                    {
-                        "role": "system",
-                        "content": summaries.SUMMARY_PREFIX + summary["content"],
-                        "tool_call_id": None,
-                        "tool_calls": None,
-                    },
-                )
-            return {**head, "messages": chat}
-        return {
-            **head,
-            "summary": (
-                {
-                    "text": summary["content"],
-                    "version": summary["version"],
-                    "covers_until_seq": summary["covers_until_seq"],
-                    "token_count": summary["token_count"],
-                    "method": summary["method"],
-                    "created_at": message_store.json_time(summary["created_at"]),
-                }
-                if summary is not None
-                else None
-            ),
-            "messages": [message_store.message_wire(row) for row in window.rows],
-            "session_context": window.session_context,
-            "session_id": str(window.session_id) if window.session_id else None,
-            "tracked_context": window.tracked,
-        }
-
-    async def _window(self, conversation_id: uuid.UUID, request: WindowRequest) -> _Window:
-        return await self.conn.run(_window_plan(conversation_id, request, utcnow(), self.CHUNK))
-
-
-def _window_plan(
-    conversation_id: uuid.UUID, request: WindowRequest, now: datetime, chunk_size: int
-) -> ReadPlan[_Window]:
-    """The window's reads and the choice they feed (driven by ``ReadConnection.run``)."""
-    heads = yield _HEAD, {"p_conversation_id": conversation_id, "p_active_since": now - SESSION_TTL}
+async def _load(
+    conn: AsyncConnection,
+    conversation_id: uuid.UUID,
+    request: WindowRequest,
+    now: datetime,
+    chunk_size: int,
+) -> _Window:
+    """The window's reads and the choice they feed."""
+    heads = await _fetch(
+        conn, _HEAD, {"p_conversation_id": conversation_id, "p_active_since": now - SESSION_TTL}
+    )
     if not heads:
         raise ConversationNotFoundError(f"conversation {conversation_id} not found")
     head = heads[0]
@@ -313,11 +308,11 @@ def _window_plan(
     )
     summary_tokens = summary[_TOKENS[policy.encoding]] if summary else 0
     floor = summary["covers_until_seq"] if summary else 0
-    always = yield _ALWAYS, {"p_conversation_id": conversation_id}
+    always = await _fetch(conn, _ALWAYS, {"p_conversation_id": conversation_id})
     pinned = [_candidate(r, policy.encoding) for r in always]
     fixed_tokens = summary_tokens + sum(c.tokens for c in pinned)
-    recent = yield from _recent_plan(
-        conversation_id, policy, floor, policy.max_tokens - fixed_tokens, chunk_size
+    recent = await _recent(
+        conn, conversation_id, policy, floor, policy.max_tokens - fixed_tokens, chunk_size
     )
     try:
         selection = select_window(
@@ -344,17 +339,23 @@ def _window_plan(
     )
 
 
-def _recent_plan(
-    conversation_id: uuid.UUID, policy: MemoryPolicy, floor: int, room: int, chunk_size: int
-) -> ReadPlan[list[Row]]:
+async def _recent(
+    conn: AsyncConnection,
+    conversation_id: uuid.UUID,
+    policy: MemoryPolicy,
+    floor: int,
+    room: int,
+    chunk_size: int,
+) -> list[RowMapping]:
     """Newest-first rows after ``floor``, just enough to decide the window."""
     wanted = policy.last_n + 1 if policy.strategy is MemoryStrategy.LAST_N else None
     column = _TOKENS[policy.encoding]
-    rows: list[Row] = []
+    rows: list[RowMapping] = []
     spent = 0
     below = MAX_SEQ
     while True:
-        chunk = yield (
+        chunk = await _fetch(
+            conn,
             _CHUNK,
             {
                 "p_conversation_id": conversation_id,
@@ -373,45 +374,3 @@ def _recent_plan(
         # mistaken for an orphan instead of being truncated with its group.
         if enough and rows[-1]["role"] != "tool":
             return rows
-
-
-def to_openai(memory: ConversationMemory) -> OpenAIContext:
-    """Chat-completions messages: the summary joins the leading system block, never the middle."""
-    chat: list[ChatMessage] = []
-    for message in memory.messages:
-        metadata = message.metadata
-        chat.append(
-            ChatMessage(
-                role=message.role.value,
-                content=message.content,
-                tool_call_id=metadata.get("tool_call_id") if message.role.value == "tool" else None,
-                tool_calls=metadata.get("tool_calls")
-                if message.role.value == "assistant"
-                else None,
-            )
-        )
-    if memory.summary is not None:
-        leading = next((i for i, m in enumerate(chat) if m.role != "system"), len(chat))
-        chat.insert(
-            leading,
-            ChatMessage(role="system", content=summaries.SUMMARY_PREFIX + memory.summary.text),
-        )
-    return OpenAIContext(
-        conversation_id=memory.conversation_id,
-        strategy=memory.strategy,
-        encoding=memory.encoding,
-        budget=memory.budget,
-        token_count=memory.token_count,
-        truncated=memory.truncated,
-        cut_seq=memory.cut_seq,
-        messages=chat,
-    )
-
-
-__all__ = [
-    "ConversationMemoryManager",
-    "SummaryOut",
-    "WindowRequest",
-    "WindowSelection",
-    "to_openai",
-]

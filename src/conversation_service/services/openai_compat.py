@@ -19,24 +19,23 @@ Mapping decisions:
   but returned only when asked for, as OpenAI does; the other values name item types that are
   never stored, so they change nothing.
 * Deleting a conversation soft-deletes it (it disappears from both APIs).
-* Items are stored like any message: processed by the same jobs and published as the same
-  realtime events. Unlike a user message posted to ``/api/v1`` they do not call the
-  orchestrator: a client of this API runs its own model and only keeps its state here.
+* Items are appended by the same use case as every message (``services.messages.append``):
+  processed by the same jobs, published as the same realtime events, and a ``user`` item sends
+  the orchestrator the same ``message.created`` callback a user message posted to ``/api/v1``
+  sends (when a callback URL is configured).
 * New conversations belong to ``settings.openai_default_agent_id`` (OpenAI has no agents).
 """
 
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conversation_service.config.settings import ConversationSettings
-from conversation_service.db.reads import EngineReadConnection
-from conversation_service.db.tables import messages_table as messages
+from conversation_service.db.tables import messages_table
 from conversation_service.errors import (
     BadRequestError,
     ConversationNotFoundError,
@@ -59,10 +58,17 @@ from conversation_service.models.openai_compat import (
     MessageItemIn,
     MessageItemOut,
 )
-from conversation_service.queue.jobs import JobSpec
-from conversation_service.services import conversation_manager, message_store
+from conversation_service.services import (
+    conversation_manager,
+    conversations,
+    history,
+    message_store,
+    messages,
+)
 from conversation_service.services.auth import Principal
-from conversation_service.services.message_store import AppendResult, MessageDraft
+from conversation_service.services.message_store import MessageDraft
+from conversation_service.services.messages import AppendResult
+from conversation_service.services.unit_of_work import UnitOfWork
 from conversation_service.utils.cursors import CursorCodec
 
 CONVERSATION_PREFIX = "conv_"
@@ -207,63 +213,37 @@ def item_list(items: Sequence[MessageItemOut], *, has_more: bool) -> ItemListOut
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Written(Generic[T]):
-    """The answer to a write, and what is left to do once it commits.
-
-    The route hands ``jobs`` to the outbox relay and publishes the realtime events (the same ones
-    ``/api/v1`` publishes): ``message.created`` for each of ``messages``, ``conversation.updated``
-    for ``conversation``, ``message.deleted`` for ``deleted_message_id``.
-    """
-
-    body: T
-    conversation_id: uuid.UUID
-    messages: tuple[dict[str, Any], ...] = ()
-    jobs: tuple[JobSpec, ...] = ()
-    conversation: ConversationOut | None = None
-    deleted_message_id: uuid.UUID | None = None
-
-
 async def _append_items(
-    conn: AsyncConnection,
+    uow: UnitOfWork,
     principal: Principal,
     conversation_id: uuid.UUID,
     items: Sequence[MessageItemIn],
     settings: ConversationSettings,
 ) -> list[AppendResult]:
     return [
-        await message_store.append_message(
-            conn, principal, conversation_id, draft_from_item(item), settings=settings
+        await messages.append(
+            uow, principal, conversation_id, draft_from_item(item), settings=settings
         )
         for item in items
     ]
 
 
-def _written(body: T, conversation_id: uuid.UUID, appended: Sequence[AppendResult]) -> Written[T]:
-    return Written(
-        body=body,
-        conversation_id=conversation_id,
-        messages=tuple(result.message for result in appended),
-        jobs=tuple(job for result in appended for job in result.jobs),
-    )
-
-
 async def create_conversation(
-    conn: AsyncConnection,
+    uow: UnitOfWork,
     principal: Principal,
     body: ConversationCreateIn,
     *,
     settings: ConversationSettings,
-) -> Written[ConversationObject]:
+) -> ConversationObject:
     """Create a conversation of the configured agent with its initial items, in one transaction."""
-    created = await conversation_manager.create_conversation(
-        conn,
+    created = await conversations.create_conversation(
+        uow,
         principal,
         ConversationCreate(agent_id=settings.openai_default_agent_id, metadata=body.metadata or {}),
         settings=settings,
     )
-    appended = await _append_items(conn, principal, created.id, body.items or (), settings)
-    return _written(render_conversation(created), created.id, appended)
+    await _append_items(uow, principal, created.id, body.items or (), settings)
+    return render_conversation(created)
 
 
 async def get_conversation(
@@ -285,53 +265,53 @@ async def _load(
 
 
 async def update_conversation(
-    conn: AsyncConnection, principal: Principal, conversation_id: str, body: ConversationUpdateIn
-) -> Written[ConversationObject]:
+    uow: UnitOfWork, principal: Principal, conversation_id: str, body: ConversationUpdateIn
+) -> ConversationObject:
     """Replace the conversation's metadata."""
-    current = await _load(conn, principal, conversation_id)
+    current = await _load(uow.conn, principal, conversation_id)
     replacement: dict[str, Any] = dict(body.metadata or {})
     # A merge patch that removes every key not in the replacement. It is built from metadata
     # already validated (old and new), so it skips the patch model's own size checks, which a
     # patch listing removals as well as additions could exceed without the result doing so.
     patch = {key: None for key in current.metadata if key not in replacement} | replacement
-    updated = await conversation_manager.update_conversation(
-        conn, principal, current.id, ConversationUpdate.model_construct(metadata=patch)
+    updated = await conversations.update_conversation(
+        uow, principal, current.id, ConversationUpdate.model_construct(metadata=patch)
     )
-    return Written(render_conversation(updated), updated.id, conversation=updated)
+    return render_conversation(updated)
 
 
 async def delete_conversation(
-    conn: AsyncConnection,
+    uow: UnitOfWork,
     principal: Principal,
     conversation_id: str,
     *,
     settings: ConversationSettings,
 ) -> ConversationDeletedObject:
     """Delete a conversation (soft: hidden from both APIs at once)."""
-    current = await _load(conn, principal, conversation_id)
-    await conversation_manager.delete_conversation(
-        conn, principal, current.id, purge=False, settings=settings
+    current = await _load(uow.conn, principal, conversation_id)
+    await conversations.delete_conversation(
+        uow, principal, current.id, purge=False, settings=settings
     )
     return ConversationDeletedObject(id=conversation_public_id(current.id))
 
 
 async def add_items(
-    conn: AsyncConnection,
+    uow: UnitOfWork,
     principal: Principal,
     conversation_id: str,
     items: Sequence[MessageItemIn],
     include: frozenset[str],
     *,
     settings: ConversationSettings,
-) -> Written[ItemListOut]:
+) -> ItemListOut:
     """Append items, in order, after the conversation's last one."""
     parsed = parse_conversation_id(conversation_id)
     try:
-        appended = await _append_items(conn, principal, parsed, items, settings)
+        appended = await _append_items(uow, principal, parsed, items, settings)
     except ConversationNotFoundError as exc:
         raise _conversation_not_found(conversation_id) from exc
     added = [render_item(MessageOut.model_validate(result.message), include) for result in appended]
-    return _written(item_list(added, has_more=False), parsed, appended)
+    return item_list(added, has_more=False)
 
 
 async def list_items(
@@ -355,11 +335,11 @@ async def list_items(
         else:
             before_seq = seq
     try:
-        page = await message_store.list_messages(
-            EngineReadConnection(conn),
+        page = await history.list_messages(
+            conn,
             principal,
             parsed,
-            message_store.PageRequest(after_seq, before_seq, order, limit),
+            history.PageRequest(after_seq, before_seq, order, limit),
             codec=codec,
         )
     except ConversationNotFoundError as exc:
@@ -383,10 +363,10 @@ async def _item_seq(
     if parsed_item is not None:
         seq = (
             await conn.execute(
-                select(messages.c.seq).where(
-                    messages.c.id == parsed_item,
-                    messages.c.conversation_id == parse_conversation_id(conversation_id),
-                    messages.c.tenant_id == principal.tenant_id,
+                select(messages_table.c.seq).where(
+                    messages_table.c.id == parsed_item,
+                    messages_table.c.conversation_id == parse_conversation_id(conversation_id),
+                    messages_table.c.tenant_id == principal.tenant_id,
                 )
             )
         ).scalar_one_or_none()
@@ -412,8 +392,8 @@ async def get_item(
         if parsed_item is None:
             await conversation_manager.require_owned(conn, principal, parsed)
             raise _item_not_found(item_id)
-        message = MessageOut.model_validate(
-            await message_store.get_message(conn, principal, parsed, parsed_item)
+        message = message_store.to_out(
+            await message_store.visible_row(conn, principal, parsed, parsed_item)
         )
     except ConversationNotFoundError as exc:
         raise _conversation_not_found(conversation_id) from exc
@@ -423,19 +403,19 @@ async def get_item(
 
 
 async def delete_item(
-    conn: AsyncConnection, principal: Principal, conversation_id: str, item_id: str
-) -> Written[ConversationObject]:
+    uow: UnitOfWork, principal: Principal, conversation_id: str, item_id: str
+) -> ConversationObject:
     """Delete an item; answers with the conversation, as OpenAI does."""
     parsed = parse_conversation_id(conversation_id)
     parsed_item = _parse(item_id, ITEM_PREFIX)
     try:
         if parsed_item is None:
-            await conversation_manager.require_owned(conn, principal, parsed)
+            await conversation_manager.require_owned(uow.conn, principal, parsed)
             raise _item_not_found(item_id)
-        await message_store.delete_message(conn, principal, parsed, parsed_item)
-        conversation = await conversation_manager.get_conversation(conn, principal, parsed)
+        await messages.delete_message(uow, principal, parsed, parsed_item)
+        conversation = await conversation_manager.get_conversation(uow.conn, principal, parsed)
     except ConversationNotFoundError as exc:
         raise _conversation_not_found(conversation_id) from exc
     except MessageNotFoundError as exc:
         raise _item_not_found(item_id) from exc
-    return Written(render_conversation(conversation), parsed, deleted_message_id=parsed_item)
+    return render_conversation(conversation)

@@ -23,21 +23,20 @@ from conversation_service.analysis.summarize import (
     SummaryInput,
 )
 from conversation_service.config.settings import ConversationSettings
-from conversation_service.db.reads import EngineReadConnection
 from conversation_service.db.tables import conversations_table as conversations
 from conversation_service.db.tables import messages_table as messages
 from conversation_service.errors import ValidationError
+from conversation_service.events.log import EventPublisher, EventType
 from conversation_service.models.memory import MemoryStrategy
 from conversation_service.queue.consumer import JobContext, RetryableJobError
-from conversation_service.queue.jobs import JobKind, JobSpec, queue_for
 from conversation_service.services import callbacks, summaries
 from conversation_service.services.memory_manager import (
-    ConversationMemoryManager,
     WindowRequest,
+    context_window,
     resolve_policy,
 )
 from conversation_service.services.message_store import count_message_tokens
-from conversation_service.websocket.events import EventPublisher, EventType
+from conversation_service.services.outbox import JobKind, JobSpec, queue_for
 
 log = logging.getLogger(__name__)
 SUMMARY_LOCK_SECONDS = 300
@@ -141,29 +140,27 @@ async def summary_job_if_due(
     priority: str,
 ) -> JobSpec | None:
     """A summary job when the tokens left out of the window pass the trigger threshold."""
-    manager = ConversationMemoryManager(EngineReadConnection(conn))
     try:
-        memory = await manager.build(
-            conversation_id, WindowRequest(strategy=MemoryStrategy.SUMMARY_BUFFER)
+        window = await context_window(
+            conn, conversation_id, WindowRequest(strategy=MemoryStrategy.SUMMARY_BUFFER)
         )
     except ValidationError:
         return None  # the policy's budget cannot even hold the pinned messages
-    if not memory.truncated or memory.cut_seq is None:
+    cut_seq = window["cut_seq"]
+    if not window["truncated"] or cut_seq is None:
         return None
-    floor = memory.summary.covers_until_seq if memory.summary else 0
+    floor = window["summary"]["covers_until_seq"] if window["summary"] else 0
     outside = await conn.scalar(
         select(func.coalesce(func.sum(messages.c.tokens_o200k), 0)).where(
             messages.c.conversation_id == conversation_id,
             messages.c.seq > floor,
-            messages.c.seq <= memory.cut_seq,
+            messages.c.seq <= cut_seq,
             messages.c.deleted_at.is_(None),
         )
     )
     if int(outside or 0) < ctx.settings.summary_trigger_tokens:
         return None
-    return summary_spec(
-        ctx.settings, conversation_id, tenant_id, priority, until_seq=memory.cut_seq
-    )
+    return summary_spec(ctx.settings, conversation_id, tenant_id, priority, until_seq=cut_seq)
 
 
 def summary_spec(

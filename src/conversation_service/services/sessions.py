@@ -23,10 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from conversation_service.config.constants import SESSION_TTL
 from conversation_service.db.tables import sessions_table as sessions
 from conversation_service.errors import InvalidCursorError, SessionNotFoundError
+from conversation_service.events.log import EventType
 from conversation_service.models.common import Page
 from conversation_service.models.session import SessionContext, SessionOut, SessionStart
 from conversation_service.services.auth import Principal
 from conversation_service.services.conversation_manager import require_owned
+from conversation_service.services.unit_of_work import UnitOfWork
 from conversation_service.utils.clock import new_id, utcnow
 from conversation_service.utils.cursors import CursorCodec, CursorError
 from conversation_service.utils.json_merge import merge_patch
@@ -156,15 +158,22 @@ async def _start(
 
 
 async def start_session(
-    conn: AsyncConnection, principal: Principal, conversation_id: uuid.UUID, data: SessionStart
+    uow: UnitOfWork, principal: Principal, conversation_id: uuid.UUID, data: SessionStart
 ) -> SessionOut:
-    """Start a session explicitly, ending the current one."""
+    """Start a session explicitly, ending the current one; publishes ``session.started``."""
+    conn = uow.conn
     await require_owned(conn, principal, conversation_id)
     now = utcnow()
     await _end_open(conn, conversation_id, now)
     activity = SessionActivity(channel=data.channel, client=data.client, locale=data.locale)
     session_id = await _start(conn, principal, conversation_id, activity, now)
-    return await _get(conn, session_id)
+    session = await _get(conn, session_id)
+    _publish(uow, EventType.SESSION_STARTED, session)
+    return session
+
+
+def _publish(uow: UnitOfWork, event_type: str, session: SessionOut) -> None:
+    uow.publish(session.conversation_id, event_type, {"session": session.model_dump(mode="json")})
 
 
 async def _end_open(conn: AsyncConnection, conversation_id: uuid.UUID, now: datetime) -> None:
@@ -206,16 +215,18 @@ async def _current_row(conn: AsyncConnection, conversation_id: uuid.UUID) -> Row
 
 
 async def end_current_session(
-    conn: AsyncConnection, principal: Principal, conversation_id: uuid.UUID
+    uow: UnitOfWork, principal: Principal, conversation_id: uuid.UUID
 ) -> SessionOut:
-    """End the active session explicitly."""
-    current = await current_session(conn, principal, conversation_id)
-    await conn.execute(
+    """End the active session explicitly; publishes ``session.ended``."""
+    current = await current_session(uow.conn, principal, conversation_id)
+    await uow.conn.execute(
         update(sessions)
         .where(sessions.c.id == current.id)
         .values(ended_at=utcnow(), end_reason="ended")
     )
-    return await _get(conn, current.id)
+    session = await _get(uow.conn, current.id)
+    _publish(uow, EventType.SESSION_ENDED, session)
+    return session
 
 
 async def list_sessions(
@@ -289,9 +300,10 @@ async def read_context(
 
 
 async def patch_context(
-    conn: AsyncConnection, session_id: uuid.UUID, patch: dict[str, Any]
+    uow: UnitOfWork, redis: Redis, session_id: uuid.UUID, patch: dict[str, Any]
 ) -> SessionContext:
-    """Merge-patch the durable copy (the caller publishes the hot copy after commit)."""
+    """Merge-patch the durable copy; the hot copy in Redis is replaced after the commit."""
+    conn = uow.conn
     row = (
         await conn.execute(
             select(sessions.c.context, sessions.c.context_version)
@@ -308,7 +320,13 @@ async def patch_context(
         .where(sessions.c.id == session_id)
         .values(context=variables, context_version=version)
     )
-    return SessionContext(session_id=session_id, version=version, variables=variables)
+    context = SessionContext(session_id=session_id, version=version, variables=variables)
+
+    async def publish() -> None:
+        await publish_context(redis, context)
+
+    uow.after_commit(publish)
+    return context
 
 
 async def publish_context(redis: Redis, context: SessionContext) -> None:

@@ -41,10 +41,10 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
+from conversation_service.events import log as events
+from conversation_service.events.log import EventId
 from conversation_service.utils.redis_client import async_redis
 from conversation_service.utils.tasks import stop_tasks
-from conversation_service.websocket import events
-from conversation_service.websocket.events import EventId
 
 log = logging.getLogger(__name__)
 

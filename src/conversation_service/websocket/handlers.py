@@ -56,6 +56,7 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from conversation_service.errors import NotFoundError, ServiceError, UnauthorizedError
+from conversation_service.events.log import Delta, EventType, control_frame
 from conversation_service.models.streaming import (
     AGENT_FRAMES,
     CLIENT_FRAMES,
@@ -70,7 +71,7 @@ from conversation_service.models.streaming import (
     UnsubscribeFrame,
 )
 from conversation_service.resources import Resources
-from conversation_service.services import streaming
+from conversation_service.services import streaming, subscriptions
 from conversation_service.services.auth import Principal, verify_service_key
 from conversation_service.services.rate_limits import CLOSE_TOO_MANY_CONNECTIONS
 from conversation_service.websocket.connection_manager import (
@@ -82,7 +83,6 @@ from conversation_service.websocket.connection_manager import (
     SSEOutbox,
     Subscription,
 )
-from conversation_service.websocket.events import Delta, EventType, control_frame
 
 log = logging.getLogger(__name__)
 
@@ -229,25 +229,17 @@ class ClientSession:
                 )
             )
             return
+        # Live before the unit commits, so the subscriber sees the session.started it causes.
         try:
-            async with self.resources.engine.begin() as conn:
-                started = await streaming.authorize_subscription(
-                    conn, self.principal, cid, "websocket"
+            async with self.resources.units.write() as uow:
+                await subscriptions.authorize_subscription(uow, self.principal, cid, "websocket")
+                self.subscriptions[cid] = await self.resources.live.subscribe(
+                    self.outbox, cid, frame.after
                 )
         except NotFoundError as exc:
             self.outbox.put(_error("not_found", 404, exc.detail, cid))
-            return
-        try:
-            self.subscriptions[cid] = await self.resources.live.subscribe(
-                self.outbox, cid, frame.after
-            )
         except (LiveUnavailableError, ServiceError) as exc:
             self.outbox.put(_error("unavailable", 503, f"live updates unavailable: {exc}", cid))
-            return
-        if started is not None:
-            await self.resources.events.publish_safely(
-                cid, EventType.SESSION_STARTED, {"session": started.model_dump(mode="json")}
-            )
 
     async def typing(self, conversation_id: uuid.UUID) -> None:
         """Tell the conversation's viewers the user types (at most once a second)."""
@@ -334,7 +326,6 @@ class AgentSession:
     def __init__(self, websocket: WebSocket, resources: Resources) -> None:
         self.websocket = websocket
         self.resources = resources
-        self.store = streaming.StreamStore(resources.redis)
 
     async def run(self) -> None:
         """Receive, handle and answer frames until the agent leaves."""
@@ -375,11 +366,12 @@ class AgentSession:
         | AgentPingFrame,
     ) -> str:
         resources = self.resources
+        store = resources.streams
         if isinstance(frame, AgentDeltaFrame):
             ids = await streaming.append_deltas(
+                resources.units,
                 resources.events,
-                self.store,
-                resources.engine,
+                store,
                 frame.conversation_id,
                 frame.message_id,
                 [Delta(d.index, d.text) for d in frame.deltas],
@@ -387,26 +379,26 @@ class AgentSession:
             return _answer(
                 "ack", frame.ref, {"message_id": str(frame.message_id), "event_ids": ids}
             )
+        settings = resources.settings
         if isinstance(frame, AgentCreateFrame):
-            async with resources.engine.begin() as conn:
-                message = await streaming.create_agent_message(conn, frame.conversation_id, frame)
-            await streaming.after_create(resources.events, self.store, message)
+            async with resources.units.write() as uow:
+                message = await streaming.create_agent_message(
+                    uow, store, frame.conversation_id, frame, settings=settings
+                )
             return _answer("created", frame.ref, {"message": message})
         if isinstance(frame, AgentCompleteFrame):
-            async with resources.engine.begin() as conn:
+            async with resources.units.write() as uow:
                 outcome = await streaming.complete_message(
-                    conn, self.store, frame.conversation_id, frame.message_id, frame
+                    uow, store, frame.conversation_id, frame.message_id, frame, settings=settings
                 )
-            await streaming.after_finish(resources.events, self.store, outcome)
             return _answer(
                 "completed", frame.ref, {"message": outcome.message.model_dump(mode="json")}
             )
         if isinstance(frame, AgentFailFrame):
-            async with resources.engine.begin() as conn:
+            async with resources.units.write() as uow:
                 outcome = await streaming.fail_message(
-                    conn, self.store, frame.conversation_id, frame.message_id, frame.error
+                    uow, store, frame.conversation_id, frame.message_id, frame.error
                 )
-            await streaming.after_finish(resources.events, self.store, outcome)
             return _answer(
                 "failed", frame.ref, {"message": outcome.message.model_dump(mode="json")}
             )

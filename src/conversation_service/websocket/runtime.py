@@ -6,10 +6,13 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conversation_service.config.settings import ConversationSettings
-from conversation_service.services import streaming
+from conversation_service.events.log import EventPublisher
+from conversation_service.events.store import StreamStore
+from conversation_service.services.stream_expiry import run_idle_sweeper
+from conversation_service.services.subscriptions import snapshot_source
+from conversation_service.services.unit_of_work import Units
 from conversation_service.utils.tasks import stop_tasks
 from conversation_service.websocket.connection_manager import ConnectionManager
-from conversation_service.websocket.events import EventPublisher
 
 
 class Realtime:
@@ -19,24 +22,19 @@ class Realtime:
         self.settings = settings
         self.engine = engine
         self.events = EventPublisher(redis)
-        self.store = streaming.StreamStore(redis)
+        self.store = StreamStore(redis)
         self.live = ConnectionManager(
             redis_url=settings.effective_redis_url(),
             redis=redis,
-            snapshot=streaming.snapshot_source(engine, self.store),
+            snapshot=snapshot_source(engine, self.store),
         )
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        """Connect the live hub and start sweeping idle streams."""
+    async def start(self, units: Units) -> None:
+        """Connect the live hub and start sweeping idle streams (in ``units``)."""
         await self.live.start()
         self._sweeper = asyncio.create_task(
-            streaming.run_idle_sweeper(
-                self.engine,
-                self.events,
-                self.store,
-                idle_seconds=self.settings.stream_idle_timeout,
-            ),
+            run_idle_sweeper(units, self.store, idle_seconds=self.settings.stream_idle_timeout),
             name="idle-stream-sweeper",
         )
 

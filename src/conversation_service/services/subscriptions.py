@@ -1,0 +1,91 @@
+"""Subscriptions of viewers: who may watch a conversation, and the snapshot a new one gets."""
+
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from conversation_service.db.tables import messages_table as messages
+from conversation_service.events import log as events
+from conversation_service.events.store import StreamStore
+from conversation_service.models.message import MessageStatus
+from conversation_service.services import message_store, sessions
+from conversation_service.services.auth import Principal
+from conversation_service.services.conversation_manager import (
+    get_conversation_for_service,
+    require_owned,
+)
+from conversation_service.services.unit_of_work import UnitOfWork
+
+SNAPSHOT_MESSAGES = 50
+
+
+async def authorize_subscription(
+    uow: UnitOfWork, principal: Principal, conversation_id: uuid.UUID, channel: str
+) -> None:
+    """Check the caller may read the conversation and count it as activity (sessions);
+    publishes ``session.started`` when this activity started one."""
+    await require_owned(uow.conn, principal, conversation_id)
+    _, started = await sessions.touch_session(
+        uow.conn, principal, conversation_id, sessions.SessionActivity(channel=channel)
+    )
+    if not started:
+        return
+    session = await sessions.current_session(uow.conn, principal, conversation_id)
+    uow.publish(
+        conversation_id,
+        events.EventType.SESSION_STARTED,
+        {"session": session.model_dump(mode="json")},
+    )
+
+
+async def snapshot(
+    conn: AsyncConnection, store: StreamStore, conversation_id: uuid.UUID
+) -> dict[str, Any]:
+    """The conversation and its newest messages (streaming ones with their partial content)."""
+    conversation = await get_conversation_for_service(conn, conversation_id)
+    rows = (
+        (
+            await conn.execute(
+                select(*message_store.MESSAGE_COLUMNS)
+                .where(
+                    messages.c.conversation_id == conversation_id, messages.c.deleted_at.is_(None)
+                )
+                .order_by(messages.c.seq.desc())
+                .limit(SNAPSHOT_MESSAGES + 1)
+            )
+        )
+        .mappings()
+        .all()
+    )
+    items = [message_store.to_out(row) for row in rows[:SNAPSHOT_MESSAGES]]
+    items.reverse()
+    dumped = []
+    for item in items:
+        data = item.model_dump(mode="json")
+        if item.status is MessageStatus.STREAMING:
+            with contextlib.suppress(RedisError, OSError):
+                data["content"] += (await store.peek(item.id)).text
+        dumped.append(data)
+    return {
+        "conversation": conversation.model_dump(mode="json"),
+        "messages": dumped,
+        "has_more": len(rows) > SNAPSHOT_MESSAGES,
+    }
+
+
+def snapshot_source(
+    engine: AsyncEngine, store: StreamStore
+) -> Callable[[uuid.UUID, str | None], Awaitable[str]]:
+    """The live hub's snapshot builder: a ``snapshot`` frame whose id is the log's head."""
+
+    async def build(conversation_id: uuid.UUID, head: str | None) -> str:
+        async with engine.connect() as conn:
+            data = await snapshot(conn, store, conversation_id)
+        return events.build_frame(head, events.event_tail("snapshot", conversation_id, data))
+
+    return build

@@ -1,0 +1,105 @@
+"""The unit of work: one transaction, and the side effects its use case decided.
+
+A use case runs inside a ``UnitOfWork``. It writes through ``uow.conn``, records its outbox jobs
+with ``uow.record`` (rows written in the same transaction) and its events with ``uow.publish``.
+``Units.write`` commits, then hands the jobs to the relay, runs the after-commit hooks (Redis
+state such as an opened stream or a session's hot copy) and publishes the events in the order the
+use case stated them: state first, then the announcement. A rollback drops them all. So each use
+case states its side effects once, and every transport that calls it (REST, internal REST,
+WebSocket, ``/v1``, RQ jobs) gets the same ones.
+"""
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from conversation_service.services.outbox import JobSpec, record_jobs
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+
+
+class JobSink(Protocol):
+    """Where committed outbox jobs go (the outbox relay; its sweep catches any it misses)."""
+
+    def submit(self, specs: Iterable[JobSpec]) -> None:
+        """Enqueue ``specs`` soon; never raises."""
+
+
+class EventSink(Protocol):
+    """Where committed events go (``events.log.EventPublisher``)."""
+
+    async def publish_safely(
+        self, conversation_id: uuid.UUID | str, event_type: str, data: Any
+    ) -> str | None:
+        """Append the event to the conversation's log; log and swallow an outage."""
+
+
+@dataclass(slots=True)
+class UnitOfWork:
+    """The connection a use case works on, and what must follow its commit."""
+
+    conn: AsyncConnection
+    jobs: list[JobSpec] = field(default_factory=list)
+    hooks: list[Hook] = field(default_factory=list)
+    events: list[tuple[uuid.UUID | str, str, Any]] = field(default_factory=list)
+
+    async def record(self, specs: Sequence[JobSpec]) -> list[JobSpec]:
+        """Write outbox rows for ``specs`` in this transaction; dispatched after the commit."""
+        if not specs:
+            return []
+        written = await record_jobs(self.conn, list(specs))
+        self.jobs.extend(written)
+        return written
+
+    def publish(self, conversation_id: uuid.UUID | str, event_type: str, data: Any) -> None:
+        """Append an event to the conversation's log once the transaction has committed."""
+        self.events.append((conversation_id, event_type, data))
+
+    def after_commit(self, hook: Hook) -> None:
+        """Run ``hook`` once the transaction has committed (Redis state, caches)."""
+        self.hooks.append(hook)
+
+
+@dataclass(frozen=True, slots=True)
+class Units:
+    """Opens units of work on one engine and hands on what each collected after its commit."""
+
+    engine: AsyncEngine
+    jobs: JobSink
+    events: EventSink
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[UnitOfWork]:
+        """A transaction: committed when the block ends, rolled back if it raises."""
+        async with self.engine.connect() as conn, conn.begin():
+            uow = UnitOfWork(conn)
+            yield uow
+        await self.hand_on(uow)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[UnitOfWork]:
+        """Reads in autocommit: each statement sees what was committed when it started, without
+        the BEGIN/COMMIT round trips. What a read records is still handed on afterwards."""
+        async with self.engine.connect() as conn:
+            uow = UnitOfWork(await conn.execution_options(isolation_level="AUTOCOMMIT"))
+            yield uow
+        await self.hand_on(uow)
+
+    async def hand_on(self, uow: UnitOfWork) -> None:
+        """Dispatch the jobs, run the hooks, publish the events; a failure hides nothing else."""
+        if uow.jobs:
+            self.jobs.submit(uow.jobs)
+        for hook in uow.hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("after-commit hook failed")
+        for conversation_id, event_type, data in uow.events:
+            await self.events.publish_safely(conversation_id, event_type, data)
