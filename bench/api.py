@@ -37,6 +37,14 @@ class ServiceApi:
             raise BenchError(f"create conversation: {response.status_code} {response.text}")
         return uuid.UUID(response.json()["id"])
 
+    async def append(self, conversation_id: uuid.UUID, content: str) -> None:
+        """Append a user message."""
+        response = await self._client.post(
+            f"/api/v1/conversations/{conversation_id}/messages", json={"content": content}
+        )
+        if response.status_code != 201:
+            raise BenchError(f"append: {response.status_code} {response.text}")
+
     async def newest_page(self, conversation_id: uuid.UUID, limit: int) -> dict[str, Any]:
         """The newest ``limit`` messages of a conversation, as the API returns them."""
         response = await self._client.get(

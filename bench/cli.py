@@ -12,6 +12,7 @@ from typing import get_args
 
 import uvloop
 
+from bench import baseline as baselines
 from bench.client import ClientKind
 from bench.harness import FULL, QUICK, BackendName, Counts, backend_context
 from bench.profiling import profiled
@@ -59,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="sample the service with py-spy during each scenario (collapsed stacks in DIR)",
+    )
+    parser.add_argument(
+        "--baseline-ref",
+        metavar="REF",
+        help="git commit the 'hot' scenario compares with, run from its own worktree and venv "
+        "under .bench-baseline/ (default: the merge-base of HEAD and main; 'none' to skip)",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     return parser
@@ -121,6 +128,10 @@ async def _run_backends(
     redis_url: str,
 ) -> int:
     scenarios = list(dict.fromkeys(args.scenario)) if args.scenario else list(SCENARIOS)
+    baseline = None
+    if "hot" in scenarios and args.baseline_ref != "none":
+        ref = args.baseline_ref or await baselines.default_ref()
+        baseline = await baselines.prepare(ref, _log)
 
     started = time.monotonic()
     results: list[Result] = []
@@ -134,6 +145,7 @@ async def _run_backends(
                 redis_url=redis_url,
                 client=args.client,
                 counts=counts,
+                baseline=baseline,
             ) as ctx:
                 for name in scenarios:
                     _log(f"bench: {backend}: {name}")
@@ -156,6 +168,7 @@ async def _run_backends(
             "counts": dataclasses.asdict(counts),
             "duration_s": round(time.monotonic() - started, 1),
             "failed_backends": failures,
+            "baseline_commit": baseline.commit if baseline else None,
         },
     )
     _log(f"bench: {len(results)} results in {time.monotonic() - started:.0f} s -> {args.output}")

@@ -18,6 +18,7 @@ from typing import Literal
 import asyncpg  # type: ignore[import-untyped]
 
 from bench.api import ServiceApi
+from bench.baseline import Baseline
 from bench.client import ClientKind
 from bench.raw import PostgresBackend, RawBackend, SqliteBackend
 from bench.server import ServiceConfig, ServiceError, ServiceProcess, migrate
@@ -86,6 +87,8 @@ class BenchContext:
     tenant: str
     client: ClientKind
     counts: Counts
+    # The code before the change (``--baseline-ref``), for the scenarios that compare with it.
+    baseline: Baseline | None = None
 
 
 async def _prepare_postgres(raw: PostgresBackend, config: ServiceConfig) -> None:
@@ -108,6 +111,7 @@ async def backend_context(
     redis_url: str,
     client: ClientKind,
     counts: Counts,
+    baseline: Baseline | None = None,
 ) -> AsyncIterator[BenchContext]:
     """Set up ``backend``, start the service on it, and tear both down afterwards."""
     with tempfile.TemporaryDirectory(prefix="conversation-bench-") as tmp:
@@ -145,6 +149,7 @@ async def backend_context(
                     tenant=tenant,
                     client=client,
                     counts=counts,
+                    baseline=baseline,
                 )
         finally:
             await raw.remove_tenant(tenant)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-Unit = Literal["ms", "/s", "KiB"]
+Unit = Literal["ms", "/s", "KiB", "µs"]
 RESULTS_DIR = Path(__file__).parent / "results"
 
 
@@ -78,6 +78,8 @@ class Result:
 def _figure(value: float, unit: Unit) -> str:
     if unit == "ms":
         return f"{value:.3f} ms"
+    if unit == "µs":
+        return f"{value:,.0f} µs"
     if unit == "KiB":
         return f"{value:.1f} KiB"
     return f"{value:,.0f}/s"

@@ -20,6 +20,7 @@ from bench.api import BenchError
 from bench.client import LoadConnection, PreparedRequest, open_connections, prepare
 from bench.context import SCENARIOS as CONTEXT_SCENARIOS
 from bench.harness import BenchContext
+from bench.hot import SCENARIOS as HOT_SCENARIOS
 from bench.outbox import SCENARIOS as OUTBOX_SCENARIOS
 from bench.queueing import SCENARIOS as QUEUE_SCENARIOS
 from bench.raw import RawConnection, RawPool
@@ -270,4 +271,5 @@ SCENARIOS: dict[str, Scenario] = {
     **CONTEXT_SCENARIOS,
     **QUEUE_SCENARIOS,
     **OUTBOX_SCENARIOS,
+    **HOT_SCENARIOS,
 }

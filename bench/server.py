@@ -42,6 +42,9 @@ class ServiceConfig:
     internal_key: str
     # More CONVERSATION_* settings for one process (e.g. an orchestrator callback URL).
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # How to run the CLI: this venv's ``conversation-service`` unless told otherwise (the
+    # baseline's venv, or a wrapper that traces SQLite statements).
+    command: tuple[str, ...] = (str(CLI),)
 
     def env(self) -> dict[str, str]:
         """The process environment: ours plus the service's settings."""
@@ -67,6 +70,13 @@ class ServiceConfig:
         }
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time process ``pid`` has used so far (from ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # Fields 14 and 15 of stat(5) (utime, stime); the split starts at field 3.
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as sock:
@@ -78,7 +88,7 @@ def free_port() -> int:
 async def migrate(config: ServiceConfig) -> None:
     """Run ``conversation-service migrate``; raise ``ServiceError`` with its output on failure."""
     proc = await asyncio.create_subprocess_exec(
-        str(CLI),
+        *config.command,
         "migrate",
         env=config.env(),
         stdout=asyncio.subprocess.PIPE,
@@ -120,7 +130,7 @@ class ServiceProcess:
         log = _open_log(self.log_path)
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                str(CLI),
+                *self.config.command,
                 "serve",
                 "--host",
                 self.host,
@@ -169,9 +179,7 @@ class ServiceProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the service process has used so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        # Fields 14 and 15 of stat(5) (utime, stime); the split starts at field 3.
-        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        return process_cpu_seconds(self.pid)
 
     def log(self, lines: int = 40) -> str:
         """The last lines of the service's output."""
