@@ -41,6 +41,15 @@ async def unit_of_work(request: Request, resources: ResourcesDep) -> AsyncIterat
 
 UoW = Annotated[UnitOfWork, Depends(unit_of_work, scope="function")]
 
+
+async def write_unit_of_work(resources: ResourcesDep) -> AsyncIterator[UnitOfWork]:
+    """A write unit of work whatever the method (a GET that records activity)."""
+    async with resources.units.write() as uow:
+        yield uow
+
+
+WriteUoW = Annotated[UnitOfWork, Depends(write_unit_of_work, scope="function")]
+
 _bearer = HTTPBearer(auto_error=False, description="User JWT (HS256 or RS256) with sub and tenant")
 _service_bearer = HTTPBearer(
     auto_error=False, scheme_name="ServiceKey", description="Orchestrator service key"

@@ -16,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from conversation_service.errors import UnauthorizedError
 from conversation_service.models.streaming import EVENT_ID_PATTERN
-from conversation_service.routes.deps import ResourcesDep, UoW
+from conversation_service.routes.deps import ResourcesDep, WriteUoW
 from conversation_service.routes.errors import problems
 from conversation_service.services import subscriptions
 from conversation_service.services.auth import Principal
@@ -72,7 +72,7 @@ _SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
 async def conversation_events(
     conversation_id: uuid.UUID,
     user: Annotated[Principal, Depends(stream_user)],
-    uow: UoW,
+    uow: WriteUoW,
     resources: ResourcesDep,
     last_event_id: Annotated[
         str | None,
@@ -87,7 +87,8 @@ async def conversation_events(
     ] = None,
 ) -> StreamingResponse:
     """Live events of a conversation as Server-Sent Events, resumable by event id."""
-    await subscriptions.authorize_subscription(uow, user, conversation_id, "sse")
+    await subscriptions.authorize_subscription(uow.conn, user, conversation_id)
+    await subscriptions.record_viewer_activity(uow, user, conversation_id, "sse")
     if last_event_id is not None and not _EVENT_ID.match(last_event_id):
         last_event_id = None
     return StreamingResponse(

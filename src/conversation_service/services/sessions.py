@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, RowMapping, and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conversation_service.config.constants import SESSION_TTL
+from conversation_service.db.tables import conversations_table as conversations
 from conversation_service.db.tables import sessions_table as sessions
 from conversation_service.errors import InvalidCursorError, SessionNotFoundError
 from conversation_service.events.log import EventType
@@ -101,14 +102,21 @@ async def touch_session(
 ) -> tuple[uuid.UUID, bool]:
     """Record activity: extend the live session or start a new one. Returns (id, started)."""
     now = now or utcnow()
-    live = (
-        await conn.execute(
-            update(sessions)
-            .where(_open(conversation_id), sessions.c.last_activity_at > now - TTL)
-            .values(last_activity_at=now)
-            .returning(sessions.c.id)
-        )
-    ).scalar_one_or_none()
+    extend = (
+        update(sessions)
+        .where(_open(conversation_id), sessions.c.last_activity_at > now - TTL)
+        .values(last_activity_at=now)
+        .returning(sessions.c.id)
+    )
+    live = (await conn.execute(extend)).scalars().first()
+    if live is not None:
+        return live, False
+    # Starts are serialised on the conversation's row lock (SQLite's writers are serial anyway),
+    # and whoever waited looks again: concurrent first activities start one session, not two.
+    await conn.execute(
+        select(conversations.c.id).where(conversations.c.id == conversation_id).with_for_update()
+    )
+    live = (await conn.execute(extend)).scalars().first()
     if live is not None:
         return live, False
     await _expire_stale(conn, conversation_id, now)

@@ -25,22 +25,27 @@ SNAPSHOT_MESSAGES = 50
 
 
 async def authorize_subscription(
+    conn: AsyncConnection, principal: Principal, conversation_id: uuid.UUID
+) -> None:
+    """Check the caller may watch the conversation (404 otherwise)."""
+    await require_owned(conn, principal, conversation_id)
+
+
+async def record_viewer_activity(
     uow: UnitOfWork, principal: Principal, conversation_id: uuid.UUID, channel: str
 ) -> None:
-    """Check the caller may read the conversation and count it as activity (sessions);
-    publishes ``session.started`` when this activity started one."""
-    await require_owned(uow.conn, principal, conversation_id)
+    """Count watching as activity (sessions); publishes ``session.started`` when it starts
+    one. Transports call it once the viewer is live, so the viewer sees that event too."""
     _, started = await sessions.touch_session(
         uow.conn, principal, conversation_id, sessions.SessionActivity(channel=channel)
     )
-    if not started:
-        return
-    session = await sessions.current_session(uow.conn, principal, conversation_id)
-    uow.publish(
-        conversation_id,
-        events.EventType.SESSION_STARTED,
-        {"session": session.model_dump(mode="json")},
-    )
+    if started:
+        session = await sessions.current_session(uow.conn, principal, conversation_id)
+        uow.publish(
+            conversation_id,
+            events.EventType.SESSION_STARTED,
+            {"session": session.model_dump(mode="json")},
+        )
 
 
 async def snapshot(

@@ -229,17 +229,22 @@ class ClientSession:
                 )
             )
             return
-        # Live before the unit commits, so the subscriber sees the session.started it causes.
+        units = self.resources.units
         try:
-            async with self.resources.units.write() as uow:
-                await subscriptions.authorize_subscription(uow, self.principal, cid, "websocket")
-                self.subscriptions[cid] = await self.resources.live.subscribe(
-                    self.outbox, cid, frame.after
-                )
+            async with units.read() as uow:
+                await subscriptions.authorize_subscription(uow.conn, self.principal, cid)
         except NotFoundError as exc:
             self.outbox.put(_error("not_found", 404, exc.detail, cid))
+            return
+        try:
+            self.subscriptions[cid] = await self.resources.live.subscribe(
+                self.outbox, cid, frame.after
+            )
         except (LiveUnavailableError, ServiceError) as exc:
             self.outbox.put(_error("unavailable", 503, f"live updates unavailable: {exc}", cid))
+            return
+        async with units.write() as uow:
+            await subscriptions.record_viewer_activity(uow, self.principal, cid, "websocket")
 
     async def typing(self, conversation_id: uuid.UUID) -> None:
         """Tell the conversation's viewers the user types (at most once a second)."""
