@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from conversation_service.analysis.llm_summarizer import LLMSummarizer
 from conversation_service.analysis.summarize import (
-    LLMSummarizer,
     Summarizer,
     SummarizerError,
     SummaryInput,

@@ -8,7 +8,7 @@ import pytest
 
 from conversation_service.errors import ConversationNotFoundError
 from conversation_service.models.message import MessageOut, MessageStatus, Role
-from conversation_service.services import openai_compat
+from conversation_service.services import openai_items
 
 
 def stored(role: Role, content: str, **fields: Any) -> MessageOut:
@@ -35,10 +35,10 @@ def stored(role: Role, content: str, **fields: Any) -> MessageOut:
 
 def test_ids_map_both_ways() -> None:
     ours = uuid.uuid4()
-    public = openai_compat.conversation_public_id(ours)
+    public = openai_items.conversation_public_id(ours)
     assert public == f"conv_{ours.hex}"
-    assert openai_compat.parse_conversation_id(public) == ours
-    assert openai_compat.item_public_id(ours) == f"msg_{ours.hex}"
+    assert openai_items.parse_conversation_id(public) == ours
+    assert openai_items.item_public_id(ours) == f"msg_{ours.hex}"
 
 
 @pytest.mark.parametrize(
@@ -55,29 +55,29 @@ def test_ids_map_both_ways() -> None:
 )
 def test_other_ids_name_no_conversation(public: str) -> None:
     with pytest.raises(ConversationNotFoundError):
-        openai_compat.parse_conversation_id(public)
+        openai_items.parse_conversation_id(public)
 
 
 @pytest.mark.parametrize("status", list(MessageStatus))
 def test_every_message_status_has_an_item_status(status: MessageStatus) -> None:
-    item = openai_compat.render_item(stored(Role.USER, "x", status=status))
+    item = openai_items.render_item(stored(Role.USER, "x", status=status))
     assert item.status in ("in_progress", "completed", "incomplete")
 
 
 def test_messages_written_elsewhere_read_as_one_text_part() -> None:
-    assistant = openai_compat.render_item(
+    assistant = openai_items.render_item(
         stored(Role.ASSISTANT, "Hi", content_parts=[{"type": "text", "text": "Hi"}])
     )
     assert assistant.role == "assistant"
     assert assistant.content == [{"type": "output_text", "text": "Hi", "annotations": []}]
-    tool = openai_compat.render_item(stored(Role.TOOL, '{"temp": 21}'))
+    tool = openai_items.render_item(stored(Role.TOOL, '{"temp": 21}'))
     assert (tool.role, tool.content) == ("tool", [{"type": "input_text", "text": '{"temp": 21}'}])
-    system = openai_compat.render_item(stored(Role.SYSTEM, "Be kind"))
+    system = openai_items.render_item(stored(Role.SYSTEM, "Be kind"))
     assert system.role == "system"
 
 
 def test_developer_round_trips_through_a_system_message() -> None:
-    developer = openai_compat.render_item(
+    developer = openai_items.render_item(
         stored(Role.SYSTEM, "Be brief", metadata={"openai_role": "developer"})
     )
     assert developer.role == "developer"

@@ -13,6 +13,7 @@ from conversation_service.analysis.language import (
     LanguageGuess,
     detect_language,
 )
+from conversation_service.analysis.llm_summarizer import LLMSummarizer
 from conversation_service.analysis.sentiment import (
     SentimentLabel,
     SentimentResult,
@@ -22,7 +23,6 @@ from conversation_service.analysis.sentiment import (
 )
 from conversation_service.analysis.summarize import (
     ExtractiveSummarizer,
-    LLMSummarizer,
     Summarizer,
     SummarizerError,
     SummaryInput,

@@ -1,12 +1,13 @@
 """WebSocket endpoints: ``/api/v1/ws`` for users and ``/internal/v1/ws/stream`` for agents.
 
-The protocol, frames and close codes are documented in ``websocket.handlers``.
+The protocols, frames and close codes are documented in ``websocket.handlers`` and
+``websocket.agent``.
 """
 
 from fastapi import APIRouter, WebSocket
 
 from conversation_service.resources import Resources
-from conversation_service.websocket import handlers
+from conversation_service.websocket import agent, handlers
 
 router = APIRouter()
 
@@ -25,4 +26,4 @@ async def client_socket(websocket: WebSocket) -> None:
 @router.websocket("/internal/v1/ws/stream")
 async def agent_socket(websocket: WebSocket) -> None:
     """One connection for many streaming operations (create, delta, complete, fail)."""
-    await handlers.serve_agent(websocket, _resources(websocket))
+    await agent.serve_agent(websocket, _resources(websocket))

@@ -26,10 +26,9 @@ Mapping decisions:
 * New conversations belong to ``settings.openai_default_agent_id`` (OpenAI has no agents).
 """
 
-import re
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -37,7 +36,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import messages_table
 from conversation_service.errors import (
-    BadRequestError,
     ConversationNotFoundError,
     MessageNotFoundError,
 )
@@ -46,10 +44,8 @@ from conversation_service.models.conversation import (
     ConversationOut,
     ConversationUpdate,
 )
-from conversation_service.models.message import MessageOut, MessageStatus, Role
+from conversation_service.models.message import MessageOut
 from conversation_service.models.openai_compat import (
-    INPUT_PART_TYPES,
-    OUTPUT_PART_TYPES,
     ConversationCreateIn,
     ConversationDeletedObject,
     ConversationObject,
@@ -66,151 +62,23 @@ from conversation_service.services import (
     messages,
 )
 from conversation_service.services.auth import Principal
-from conversation_service.services.message_store import MessageDraft
 from conversation_service.services.messages import AppendResult
+from conversation_service.services.openai_items import (
+    ITEM_PREFIX,
+    InvalidParameterError,
+    conversation_not_found,
+    conversation_public_id,
+    draft_from_item,
+    echo,
+    item_list,
+    item_not_found,
+    parse_conversation_id,
+    parse_public_id,
+    render_conversation,
+    render_item,
+)
 from conversation_service.services.unit_of_work import UnitOfWork
 from conversation_service.utils.cursors import CursorCodec
-
-CONVERSATION_PREFIX = "conv_"
-ITEM_PREFIX = "msg_"
-INCLUDE_IMAGE_URL = "message.input_image.image_url"
-INCLUDE_LOGPROBS = "message.output_text.logprobs"
-_HEX32 = re.compile(r"[0-9a-f]{32}")
-_MAX_ECHOED_ID_CHARS = 80
-
-_STATUS_IN: dict[str, MessageStatus] = {
-    "completed": MessageStatus.COMPLETED,
-    "in_progress": MessageStatus.STREAMING,
-    "incomplete": MessageStatus.INCOMPLETE,
-}
-_STATUS_OUT: dict[MessageStatus, Literal["in_progress", "completed", "incomplete"]] = {
-    MessageStatus.PENDING: "in_progress",
-    MessageStatus.STREAMING: "in_progress",
-    MessageStatus.COMPLETED: "completed",
-    MessageStatus.INCOMPLETE: "incomplete",
-    MessageStatus.FAILED: "incomplete",
-    MessageStatus.CANCELLED: "incomplete",
-}
-_STORED_PART_TYPES = INPUT_PART_TYPES | OUTPUT_PART_TYPES
-T = TypeVar("T")
-
-
-class InvalidParameterError(BadRequestError):
-    """A parameter names something that is not there (OpenAI's ``invalid_value``)."""
-
-    code = "invalid-value"
-    title = "Invalid parameter value"
-
-    def __init__(self, detail: str, *, param: str) -> None:
-        super().__init__(detail, extra={"param": param})
-
-
-def conversation_public_id(conversation_id: uuid.UUID) -> str:
-    """``conv_<32 hex>`` for a conversation UUID."""
-    return CONVERSATION_PREFIX + conversation_id.hex
-
-
-def item_public_id(message_id: uuid.UUID) -> str:
-    """``msg_<32 hex>`` for a message UUID."""
-    return ITEM_PREFIX + message_id.hex
-
-
-def _parse(value: str, prefix: str) -> uuid.UUID | None:
-    digits = value.removeprefix(prefix)
-    if digits == value or not _HEX32.fullmatch(digits):
-        return None
-    return uuid.UUID(hex=digits)
-
-
-def _echo(value: str) -> str:
-    return value[:_MAX_ECHOED_ID_CHARS]
-
-
-def parse_conversation_id(public_id: str) -> uuid.UUID:
-    """The UUID behind ``conv_<32 hex>``; any other string names no conversation."""
-    parsed = _parse(public_id, CONVERSATION_PREFIX)
-    if parsed is None:
-        raise _conversation_not_found(public_id)
-    return parsed
-
-
-def _conversation_not_found(public_id: str) -> ConversationNotFoundError:
-    return ConversationNotFoundError(f"No conversation found with id '{_echo(public_id)}'.")
-
-
-def _item_not_found(public_id: str) -> MessageNotFoundError:
-    return MessageNotFoundError(f"No item found with id '{_echo(public_id)}'.")
-
-
-def render_conversation(conversation: ConversationOut) -> ConversationObject:
-    """The ``conversation`` object of a stored conversation."""
-    return ConversationObject(
-        id=conversation_public_id(conversation.id),
-        created_at=int(conversation.created_at.timestamp()),
-        metadata=conversation.metadata,
-    )
-
-
-def draft_from_item(item: MessageItemIn) -> MessageDraft:
-    """The message to store for a ``message`` item."""
-    metadata: dict[str, Any] = {}
-    if item.role == "developer":
-        role = Role.SYSTEM
-        metadata["openai_role"] = "developer"
-    else:
-        role = Role(item.role)
-    if item.phase is not None:
-        metadata["openai_phase"] = item.phase
-    return MessageDraft(
-        role=role,
-        content="\n".join(item.texts()),
-        content_parts=[part.model_dump(mode="json", exclude_none=True) for part in item.content],
-        metadata=metadata,
-        status=_STATUS_IN[item.status or "completed"],
-    )
-
-
-def render_item(message: MessageOut, include: frozenset[str] = frozenset()) -> MessageItemOut:
-    """The ``message`` item of a stored message, whichever API wrote it."""
-    role: Literal["user", "assistant", "system", "developer", "tool"] = message.role.value
-    if message.role is Role.SYSTEM and message.metadata.get("openai_role") == "developer":
-        role = "developer"
-    phase = message.metadata.get("openai_phase")
-    return MessageItemOut(
-        id=item_public_id(message.id),
-        role=role,
-        status=_STATUS_OUT[message.status],
-        content=_render_parts(message, include),
-        phase=phase if phase in ("commentary", "final_answer") else None,
-    )
-
-
-def _render_parts(message: MessageOut, include: frozenset[str]) -> list[dict[str, Any]]:
-    parts = message.content_parts
-    if not parts or any(part.get("type") not in _STORED_PART_TYPES for part in parts):
-        # Written through another API: its text is the whole of what OpenAI's shape can carry.
-        if message.role is Role.ASSISTANT:
-            return [{"type": "output_text", "text": message.content, "annotations": []}]
-        return [{"type": "input_text", "text": message.content}]
-    rendered: list[dict[str, Any]] = []
-    for stored in parts:
-        part = dict(stored)
-        if part["type"] == "input_image" and INCLUDE_IMAGE_URL not in include:
-            part["image_url"] = None
-        elif part["type"] == "output_text" and INCLUDE_LOGPROBS not in include:
-            part.pop("logprobs", None)
-        rendered.append(part)
-    return rendered
-
-
-def item_list(items: Sequence[MessageItemOut], *, has_more: bool) -> ItemListOut:
-    """A ``list`` of items."""
-    return ItemListOut(
-        data=list(items),
-        first_id=items[0].id if items else None,
-        last_id=items[-1].id if items else None,
-        has_more=has_more,
-    )
 
 
 async def _append_items(
@@ -261,7 +129,7 @@ async def _load(
             conn, principal, parse_conversation_id(conversation_id)
         )
     except ConversationNotFoundError as exc:
-        raise _conversation_not_found(conversation_id) from exc
+        raise conversation_not_found(conversation_id) from exc
 
 
 async def update_conversation(
@@ -309,7 +177,7 @@ async def add_items(
     try:
         appended = await _append_items(uow, principal, parsed, items, settings)
     except ConversationNotFoundError as exc:
-        raise _conversation_not_found(conversation_id) from exc
+        raise conversation_not_found(conversation_id) from exc
     added = [render_item(MessageOut.model_validate(result.message), include) for result in appended]
     return item_list(added, has_more=False)
 
@@ -343,7 +211,7 @@ async def list_items(
             codec=codec,
         )
     except ConversationNotFoundError as exc:
-        raise _conversation_not_found(conversation_id) from exc
+        raise conversation_not_found(conversation_id) from exc
     return item_list(
         [render_item(MessageOut.model_validate(m), include) for m in page["data"]],
         has_more=page["has_more"],
@@ -358,7 +226,7 @@ async def _item_seq(
     A deleted item still has its seq (its row is a tombstone), so a client that deletes items
     while paging keeps its place.
     """
-    parsed_item = _parse(item_id, ITEM_PREFIX)
+    parsed_item = parse_public_id(item_id, ITEM_PREFIX)
     seq = None
     if parsed_item is not None:
         seq = (
@@ -373,7 +241,7 @@ async def _item_seq(
     if seq is None:
         await _load(conn, principal, conversation_id)  # an unknown conversation is a 404 first
         raise InvalidParameterError(
-            f"Invalid 'after': no item '{_echo(item_id)}' in this conversation.", param="after"
+            f"Invalid 'after': no item '{echo(item_id)}' in this conversation.", param="after"
         )
     return int(seq)
 
@@ -387,18 +255,18 @@ async def get_item(
 ) -> MessageItemOut:
     """One item of one of the caller's conversations."""
     parsed = parse_conversation_id(conversation_id)
-    parsed_item = _parse(item_id, ITEM_PREFIX)
+    parsed_item = parse_public_id(item_id, ITEM_PREFIX)
     try:
         if parsed_item is None:
             await conversation_manager.require_owned(conn, principal, parsed)
-            raise _item_not_found(item_id)
+            raise item_not_found(item_id)
         message = message_store.to_out(
             await message_store.visible_row(conn, principal, parsed, parsed_item)
         )
     except ConversationNotFoundError as exc:
-        raise _conversation_not_found(conversation_id) from exc
+        raise conversation_not_found(conversation_id) from exc
     except MessageNotFoundError as exc:
-        raise _item_not_found(item_id) from exc
+        raise item_not_found(item_id) from exc
     return render_item(message, include)
 
 
@@ -407,15 +275,15 @@ async def delete_item(
 ) -> ConversationObject:
     """Delete an item; answers with the conversation, as OpenAI does."""
     parsed = parse_conversation_id(conversation_id)
-    parsed_item = _parse(item_id, ITEM_PREFIX)
+    parsed_item = parse_public_id(item_id, ITEM_PREFIX)
     try:
         if parsed_item is None:
             await conversation_manager.require_owned(uow.conn, principal, parsed)
-            raise _item_not_found(item_id)
+            raise item_not_found(item_id)
         await messages.delete_message(uow, principal, parsed, parsed_item)
         conversation = await conversation_manager.get_conversation(uow.conn, principal, parsed)
     except ConversationNotFoundError as exc:
-        raise _conversation_not_found(conversation_id) from exc
+        raise conversation_not_found(conversation_id) from exc
     except MessageNotFoundError as exc:
-        raise _item_not_found(item_id) from exc
+        raise item_not_found(item_id) from exc
     return render_conversation(conversation)

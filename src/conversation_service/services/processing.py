@@ -14,11 +14,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conversation_service.analysis.language import detect_language
+from conversation_service.analysis.llm_summarizer import LLMSummarizer
 from conversation_service.analysis.sentiment import analyze_sentiment as score_sentiment
 from conversation_service.analysis.sentiment import label_for, rolling_sentiment
 from conversation_service.analysis.summarize import (
     ExtractiveSummarizer,
-    LLMSummarizer,
     Summarizer,
     SummaryInput,
 )

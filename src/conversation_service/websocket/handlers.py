@@ -30,10 +30,7 @@ Client WebSocket ``/api/v1/ws`` — protocol:
   frames waiting): reconnect and resume with the last id; 4429 the user already holds
   ``rate_limit_ws_connections`` open sockets (close one, or retry later).
 
-Internal WebSocket ``/internal/v1/ws/stream`` for agents: the service key as
-``Authorization: Bearer``; frames ``create``, ``delta``, ``complete``, ``fail``, ``ping`` (see
-``models.streaming``), each answered in order by ``created``/``ack``/``completed``/``failed``/
-``pong`` or ``error`` echoing the frame's ``ref``.
+Internal WebSocket ``/internal/v1/ws/stream`` for agents: see ``websocket.agent``.
 
 SSE ``GET /api/v1/conversations/{id}/events``: the same frames as ``data:`` lines, logged
 events with an ``id:`` line (``Last-Event-ID`` resumes), a ``: keep-alive`` comment every
@@ -47,32 +44,25 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from enum import StrEnum
-from typing import Any, Final
+from typing import Final
 
-import orjson
 from fastapi import WebSocket
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from conversation_service.errors import NotFoundError, ServiceError, UnauthorizedError
-from conversation_service.events.log import Delta, EventType, control_frame
+from conversation_service.events.log import EventType, control_frame
 from conversation_service.models.streaming import (
-    AGENT_FRAMES,
     CLIENT_FRAMES,
-    AgentCompleteFrame,
-    AgentCreateFrame,
-    AgentDeltaFrame,
-    AgentFailFrame,
-    AgentPingFrame,
     PingFrame,
     SubscribeFrame,
     TypingFrame,
     UnsubscribeFrame,
 )
 from conversation_service.resources import Resources
-from conversation_service.services import streaming, subscriptions
-from conversation_service.services.auth import Principal, verify_service_key
+from conversation_service.services import subscriptions
+from conversation_service.services.auth import Principal
 from conversation_service.services.rate_limits import CLOSE_TOO_MANY_CONNECTIONS
 from conversation_service.websocket.connection_manager import (
     CLOSE_MESSAGE_TOO_BIG,
@@ -87,7 +77,6 @@ from conversation_service.websocket.connection_manager import (
 log = logging.getLogger(__name__)
 
 MAX_CLIENT_FRAME_BYTES: Final = 65_536
-MAX_AGENT_FRAME_BYTES: Final = 1_048_576
 MAX_SUBSCRIPTIONS: Final = 100
 HEARTBEAT_SECONDS: Final = 25.0
 SSE_KEEPALIVE_SECONDS: Final = 15.0
@@ -103,7 +92,7 @@ class ConnectionState(StrEnum):
     CLOSED = "closed"
 
 
-def _bearer(websocket: WebSocket) -> str | None:
+def bearer(websocket: WebSocket) -> str | None:
     header = websocket.headers.get("authorization", "")
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
@@ -123,7 +112,7 @@ def _frame_size(raw: str | bytes) -> int:
     return len(raw.encode())
 
 
-def _invalid(exc: ValidationError) -> str:
+def invalid_frame_detail(exc: ValidationError) -> str:
     errors = exc.errors(include_url=False, include_input=False, include_context=False)
     if any(err["type"] == "json_invalid" for err in errors):
         return "frame is not valid JSON"
@@ -199,7 +188,7 @@ class ClientSession:
         try:
             frame = CLIENT_FRAMES.validate_json(raw)
         except ValidationError as exc:
-            self.outbox.put(_error("invalid_frame", 400, _invalid(exc)))
+            self.outbox.put(_error("invalid_frame", 400, invalid_frame_detail(exc)))
             return
         if isinstance(frame, SubscribeFrame):
             await self.subscribe(frame)
@@ -269,7 +258,7 @@ class ClientSession:
 
 async def serve_client(websocket: WebSocket, resources: Resources) -> None:
     """``/api/v1/ws``: authenticate, then run the session."""
-    token = websocket.query_params.get("token") or _bearer(websocket)
+    token = websocket.query_params.get("token") or bearer(websocket)
     principal: Principal | None = None
     reason = "missing token"
     if token:
@@ -316,109 +305,3 @@ async def sse_frames(
         if subscription is not None:
             hub.unsubscribe(subscription)
         hub.unregister(outbox)
-
-
-# -- agents -------------------------------------------------------------------------------
-
-
-def _answer(kind: str, ref: str | None, data: Any) -> str:
-    return orjson.dumps({"type": kind, "ref": ref, "data": data}).decode()
-
-
-class AgentSession:
-    """One orchestrator WebSocket: each frame is one streaming operation, answered in order."""
-
-    def __init__(self, websocket: WebSocket, resources: Resources) -> None:
-        self.websocket = websocket
-        self.resources = resources
-
-    async def run(self) -> None:
-        """Receive, handle and answer frames until the agent leaves."""
-        try:
-            while True:
-                message = await self.websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                raw = message.get("text")
-                if raw is None:
-                    raw = message.get("bytes") or b""
-                if len(raw) > MAX_AGENT_FRAME_BYTES:
-                    await self.websocket.close(CLOSE_MESSAGE_TOO_BIG, "frame too big")
-                    return
-                await self.websocket.send_text(await self.handle(raw))
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            return
-
-    async def handle(self, raw: str | bytes) -> str:
-        """One frame in, one answer out."""
-        try:
-            frame = AGENT_FRAMES.validate_json(raw)
-        except ValidationError as exc:
-            return _answer("error", None, {"code": "invalid_frame", "status": 400,
-                                           "detail": _invalid(exc)})  # fmt: skip
-        try:
-            return await self._dispatch(frame)
-        except ServiceError as exc:
-            return _answer("error", frame.ref, {"code": exc.code, "status": exc.status,
-                                                "detail": exc.detail})  # fmt: skip
-
-    async def _dispatch(
-        self,
-        frame: AgentCreateFrame
-        | AgentDeltaFrame
-        | AgentCompleteFrame
-        | AgentFailFrame
-        | AgentPingFrame,
-    ) -> str:
-        resources = self.resources
-        store = resources.streams
-        if isinstance(frame, AgentDeltaFrame):
-            ids = await streaming.append_deltas(
-                resources.units,
-                resources.events,
-                store,
-                frame.conversation_id,
-                frame.message_id,
-                [Delta(d.index, d.text) for d in frame.deltas],
-            )
-            return _answer(
-                "ack", frame.ref, {"message_id": str(frame.message_id), "event_ids": ids}
-            )
-        settings = resources.settings
-        if isinstance(frame, AgentCreateFrame):
-            async with resources.units.write() as uow:
-                message = await streaming.create_agent_message(
-                    uow, store, frame.conversation_id, frame, settings=settings
-                )
-            return _answer("created", frame.ref, {"message": message})
-        if isinstance(frame, AgentCompleteFrame):
-            async with resources.units.write() as uow:
-                outcome = await streaming.complete_message(
-                    uow, store, frame.conversation_id, frame.message_id, frame, settings=settings
-                )
-            return _answer(
-                "completed", frame.ref, {"message": outcome.message.model_dump(mode="json")}
-            )
-        if isinstance(frame, AgentFailFrame):
-            async with resources.units.write() as uow:
-                outcome = await streaming.fail_message(
-                    uow, store, frame.conversation_id, frame.message_id, frame.error
-                )
-            return _answer(
-                "failed", frame.ref, {"message": outcome.message.model_dump(mode="json")}
-            )
-        return _answer("pong", frame.ref, None)
-
-
-async def serve_agent(websocket: WebSocket, resources: Resources) -> None:
-    """``/internal/v1/ws/stream``: check the service key, then run the session."""
-    key = _bearer(websocket)
-    await websocket.accept()
-    try:
-        if key is None:
-            raise UnauthorizedError("missing service key")
-        verify_service_key(key, resources.internal_keys)
-    except UnauthorizedError as exc:
-        await websocket.close(CLOSE_UNAUTHENTICATED, exc.detail[:120])
-        return
-    await AgentSession(websocket, resources).run()
