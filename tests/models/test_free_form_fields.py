@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel
 
 from conversation_service import models as schemas
 from conversation_service.models import streaming
-from conversation_service.models.common import check_json, check_metadata
+from conversation_service.models.common import InputModel, check_json, check_metadata
 
 CHECKS = (check_json, check_metadata)
 # Models that accept extra keys and check them all at once in a model validator.
@@ -95,12 +95,14 @@ def test_the_schema_walk_finds_an_unchecked_field() -> None:
     assert unchecked_fields(Unchecked) == ["Unchecked.data"]
 
 
-def test_every_request_body_checks_its_free_form_json(app: FastAPI) -> None:
+def test_every_request_body_is_an_input_model_checking_its_free_form_json(app: FastAPI) -> None:
     models = input_models()
     bodies = request_bodies(app)
     assert len(bodies) >= 10, bodies
     unknown = sorted(op for op, name in bodies.items() if name not in models)
     assert unknown == [], "request bodies defined outside conversation_service.models"
+    # InputModel's number fields refuse NaN and Infinity, which Python's JSON parser accepts.
+    assert [op for op, name in bodies.items() if not issubclass(models[name], InputModel)] == []
     unchecked = {op: unchecked_fields(models[name]) for op, name in bodies.items()}
     assert {op: fields for op, fields in unchecked.items() if fields} == {}
 
