@@ -19,6 +19,9 @@ MAX_CONTENT_PARTS: Final = 64
 MAX_ID_CHARS: Final = 128
 MAX_IDEMPOTENCY_KEY_CHARS: Final = 255
 MAX_JSON_DEPTH: Final = 16
+# Integers free-form JSON may hold: what the JSON encoder (orjson) writes.
+MIN_JSON_INT: Final = -(2**63)
+MAX_JSON_INT: Final = 2**64 - 1
 
 # Largest seq a query may name (fits a signed 64-bit column on both backends).
 MAX_SEQ: Final = 2**62

@@ -1,5 +1,6 @@
 """Shared schema pieces: bounded JSON objects, identifiers, the page envelope."""
 
+import math
 import re
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
@@ -20,42 +21,87 @@ from conversation_service.config import constants
 T = TypeVar("T")
 
 
-def _check_text(value: str) -> str:
-    # PostgreSQL text and JSONB cannot hold NUL; refusing it keeps both backends identical.
+class _UnstorableError(Exception):
+    """A value free-form JSON cannot hold; ``path`` is filled in on the way out."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path: list[str] = []
+
+
+def _check_string(value: str) -> None:
     if "\x00" in value:
-        raise ValueError("NUL characters are not allowed")
+        raise _UnstorableError("NUL characters are not allowed")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise _UnstorableError("lone surrogates are not text") from None
+
+
+def _check_json_value(value: object, depth: int) -> None:
+    if depth > constants.MAX_JSON_DEPTH:
+        raise _UnstorableError(f"nested deeper than {constants.MAX_JSON_DEPTH} levels")
+    if isinstance(value, str):
+        _check_string(value)
+    elif isinstance(value, float):
+        # Python's JSON parsers accept NaN and Infinity, which JSON has no spelling for.
+        if not math.isfinite(value):
+            raise _UnstorableError("NaN and Infinity are not JSON numbers")
+    elif isinstance(value, int):
+        if not constants.MIN_JSON_INT <= value <= constants.MAX_JSON_INT:
+            raise _UnstorableError("integers must fit in 64 bits")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            try:
+                if not isinstance(key, str):
+                    raise _UnstorableError("object keys must be strings")
+                _check_string(key)
+                _check_json_value(item, depth + 1)
+            except _UnstorableError as exc:
+                # repr escapes NUL and surrogates, so the message itself stays storable.
+                exc.path.append(f"[{str(key)[:32]!r}]")
+                raise
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            try:
+                _check_json_value(item, depth + 1)
+            except _UnstorableError as exc:
+                exc.path.append(f"[{index}]")
+                raise
+
+
+def check_json(value: T) -> T:
+    """The one check of free-form JSON, on every route and transport.
+
+    Refuses what PostgreSQL or the JSON encoder cannot store, and what is not JSON although
+    Python's parsers accept it: nesting past ``MAX_JSON_DEPTH``, NUL and lone surrogates in
+    keys and strings, NaN and Infinity, integers beyond 64 bits, and more than
+    ``MAX_METADATA_BYTES`` once encoded. The error says where inside the value it failed.
+    """
+    try:
+        _check_json_value(value, 1)
+    except _UnstorableError as exc:
+        where = "".join(reversed(exc.path))
+        raise ValueError(f"{exc.reason} (at {where})" if where else exc.reason) from None
+    try:
+        encoded = orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:  # anything the walk above does not know of
+        raise ValueError(f"not storable as JSON: {exc}") from exc
+    if len(encoded) > constants.MAX_METADATA_BYTES:
+        raise ValueError(f"larger than {constants.MAX_METADATA_BYTES} bytes once encoded")
     return value
 
 
-def _check_json_value(value: Any, depth: int) -> None:
-    if depth > constants.MAX_JSON_DEPTH:
-        raise ValueError(f"nested deeper than {constants.MAX_JSON_DEPTH} levels")
-    if isinstance(value, str):
-        _check_text(value)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_text(key)
-            _check_json_value(item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            _check_json_value(item, depth + 1)
-
-
 def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
-    """Bound a free-form metadata object: keys, depth, NULs and encoded size."""
+    """Bound a free-form metadata object: its top-level keys, then ``check_json``."""
     if len(value) > constants.MAX_METADATA_KEYS:
         raise ValueError(f"at most {constants.MAX_METADATA_KEYS} top-level keys")
     for key in value:
         if not key or len(key) > constants.MAX_METADATA_KEY_CHARS:
             raise ValueError(f"keys must be 1-{constants.MAX_METADATA_KEY_CHARS} characters")
-    _check_json_value(value, 1)
-    try:
-        encoded = orjson.dumps(value)
-    except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
-        raise ValueError(f"not storable as JSON: {exc}") from exc
-    if len(encoded) > constants.MAX_METADATA_BYTES:
-        raise ValueError(f"larger than {constants.MAX_METADATA_BYTES} bytes once encoded")
-    return value
+    return check_json(value)
 
 
 # The schema states what the validators enforce, so a client (or a fuzzer) can know it.
@@ -68,6 +114,10 @@ Identifier = Annotated[
     str,
     StringConstraints(min_length=1, max_length=constants.MAX_ID_CHARS, pattern=r"^[^\x00-\x1f]+$"),
 ]
+_FREE_FORM = (
+    f"at most {constants.MAX_JSON_DEPTH} levels and {constants.MAX_METADATA_BYTES} bytes; no NUL "
+    "characters, lone surrogates, NaN, Infinity or integers beyond 64 bits."
+)
 Metadata = Annotated[
     dict[str, Any],
     AfterValidator(check_metadata),
@@ -82,10 +132,17 @@ Metadata = Annotated[
     Field(
         description=(
             f"Free-form JSON object: at most {constants.MAX_METADATA_KEYS} keys of 1-"
-            f"{constants.MAX_METADATA_KEY_CHARS} characters, {constants.MAX_JSON_DEPTH} levels "
-            f"and {constants.MAX_METADATA_BYTES} bytes; no NUL characters."
+            f"{constants.MAX_METADATA_KEY_CHARS} characters, {_FREE_FORM}"
         )
     ),
+]
+FreeJson = Annotated[
+    Any, AfterValidator(check_json), Field(description=f"Any JSON value: {_FREE_FORM}")
+]
+FreeJsonDocument = Annotated[
+    dict[str, Any] | list[Any],
+    AfterValidator(check_json),
+    Field(description=f"A JSON object or array: {_FREE_FORM}"),
 ]
 Tag = Annotated[
     str,
@@ -96,9 +153,10 @@ Tag = Annotated[
 
 
 class InputModel(BaseModel):
-    """Request bodies: unknown fields are refused so typos never pass silently."""
+    """Request bodies: unknown fields are refused so typos never pass silently, and a number
+    field refuses NaN and Infinity (which Python's JSON parsers accept and JSON does not have)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Sentiment(BaseModel):

@@ -1,25 +1,29 @@
 """Tracked-context schemas: conversation-level facts, versioned."""
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from conversation_service.config import constants
-from conversation_service.models.common import Metadata
+from conversation_service.models.common import FreeJsonDocument, InputModel, Metadata, SafeText
+
+Topic = Annotated[SafeText, StringConstraints(max_length=200)]
 
 
-class TrackedContextData(BaseModel):
-    """The tracked facts; every field optional, unknown top-level fields refused."""
+class TrackedContextData(InputModel):
+    """The tracked facts; every field optional, unknown top-level fields refused.
 
-    model_config = ConfigDict(extra="forbid")
+    The document a patch leaves behind is checked against this, so the merged ``entities`` and
+    ``variables`` stay within the same bounds as one patch's.
+    """
 
-    entities: dict[str, Any] | list[Any] | None = None
-    topics: list[str] | None = Field(default=None, max_length=100)
-    intent: str | None = Field(default=None, max_length=200)
-    variables: dict[str, Any] | None = None
-    active_agent: str | None = Field(default=None, max_length=constants.MAX_ID_CHARS)
-    workflow_step: str | None = Field(default=None, max_length=200)
+    entities: FreeJsonDocument | None = None
+    topics: list[Topic] | None = Field(default=None, max_length=100)
+    intent: SafeText | None = Field(default=None, max_length=200)
+    variables: Metadata | None = None
+    active_agent: SafeText | None = Field(default=None, max_length=constants.MAX_ID_CHARS)
+    workflow_step: SafeText | None = Field(default=None, max_length=200)
 
 
 class TrackedContextOut(BaseModel):
@@ -42,14 +46,12 @@ class TrackedContextVersionOut(BaseModel):
     data: dict[str, Any]
 
 
-class TrackedContextPatch(BaseModel):
+class TrackedContextPatch(InputModel):
     """A JSON merge patch of the tracked context: the same fields, ``null`` removes one."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    entities: dict[str, Any] | list[Any] | None = None
-    topics: list[str] | None = Field(default=None, max_length=100)
-    intent: str | None = Field(default=None, max_length=200)
+    entities: FreeJsonDocument | None = None
+    topics: list[Topic] | None = Field(default=None, max_length=100)
+    intent: SafeText | None = Field(default=None, max_length=200)
     variables: Metadata | None = None
-    active_agent: str | None = Field(default=None, max_length=constants.MAX_ID_CHARS)
-    workflow_step: str | None = Field(default=None, max_length=200)
+    active_agent: SafeText | None = Field(default=None, max_length=constants.MAX_ID_CHARS)
+    workflow_step: SafeText | None = Field(default=None, max_length=200)

@@ -1,12 +1,12 @@
 """Schemas of agent-side streaming (internal API) and of the realtime client protocol."""
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
 from conversation_service.config import constants
-from conversation_service.models.common import InputModel, Metadata, SafeText
+from conversation_service.models.common import FreeJson, InputModel, Metadata, SafeText
 from conversation_service.models.message import MessageOut, MessageStatus, Role
 
 MAX_DELTA_CHARS = 16_384
@@ -103,7 +103,7 @@ class PingFrame(BaseModel):
     """Application-level ping (answered with ``pong``)."""
 
     type: Literal["ping"]
-    data: Any = None
+    data: FreeJson = None
 
 
 ClientFrame = Annotated[
