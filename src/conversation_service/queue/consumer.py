@@ -21,6 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import jobs_table as jobs
+from conversation_service.errors import (
+    ConversationNotFoundError,
+    MessageNotFoundError,
+    NotFoundError,
+)
 from conversation_service.queue import runtime
 from conversation_service.queue.jobs import JobSpec, JobStatus, record_jobs
 from conversation_service.queue.producer import Dispatcher
@@ -34,6 +39,27 @@ log = logging.getLogger(__name__)
 
 class RetryableJobError(Exception):
     """The job failed in a way worth retrying (timeouts, 5xx, a lock held elsewhere)."""
+
+
+class SubjectGoneError(Exception):
+    """What the job works on (its conversation or message) was deleted: nothing to do."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _gone_reason(exc: Exception) -> str | None:
+    """Why a job's subject is gone, if ``exc`` says so (a deletion that raced the job)."""
+    if isinstance(exc, SubjectGoneError):
+        return exc.reason
+    if isinstance(exc, ConversationNotFoundError):
+        return "conversation deleted"
+    if isinstance(exc, MessageNotFoundError):
+        return "message deleted"
+    if isinstance(exc, NotFoundError):
+        return exc.code
+    return None
 
 
 @dataclass
@@ -91,6 +117,11 @@ async def run_job_with(resources: JobResources, job_id: str, core: Core) -> dict
         result = await core(context)
     except Exception as exc:
         await stop_tasks(heartbeat)
+        reason = _gone_reason(exc)
+        if reason is not None:
+            # Not a failure: never retried, no task.failed, nothing in RQ's failed registry.
+            await _record_skipped(engine, row, reason)
+            return {"skipped": reason}
         if await _record_failure(engine, row, exc):
             error = f"{type(exc).__name__}: {exc}"[:500]
             await _notify(context, "task.failed", {"status": "failed", "error": error})
@@ -170,6 +201,27 @@ async def _record_success(engine: AsyncEngine, job_id: uuid.UUID, result: dict[s
                 updated_at=now,
             )
         )
+
+
+async def _record_skipped(engine: AsyncEngine, row: RowMapping, reason: str) -> None:
+    now = utcnow()
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(jobs)
+            .where(jobs.c.id == row["id"])
+            .values(
+                status=JobStatus.SKIPPED.value,
+                result={"skipped": reason},
+                error=None,
+                lease_until=None,
+                finished_at=now,
+                updated_at=now,
+            )
+        )
+    log.info(
+        "job skipped: its subject is gone",
+        extra={"job_id": str(row["id"]), "kind": row["kind"], "reason": reason},
+    )
 
 
 async def _notify(context: JobContext, event_type: str, outcome: dict[str, Any]) -> None:

@@ -40,9 +40,12 @@ class JobStatus(StrEnum):
     FINISHED = "finished"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Its subject (conversation or message) was deleted before or while it ran: not a failure.
+    SKIPPED = "skipped"
 
 
 ACTIVE_STATUSES = (JobStatus.PENDING.value, JobStatus.QUEUED.value, JobStatus.STARTED.value)
+TERMINAL_STATUSES = tuple(s.value for s in JobStatus if s.value not in ACTIVE_STATUSES)
 
 TASK_PATHS: dict[JobKind, str] = {
     JobKind.PROCESS_MESSAGE: "conversation_service.queue.tasks.message_tasks.process_message",

@@ -58,9 +58,9 @@ from conversation_service.models.conversation import ConversationStatus
 from conversation_service.models.lifecycle import ErasureOut
 from conversation_service.queue.jobs import (
     ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
     JobKind,
     JobSpec,
-    JobStatus,
     queue_for,
     record_jobs,
 )
@@ -375,7 +375,7 @@ async def purge_expired(
         purged += counts.conversations
         if len(due) < PURGE_BATCH:
             break
-    finished = (JobStatus.FINISHED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value)
+    finished = TERMINAL_STATUSES
     async with engine.begin() as conn:
         old_jobs = await _deleted(
             conn, delete(jobs).where(jobs.c.status.in_(finished), jobs.c.created_at < cutoff)
