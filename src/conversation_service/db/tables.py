@@ -262,7 +262,8 @@ class Job(Base):
 
     A row is written in the same transaction as the change that needs it (status ``pending``),
     dispatched to RQ after the commit (``queued``), claimed by a worker under a lease
-    (``started``), and ends ``finished``, ``failed`` or ``cancelled``. The database, not Redis,
+    (``started``), and ends ``finished``, ``failed``, ``cancelled`` or ``skipped`` (its
+    conversation or message was deleted first). The database, not Redis,
     is the record: a sweep re-dispatches rows that Redis lost or whose worker died.
     """
 

@@ -31,12 +31,18 @@ class TaskRequest(InputModel):
     )
 
 
+JobState = Literal["pending", "queued", "started", "finished", "failed", "cancelled", "skipped"]
+
+
 class JobOut(BaseModel):
     """A background job's status and result."""
 
     id: uuid.UUID
     kind: str
-    status: Literal["pending", "queued", "started", "finished", "failed", "cancelled"]
+    status: JobState = Field(
+        description="``skipped``: its conversation or message was deleted before it could run "
+        "(never retried; ``result.skipped`` says which)."
+    )
     queue: str
     conversation_id: uuid.UUID | None
     message_id: uuid.UUID | None

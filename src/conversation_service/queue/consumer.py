@@ -13,20 +13,33 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy import RowMapping, or_, update
+from rq import get_current_job
+from sqlalchemy import ColumnElement, RowMapping, or_, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import jobs_table as jobs
+from conversation_service.errors import (
+    ConversationNotFoundError,
+    MessageNotFoundError,
+    NotFoundError,
+)
 from conversation_service.events.log import EventPublisher
 from conversation_service.queue import runtime
 from conversation_service.queue.producer import Dispatcher
 from conversation_service.queue.runtime import JobResources, job_resources
 from conversation_service.services import callbacks
-from conversation_service.services.outbox import JobSpec, JobStatus, record_jobs
+from conversation_service.services.outbox import (
+    JobKind,
+    JobSpec,
+    JobStatus,
+    record_jobs,
+    spec_from_row,
+)
 from conversation_service.services.unit_of_work import Units
 from conversation_service.utils.clock import utcnow
 from conversation_service.utils.tasks import stop_tasks
@@ -36,6 +49,27 @@ log = logging.getLogger(__name__)
 
 class RetryableJobError(Exception):
     """The job failed in a way worth retrying (timeouts, 5xx, a lock held elsewhere)."""
+
+
+class SubjectGoneError(Exception):
+    """What the job works on (its conversation or message) was deleted: nothing to do."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _gone_reason(exc: Exception) -> str | None:
+    """Why a job's subject is gone, if ``exc`` says so (a deletion that raced the job)."""
+    if isinstance(exc, SubjectGoneError):
+        return exc.reason
+    if isinstance(exc, ConversationNotFoundError):
+        return "conversation deleted"
+    if isinstance(exc, MessageNotFoundError):
+        return "message deleted"
+    if isinstance(exc, NotFoundError):
+        return exc.code
+    return None
 
 
 @dataclass
@@ -74,17 +108,27 @@ Core = Callable[[JobContext], Awaitable[dict[str, Any]]]
 
 
 async def run_job(
-    job_id: str, core: Core, settings: ConversationSettings | None = None
+    job_id: str,
+    core: Core,
+    settings: ConversationSettings | None = None,
+    *,
+    rq_job_id: str | None = None,
 ) -> dict[str, Any]:
     """Run one job on resources of its own (a NullPool engine, its own Redis clients)."""
     async with job_resources(settings or ConversationSettings()) as resources:
-        return await run_job_with(resources, job_id, core)
+        return await run_job_with(resources, job_id, core, rq_job_id=rq_job_id)
 
 
-async def run_job_with(resources: JobResources, job_id: str, core: Core) -> dict[str, Any]:
-    """Claim the row, run ``core`` under a renewed lease, record the outcome."""
+async def run_job_with(
+    resources: JobResources, job_id: str, core: Core, *, rq_job_id: str | None = None
+) -> dict[str, Any]:
+    """Claim the row, run ``core`` under a renewed lease, record the outcome.
+
+    ``rq_job_id`` is the RQ job running this: it may claim the row only if the row waits for
+    that id (a stale or duplicate RQ job finds the row is not its own and does nothing).
+    """
     settings, engine = resources.settings, resources.engine
-    row = await _claim(engine, uuid.UUID(job_id), settings)
+    row = await _claim(engine, uuid.UUID(job_id), settings, rq_job_id)
     if row is None:
         log.info("job already done or running elsewhere; skipped", extra={"job_id": job_id})
         return {"skipped": True}
@@ -102,7 +146,12 @@ async def run_job_with(resources: JobResources, job_id: str, core: Core) -> dict
         result = await core(context)
     except Exception as exc:
         await stop_tasks(heartbeat)
-        if await _record_failure(engine, row, exc):
+        reason = _gone_reason(exc)
+        if reason is not None:
+            # Not a failure: never retried, no task.failed, nothing in RQ's failed registry.
+            await _record_skipped(engine, row, reason)
+            return {"skipped": reason}
+        if await _record_failure(resources, row, exc):
             error = f"{type(exc).__name__}: {exc}"[:500]
             await _notify(context, "task.failed", {"status": "failed", "error": error})
         raise
@@ -120,9 +169,14 @@ async def run_job_with(resources: JobResources, job_id: str, core: Core) -> dict
 
 
 async def _claim(
-    engine: AsyncEngine, job_id: uuid.UUID, settings: ConversationSettings
+    engine: AsyncEngine, job_id: uuid.UUID, settings: ConversationSettings, rq_job_id: str | None
 ) -> RowMapping | None:
     now = utcnow()
+    ours: ColumnElement[bool] = true()
+    if rq_job_id is not None:
+        # A row nobody re-dispatched (rq_job_id NULL) waits for its first id, ``kind-hex``.
+        first = rq_job_id.endswith(job_id.hex)
+        ours = (jobs.c.rq_job_id == rq_job_id) | (jobs.c.rq_job_id.is_(None) & first)
     async with engine.begin() as conn:
         claimed = (
             (
@@ -130,6 +184,7 @@ async def _claim(
                     update(jobs)
                     .where(
                         jobs.c.id == job_id,
+                        ours,
                         or_(
                             jobs.c.status.in_((JobStatus.PENDING.value, JobStatus.QUEUED.value)),
                             (jobs.c.status == JobStatus.STARTED.value) & (jobs.c.lease_until < now),
@@ -183,6 +238,27 @@ async def _record_success(engine: AsyncEngine, job_id: uuid.UUID, result: dict[s
         )
 
 
+async def _record_skipped(engine: AsyncEngine, row: RowMapping, reason: str) -> None:
+    now = utcnow()
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(jobs)
+            .where(jobs.c.id == row["id"])
+            .values(
+                status=JobStatus.SKIPPED.value,
+                result={"skipped": reason},
+                error=None,
+                lease_until=None,
+                finished_at=now,
+                updated_at=now,
+            )
+        )
+    log.info(
+        "job skipped: its subject is gone",
+        extra={"job_id": str(row["id"]), "kind": row["kind"], "reason": reason},
+    )
+
+
 async def _notify(context: JobContext, event_type: str, outcome: dict[str, Any]) -> None:
     """Tell the requester (task callback URL and the orchestrator) how a requested task ended."""
     row = context.job
@@ -215,21 +291,49 @@ async def _notify(context: JobContext, event_type: str, outcome: dict[str, Any])
     await _dispatch_followups(context.engine, context.dispatcher, written)
 
 
-async def _record_failure(engine: AsyncEngine, row: RowMapping, exc: Exception) -> bool:
-    """Record a failed run; True when it was the last attempt."""
-    # Attempts left: back to queued, RQ's retry (with backoff) runs it again; else failed.
+def retry_delay(settings: ConversationSettings, kind: str, attempt: int) -> int:
+    """Seconds before the retry that follows failed attempt ``attempt`` (1-based)."""
+    intervals = (
+        settings.callback_retry_intervals
+        if kind == JobKind.DELIVER_CALLBACK.value
+        else settings.job_retry_intervals
+    )
+    return intervals[min(attempt, len(intervals)) - 1] if intervals else 0
+
+
+async def _record_failure(resources: JobResources, row: RowMapping, exc: Exception) -> bool:
+    """Record a failed run and dispatch its retry; True when it was the last attempt.
+
+    The row is the record of the retry: back to ``queued`` with the id of the next attempt's
+    RQ job and the time it is due (``dispatched_at``). That job is enqueued at once, or
+    scheduled on RQ for the due time; if Redis loses it or no RQ scheduler moves it, the
+    outbox sweep dispatches it once the due time is past by its grace.
+    """
     exhausted = row["attempts"] >= row["max_attempts"]
     now = utcnow()
-    async with engine.begin() as conn:
-        await conn.execute(
+    spec = spec_from_row(SimpleNamespace(**row))
+    delay = retry_delay(resources.settings, row["kind"], row["attempts"])
+    rq_id = spec.next_rq_job_id(row["attempts"], row["rq_job_id"])
+    retry: dict[str, Any] = {
+        "status": JobStatus.QUEUED.value,
+        "rq_job_id": rq_id,
+        "dispatched_at": now + timedelta(seconds=delay),
+        "finished_at": None,
+    }
+    async with resources.engine.begin() as conn:
+        recorded = await conn.execute(
             update(jobs)
-            .where(jobs.c.id == row["id"])
+            # Still this run's claim (the sweep may have handed the row on after a lost lease).
+            .where(
+                jobs.c.id == row["id"],
+                jobs.c.status == JobStatus.STARTED.value,
+                jobs.c.attempts == row["attempts"],
+            )
             .values(
-                status=JobStatus.FAILED.value if exhausted else JobStatus.QUEUED.value,
                 error=f"{type(exc).__name__}: {exc}"[:2000],
                 lease_until=None,
-                finished_at=now if exhausted else None,
                 updated_at=now,
+                **({"status": JobStatus.FAILED.value, "finished_at": now} if exhausted else retry),
             )
         )
     log.warning(
@@ -241,6 +345,13 @@ async def _record_failure(engine: AsyncEngine, row: RowMapping, exc: Exception) 
             "final": exhausted,
         },
     )
+    if recorded.rowcount != 1:
+        return False
+    if not exhausted:
+        try:
+            resources.dispatcher.dispatch(spec, rq_id=rq_id, delay=delay)
+        except Exception:
+            log.warning("retry dispatch failed; the sweep will dispatch it", exc_info=True)
     return bool(exhausted)
 
 
@@ -257,7 +368,11 @@ async def _dispatch_followups(
 
 def run_sync(job_id: str, core: Core) -> dict[str, Any]:
     """The sync shell RQ calls: the worker's runtime if this process has one, else a fresh loop."""
+    rq_job = get_current_job()
+    rq_job_id = rq_job.id if rq_job is not None else None
     worker_runtime = runtime.current()
     if worker_runtime is None:
-        return asyncio.run(run_job(job_id, core))
-    return worker_runtime.run(lambda resources: run_job_with(resources, job_id, core))
+        return asyncio.run(run_job(job_id, core, rq_job_id=rq_job_id))
+    return worker_runtime.run(
+        lambda resources: run_job_with(resources, job_id, core, rq_job_id=rq_job_id)
+    )

@@ -5,8 +5,9 @@ specs to the ``OutboxRelay``; the response never waits for Redis. The relay enqu
 dotted path, so the API never imports worker code) and marks them queued in one batched UPDATE.
 If Redis is down the rows simply stay ``pending``; the sweep, which one replica at a time runs
 under a Redis lock, dispatches them once Redis is back, re-dispatches rows whose lease expired
-(their worker died) and rows that Redis lost. RQ's ``unique`` enqueue refuses a second job with
-the same id, and workers claim the row before running it, so nothing runs twice.
+(their worker died), retries that are overdue (no RQ scheduler moved them) and rows that Redis
+lost. RQ's ``unique`` enqueue refuses a second job with the same id, and a worker claims the row
+before running it, only with the RQ id the row waits for, so nothing runs twice.
 """
 
 import asyncio
@@ -19,14 +20,14 @@ from typing import Any
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
-from rq import Queue, Retry
-from rq.exceptions import DuplicateJobError
+from rq import Queue
+from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQJobStatus
 from rq.scripts import UNIQUE_ENQUEUE_SCRIPT
 from rq.scripts import _build_hset_args as build_hset_args
 from rq.utils import now as rq_now
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conversation_service.config.settings import ConversationSettings
@@ -34,7 +35,6 @@ from conversation_service.db.tables import jobs_table as jobs
 from conversation_service.services.outbox import (
     QUEUES,
     TASK_PATHS,
-    JobKind,
     JobSpec,
     JobStatus,
     spec_from_row,
@@ -56,18 +56,25 @@ class Dispatcher:
         self.settings = settings
         self.queues = {name: Queue(name, connection=redis) for name in QUEUES}
 
-    def dispatch(self, spec: JobSpec, attempt: int = 0) -> str:
-        """Enqueue one spec; an RQ job with the same id already there counts as dispatched."""
-        rq_id = spec.rq_job_id(attempt)
+    def dispatch(
+        self, spec: JobSpec, attempt: int = 0, *, rq_id: str | None = None, delay: float = 0
+    ) -> str:
+        """Enqueue one spec (in ``delay`` seconds); a job with the same id counts as dispatched.
+
+        A delayed job waits in RQ's scheduled registry for an RQ scheduler to move it: that is
+        the fast path of a retry, and the sweep re-dispatches it if no scheduler does.
+        """
+        rq_id = rq_id or spec.rq_job_id(attempt)
+        queue = self.queues[spec.queue]
+        options = {"job_id": rq_id, "unique": True, **self._options(spec, attempt)}
         # Already there (dispatched before): counts as dispatched.
         with contextlib.suppress(DuplicateJobError):
-            self.queues[spec.queue].enqueue_call(
-                func=TASK_PATHS[spec.kind],
-                args=(str(spec.id),),
-                job_id=rq_id,
-                unique=True,
-                **self._options(spec, attempt),
-            )
+            if delay > 0:
+                queue.enqueue_in(
+                    timedelta(seconds=delay), TASK_PATHS[spec.kind], str(spec.id), **options
+                )
+            else:
+                queue.enqueue_call(func=TASK_PATHS[spec.kind], args=(str(spec.id),), **options)
         return rq_id
 
     def unique_enqueue_call(self, spec: JobSpec) -> tuple[list[str], list[Any]]:
@@ -92,17 +99,12 @@ class Dispatcher:
         return [job.key, queue.key], [job.id, "R", ttl, *fields]
 
     def _options(self, spec: JobSpec, attempt: int) -> dict[str, Any]:
-        intervals = (
-            self.settings.callback_retry_intervals
-            if spec.kind is JobKind.DELIVER_CALLBACK
-            else self.settings.job_retry_intervals
-        )
-        retries = spec.max_attempts - 1 - attempt
+        # No RQ ``Retry``: the job row is the record of retries (see ``consumer``), and each
+        # attempt is an RQ job of its own, dispatched under its own id.
         return {
             "timeout": self.settings.job_timeout_seconds,
             "result_ttl": 24 * 3600,
             "failure_ttl": 7 * 24 * 3600,
-            "retry": Retry(max=retries, interval=list(intervals)) if retries > 0 else None,
         }
 
     def exists(self, rq_job_id: str) -> bool:
@@ -184,41 +186,18 @@ class OutboxRelay:
             if isinstance(result, Exception):
                 raise result
 
-    async def dispatch(
-        self, specs: list[JobSpec], attempts: dict[str, int] | None = None, *, mark: bool = False
-    ) -> None:
+    async def dispatch(self, specs: list[JobSpec], rq_ids: dict[str, str] | None = None) -> None:
         """Enqueue specs one by one with RQ's unique check (in a thread: RQ is blocking).
 
-        The relay (``dispatch_fresh``) does not write rows back: a dispatched row stays
+        The relay (``enqueue_fresh``) does not write rows back: a dispatched row stays
         ``pending`` until a worker claims it, and the sweep tells "dispatched" from "left
         behind" by asking RQ. That keeps an append at one database transaction. The sweep's
-        re-dispatches, through here, are ``mark``ed ``queued`` with their new RQ id.
+        re-dispatches come through here with the ids it recorded in their rows first.
         """
-        attempts = attempts or {}
-        dispatched = await asyncio.to_thread(
-            lambda: [
-                (spec, self.dispatcher.dispatch(spec, attempts.get(str(spec.id), 0)))
-                for spec in specs
-            ]
+        ids = rq_ids or {}
+        await asyncio.to_thread(
+            lambda: [self.dispatcher.dispatch(spec, rq_id=ids.get(str(spec.id))) for spec in specs]
         )
-        if not mark:
-            return
-        now = utcnow()
-        async with self.engine.begin() as conn:
-            for spec, rq_id in dispatched:
-                await conn.execute(
-                    update(jobs)
-                    .where(
-                        jobs.c.id == spec.id,
-                        jobs.c.status.in_((JobStatus.PENDING.value, JobStatus.QUEUED.value)),
-                    )
-                    .values(
-                        status=JobStatus.QUEUED.value,
-                        rq_job_id=rq_id,
-                        dispatched_at=now,
-                        updated_at=now,
-                    )
-                )
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -229,7 +208,16 @@ class OutboxRelay:
                 log.warning("outbox sweep failed", exc_info=True)
 
     async def sweep(self) -> int:
-        """Re-dispatch pending, abandoned and lost jobs; returns how many were dispatched."""
+        """Re-dispatch pending, abandoned, overdue and lost jobs; returns how many.
+
+        A row is taken once its grace is over: ``pending`` ones after their creation, ``queued``
+        ones after the time their attempt was due (``dispatched_at``, set by the retry that
+        queued them), ``started`` ones whose lease ran out (their worker died). One still
+        waiting in an RQ queue is left to the workers. Any other (lost with Redis, stuck in a
+        scheduled registry no scheduler serves, or taken by a worker that died before claiming
+        it) gets a new deterministic RQ id, recorded in the row before it is enqueued: only the
+        RQ job with the row's id may claim the row, so the old copy can never run it as well.
+        """
         ttl_ms = int(max(self.settings.outbox_sweep_interval * 2, 1) * 1000)
         try:
             if not await self.redis.set(SWEEP_LOCK, "1", nx=True, px=ttl_ms):
@@ -238,7 +226,6 @@ class OutboxRelay:
             return 0  # nothing can be dispatched while Redis is down
         now = utcnow()
         grace = now - timedelta(seconds=self.settings.outbox_grace_seconds)
-        lost_after = now - timedelta(seconds=max(self.settings.outbox_grace_seconds * 4, 30))
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
@@ -249,7 +236,7 @@ class OutboxRelay:
                             & (jobs.c.created_at < grace),
                             (jobs.c.status == JobStatus.STARTED.value) & (jobs.c.lease_until < now),
                             (jobs.c.status == JobStatus.QUEUED.value)
-                            & (jobs.c.dispatched_at < lost_after),
+                            & (func.coalesce(jobs.c.dispatched_at, jobs.c.updated_at) < grace),
                         )
                     )
                     .order_by(jobs.c.created_at)
@@ -257,37 +244,51 @@ class OutboxRelay:
                 )
             ).all()
         todo: list[JobSpec] = []
-        attempts: dict[str, int] = {}
+        rq_ids: dict[str, str] = {}
         for row in rows:
             spec = spec_from_row(row)
-            if row.status == JobStatus.PENDING.value:
-                # Dispatched right after its commit (still waiting in RQ)? Then it is not lost.
-                if await asyncio.to_thread(self.dispatcher.exists, spec.rq_job_id()):
-                    continue
-            elif row.status == JobStatus.QUEUED.value:
-                if await asyncio.to_thread(self.dispatcher.exists, row.rq_job_id or ""):
-                    continue  # still waiting in RQ: not lost
-                attempts[str(spec.id)] = row.attempts + 1
-            elif row.status == JobStatus.STARTED.value:
-                # Its worker died mid-run (the lease was not renewed): run it again, or give
-                # up once it has used every attempt.
-                exhausted = row.attempts >= row.max_attempts
-                async with self.engine.begin() as conn:
-                    await conn.execute(
-                        update(jobs)
-                        .where(jobs.c.id == row.id, jobs.c.status == JobStatus.STARTED.value)
-                        .values(
-                            status=JobStatus.FAILED.value if exhausted else JobStatus.QUEUED.value,
-                            error="worker lost" if exhausted else row.error,
-                            finished_at=now if exhausted else None,
-                            updated_at=now,
-                        )
+            current = row.rq_job_id or spec.rq_job_id()
+            if row.status != JobStatus.STARTED.value and await asyncio.to_thread(
+                self._waiting_in_rq, current
+            ):
+                continue
+            exhausted = row.status == JobStatus.STARTED.value and row.attempts >= row.max_attempts
+            rq_id = spec.next_rq_job_id(row.attempts, current)
+            async with self.engine.begin() as conn:
+                # Only if nobody changed the row meanwhile (a worker claimed it, a retry).
+                changed = await conn.execute(
+                    update(jobs)
+                    .where(
+                        jobs.c.id == row.id,
+                        jobs.c.status == row.status,
+                        jobs.c.attempts == row.attempts,
+                        jobs.c.rq_job_id.is_not_distinct_from(row.rq_job_id),
                     )
-                if exhausted:
-                    continue
-                attempts[str(spec.id)] = row.attempts
-            todo.append(spec)
+                    .values(
+                        **(
+                            # Its worker died on the last attempt: give up.
+                            {"status": JobStatus.FAILED.value, "error": "worker lost"}
+                            if exhausted
+                            else {"status": JobStatus.QUEUED.value, "rq_job_id": rq_id}
+                        ),
+                        lease_until=None,
+                        dispatched_at=now,
+                        finished_at=now if exhausted else None,
+                        updated_at=now,
+                    )
+                )
+            if changed.rowcount == 1 and not exhausted:
+                todo.append(spec)
+                rq_ids[str(spec.id)] = rq_id
         if todo:
             log.info("outbox sweep re-dispatching", extra={"jobs": len(todo)})
-            await self.dispatch(todo, attempts, mark=True)
+            await self.dispatch(todo, rq_ids)
         return len(todo)
+
+    def _waiting_in_rq(self, rq_id: str) -> bool:
+        """Whether RQ holds this job in a queue, where a worker will take it (blocking)."""
+        try:
+            job = RQJob.fetch(rq_id, connection=self.dispatcher.redis)
+        except NoSuchJobError:
+            return False
+        return job.get_status(refresh=False) == RQJobStatus.QUEUED

@@ -4,6 +4,7 @@ Priority is real because workers listen to ``high``, ``default``, ``low`` in tha
 queue starts from its kind and moves one step with the conversation's priority.
 """
 
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,9 +41,12 @@ class JobStatus(StrEnum):
     FINISHED = "finished"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Its subject (conversation or message) was deleted before or while it ran: not a failure.
+    SKIPPED = "skipped"
 
 
 ACTIVE_STATUSES = (JobStatus.PENDING.value, JobStatus.QUEUED.value, JobStatus.STARTED.value)
+TERMINAL_STATUSES = tuple(s.value for s in JobStatus if s.value not in ACTIVE_STATUSES)
 
 TASK_PATHS: dict[JobKind, str] = {
     JobKind.PROCESS_MESSAGE: "conversation_service.queue.tasks.message_tasks.process_message",
@@ -90,10 +94,27 @@ class JobSpec:
     dedupe_key: str | None = None
     id: uuid.UUID = field(default_factory=new_id)
 
-    def rq_job_id(self, attempt: int = 0) -> str:
-        """Deterministic RQ id (``[A-Za-z0-9_-]``) per dispatch of this row."""
-        base = f"{self.kind.value}-{self.id.hex}"
-        return base if attempt == 0 else f"{base}-r{attempt}"
+    def rq_job_id(self, attempt: int = 0, rescue: int = 0) -> str:
+        """Deterministic RQ id (``[A-Za-z0-9_-]``) of the job that makes claim ``attempt + 1``.
+
+        ``rescue`` counts the sweep's re-dispatches of that attempt, each under a new id: the
+        row records the id it waits for, and only that RQ job may claim it, so a stuck or lost
+        copy that turns up later cannot run it a second time.
+        """
+        rq_id = f"{self.kind.value}-{self.id.hex}"
+        if attempt:
+            rq_id += f"-r{attempt}"
+        return f"{rq_id}-s{rescue}" if rescue else rq_id
+
+    def next_rq_job_id(self, attempt: int, current: str | None) -> str:
+        """The id of a new dispatch of ``attempt``, given the id the row waits for now."""
+        found = _RQ_ID.fullmatch(current or "")
+        if found is None or found["hex"] != self.id.hex or int(found["r"] or 0) != attempt:
+            return self.rq_job_id(attempt)
+        return self.rq_job_id(attempt, int(found["s"] or 0) + 1)
+
+
+_RQ_ID = re.compile(r"[a-z_]+-(?P<hex>[0-9a-f]{32})(?:-r(?P<r>\d+))?(?:-s(?P<s>\d+))?")
 
 
 # The columns ``row_values`` fills, in its order (statements that insert jobs from SQL).

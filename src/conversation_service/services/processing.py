@@ -28,7 +28,7 @@ from conversation_service.db.tables import messages_table as messages
 from conversation_service.errors import ValidationError
 from conversation_service.events.log import EventPublisher, EventType
 from conversation_service.models.memory import MemoryStrategy
-from conversation_service.queue.consumer import JobContext, RetryableJobError
+from conversation_service.queue.consumer import JobContext, RetryableJobError, SubjectGoneError
 from conversation_service.services import callbacks, summaries
 from conversation_service.services.memory_manager import (
     WindowRequest,
@@ -71,6 +71,7 @@ async def _message(conn: AsyncConnection, message_id: uuid.UUID) -> Any:
                 messages.c.token_count,
                 messages.c.sentiment_label,
                 messages.c.deleted_at,
+                conversations.c.deleted_at.label("conversation_deleted_at"),
                 conversations.c.priority,
             )
             .join(conversations, conversations.c.id == messages.c.conversation_id)
@@ -79,13 +80,21 @@ async def _message(conn: AsyncConnection, message_id: uuid.UUID) -> Any:
     ).one_or_none()
 
 
+async def _live_message(conn: AsyncConnection, message_id: uuid.UUID) -> Any:
+    """The job's message; ``SubjectGoneError`` if it or its conversation was deleted."""
+    row = await _message(conn, message_id)
+    if row is None or row.deleted_at is not None:
+        raise SubjectGoneError("message deleted")
+    if row.conversation_deleted_at is not None:
+        raise SubjectGoneError("conversation deleted")
+    return row
+
+
 async def process_message(ctx: JobContext) -> dict[str, Any]:
     """Exact token counts, language, normalised metadata; then sentiment and summary jobs."""
     message_id = ctx.job["message_id"]
     async with ctx.engine.begin() as conn:
-        row = await _message(conn, message_id)
-        if row is None or row.deleted_at is not None:
-            return {"skipped": "message deleted"}
+        row = await _live_message(conn, message_id)
         tokens = await count_message_tokens(row.role, row.content)
         language = detect_language(row.content).code
         await conn.execute(
@@ -191,9 +200,7 @@ async def analyze_sentiment(ctx: JobContext) -> dict[str, Any]:
     """Per-message label, score and model; and the rolling conversation-level sentiment."""
     message_id = ctx.job["message_id"]
     async with ctx.engine.begin() as conn:
-        row = await _message(conn, message_id)
-        if row is None or row.deleted_at is not None:
-            return {"skipped": "message deleted"}
+        row = await _live_message(conn, message_id)
         language = row.language or detect_language(row.content).code
         result = score_sentiment(row.content, language)
         await conn.execute(
@@ -289,9 +296,16 @@ async def generate_summary(ctx: JobContext) -> dict[str, Any]:
         raise RetryableJobError("another summary of this conversation is running")
     try:
         async with ctx.engine.connect() as conn:
-            stored_policy = await conn.scalar(
-                select(conversations.c.memory_policy).where(conversations.c.id == conversation_id)
-            )
+            stored = (
+                await conn.execute(
+                    select(conversations.c.memory_policy, conversations.c.deleted_at).where(
+                        conversations.c.id == conversation_id
+                    )
+                )
+            ).one_or_none()
+            if stored is None or stored.deleted_at is not None:
+                raise SubjectGoneError("conversation deleted")
+            stored_policy = stored.memory_policy
             latest = await summaries.latest_summary(conn, conversation_id)
             floor = latest["covers_until_seq"] if latest else 0
             if floor >= until_seq:

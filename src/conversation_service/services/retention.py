@@ -37,9 +37,9 @@ from conversation_service.services import conversation_manager
 from conversation_service.services.auth import Principal
 from conversation_service.services.conversations import record_lifecycle
 from conversation_service.services.outbox import (
+    TERMINAL_STATUSES,
     JobKind,
     JobSpec,
-    JobStatus,
     queue_for,
     record_jobs,
 )
@@ -149,7 +149,7 @@ async def purge_expired(
         purged += counts.conversations
         if len(due) < PURGE_BATCH:
             break
-    finished = (JobStatus.FINISHED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value)
+    finished = TERMINAL_STATUSES
     async with engine.begin() as conn:
         old_jobs = await deleted_count(
             conn, delete(jobs).where(jobs.c.status.in_(finished), jobs.c.created_at < cutoff)
