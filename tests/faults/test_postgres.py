@@ -1,7 +1,7 @@
 """PostgreSQL connections terminated (``pg_terminate_backend``) while users append messages.
 
 Only the app's own connections are terminated (the engine's, whose server pids are recorded as
-the pool opens them, and the hot-read pool's), over and over, while concurrent clients post
+the pool opens them), over and over, while concurrent clients post
 messages with Idempotency-Keys and retry whatever was not accepted, and others read history pages
 and context windows. Afterwards every accepted message is stored exactly once with a gap-free
 ``seq``, every refused attempt and read was a clean 503 problem (never a 500, never a hang), and
@@ -66,14 +66,6 @@ async def pg_app(settings: ConversationSettings) -> AsyncIterator[tuple[FastAPI,
         yield app, pids
 
 
-def hot_read_pids(app: FastAPI) -> set[int]:
-    """Server pids of the hot-read pool's open connections (asyncpg pool internals)."""
-    holders = app.state.resources.reads.pool._holders
-    return {
-        h._con.get_server_pid() for h in holders if h._con is not None and not h._con.is_closed()
-    }
-
-
 def asyncpg_dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://")
 
@@ -122,7 +114,7 @@ async def test_terminated_connections_lose_no_accepted_message_and_duplicate_non
                 terminated = await killer_conn.fetchval(
                     "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) AS ok "
                     "FROM unnest($1::int[]) AS pid) t WHERE ok",
-                    sorted(pids | hot_read_pids(app)),
+                    sorted(pids),
                 )
                 kills += int(terminated)
                 # Kills come at irregular intervals, as failovers do: a first message's longer
@@ -132,7 +124,6 @@ async def test_terminated_connections_lose_no_accepted_message_and_duplicate_non
         read_statuses: Counter[int] = Counter()
 
         async def read(cid: str) -> None:
-            # History pages and context windows run on the hot-read pool, killed as well.
             while not done.is_set():
                 for path in (
                     f"/api/v1/conversations/{cid}/messages",
@@ -160,7 +151,7 @@ async def test_terminated_connections_lose_no_accepted_message_and_duplicate_non
         # trip, about 0.2 ms here): the one request that meets a connection killed by the last
         # round gets a 503, which invalidates the whole pool, and everything after it works.
         # ``GET /conversations/{id}`` reads through the engine's pool (the one whose connections
-        # were killed); the message list reads through the hot-read pool, which must be unharmed.
+        # were killed); the message list is read through the same pool.
         after: Counter[int] = Counter()
         for cid in conversations * 6:
             after[(await client.get(f"/api/v1/conversations/{cid}")).status_code] += 1

@@ -10,16 +10,14 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from redis.asyncio import Redis
 from rq import get_current_job
 from sqlalchemy import ColumnElement, RowMapping, or_, true, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import jobs_table as jobs
@@ -28,35 +26,24 @@ from conversation_service.errors import (
     MessageNotFoundError,
     NotFoundError,
 )
-from conversation_service.events.log import EventPublisher
 from conversation_service.queue import runtime
 from conversation_service.queue.producer import Dispatcher
 from conversation_service.queue.runtime import JobResources, job_resources
-from conversation_service.services import callbacks
+from conversation_service.services import jobs as jobs_service
+from conversation_service.services.job_context import (
+    JobContext,
+    SubjectGoneError,
+)
 from conversation_service.services.outbox import (
     JobKind,
     JobSpec,
     JobStatus,
-    record_jobs,
     spec_from_row,
 )
-from conversation_service.services.unit_of_work import Units
 from conversation_service.utils.clock import utcnow
 from conversation_service.utils.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
-
-
-class RetryableJobError(Exception):
-    """The job failed in a way worth retrying (timeouts, 5xx, a lock held elsewhere)."""
-
-
-class SubjectGoneError(Exception):
-    """What the job works on (its conversation or message) was deleted: nothing to do."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _gone_reason(exc: Exception) -> str | None:
@@ -70,38 +57,6 @@ def _gone_reason(exc: Exception) -> str | None:
     if isinstance(exc, NotFoundError):
         return exc.code
     return None
-
-
-@dataclass
-class JobContext:
-    """What a task's core gets: its row, settings, engine, Redis and a follow-up recorder."""
-
-    job: RowMapping
-    settings: ConversationSettings
-    engine: AsyncEngine
-    redis: Redis
-    dispatcher: Dispatcher
-    followups: list[JobSpec] = field(default_factory=list)
-    after_commit: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-
-    @property
-    def args(self) -> dict[str, Any]:
-        """The job's JSON arguments."""
-        args: dict[str, Any] = self.job["args"]
-        return args
-
-    async def enqueue(self, conn: AsyncConnection, specs: list[JobSpec]) -> None:
-        """Record follow-up jobs in ``conn``'s transaction; dispatched when the job finishes."""
-        self.followups.extend(await record_jobs(conn, specs))
-
-    def submit(self, specs: Iterable[JobSpec]) -> None:
-        """Take committed follow-up jobs; dispatched when the job finishes (a ``JobSink``)."""
-        self.followups.extend(specs)
-
-    def units(self) -> Units:
-        """Units of work for the job's use cases: their jobs follow the job, their events go to
-        the conversation's log."""
-        return Units(self.engine, self, EventPublisher(self.redis))
 
 
 Core = Callable[[JobContext], Awaitable[dict[str, Any]]]
@@ -132,13 +87,7 @@ async def run_job_with(
     if row is None:
         log.info("job already done or running elsewhere; skipped", extra={"job_id": job_id})
         return {"skipped": True}
-    context = JobContext(
-        job=row,
-        settings=settings,
-        engine=engine,
-        redis=resources.redis,
-        dispatcher=resources.dispatcher,
-    )
+    context = JobContext(job=row, settings=settings, engine=engine, redis=resources.redis)
     # Stopped (and awaited) before the job's result is recorded, so a renewal in flight returns
     # its pooled connection first.
     heartbeat = asyncio.create_task(_renew_lease(engine, row["id"], settings))
@@ -153,18 +102,11 @@ async def run_job_with(
             return {"skipped": reason}
         if await _record_failure(resources, row, exc):
             error = f"{type(exc).__name__}: {exc}"[:500]
-            await _notify(context, "task.failed", {"status": "failed", "error": error})
+            await _notify(context, resources, "task.failed", {"status": "failed", "error": error})
         raise
     await stop_tasks(heartbeat)
     await _record_success(engine, row["id"], result)
-    await _notify(context, "task.completed", {"status": "finished", "result": result})
-    for hook in context.after_commit:
-        try:
-            await hook()
-        except Exception:
-            log.warning("job after-commit hook failed", exc_info=True)
-    if context.followups:
-        await _dispatch_followups(engine, resources.dispatcher, context.followups)
+    await _notify(context, resources, "task.completed", {"status": "finished", "result": result})
     return result
 
 
@@ -259,36 +201,14 @@ async def _record_skipped(engine: AsyncEngine, row: RowMapping, reason: str) -> 
     )
 
 
-async def _notify(context: JobContext, event_type: str, outcome: dict[str, Any]) -> None:
-    """Tell the requester (task callback URL and the orchestrator) how a requested task ended."""
-    row = context.job
-    if not row["args"].get("notify"):
-        return
-    settings = context.settings
-    urls = dict.fromkeys(u for u in (row["callback_url"], settings.orchestrator_callback_url) if u)
-    if not urls:
-        return
-    data = {
-        "job_id": str(row["id"]),
-        "kind": row["kind"],
-        "conversation_id": str(row["conversation_id"]) if row["conversation_id"] else None,
-        **outcome,
-    }
-    async with context.engine.begin() as conn:
-        specs = [
-            await callbacks.record_callback(
-                conn,
-                settings,
-                tenant_id=row["tenant_id"],
-                conversation_id=row["conversation_id"],
-                event_type=event_type,
-                data=data,
-                url=url,
-            )
-            for url in urls
-        ]
-        written = await record_jobs(conn, specs)
-    await _dispatch_followups(context.engine, context.dispatcher, written)
+async def _notify(
+    context: JobContext, resources: JobResources, event_type: str, outcome: dict[str, Any]
+) -> None:
+    """Tell the requester how a requested task ended, then dispatch the job's follow-ups."""
+    async with context.units().write() as uow:
+        await jobs_service.notify_requester(uow, context.settings, context.job, event_type, outcome)
+    if context.followups:
+        await _dispatch_followups(context.engine, resources.dispatcher, context.followups)
 
 
 def retry_delay(settings: ConversationSettings, kind: str, attempt: int) -> int:

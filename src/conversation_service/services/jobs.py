@@ -161,3 +161,36 @@ async def redeliver(
     )
     await uow.record([spec])
     return RedeliveryOut(delivery_id=delivery_id, job_id=spec.id)
+
+
+async def notify_requester(
+    uow: UnitOfWork,
+    settings: ConversationSettings,
+    job: RowMapping,
+    event_type: str,
+    outcome: dict[str, Any],
+) -> None:
+    """Tell whoever requested a task (its callback URL and the orchestrator) how it ended
+    (``task.completed`` or ``task.failed``); jobs nobody requested notify nobody."""
+    if not job["args"].get("notify"):
+        return
+    urls = dict.fromkeys(u for u in (job["callback_url"], settings.orchestrator_callback_url) if u)
+    data = {
+        "job_id": str(job["id"]),
+        "kind": job["kind"],
+        "conversation_id": str(job["conversation_id"]) if job["conversation_id"] else None,
+        **outcome,
+    }
+    specs = [
+        await callbacks.record_callback(
+            uow.conn,
+            settings,
+            tenant_id=job["tenant_id"],
+            conversation_id=job["conversation_id"],
+            event_type=event_type,
+            data=data,
+            url=url,
+        )
+        for url in urls
+    ]
+    await uow.record(specs)

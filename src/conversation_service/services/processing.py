@@ -26,10 +26,14 @@ from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import conversations_table as conversations
 from conversation_service.db.tables import messages_table as messages
 from conversation_service.errors import ValidationError
-from conversation_service.events.log import EventPublisher, EventType
+from conversation_service.events.log import EventType
 from conversation_service.models.memory import MemoryStrategy
-from conversation_service.queue.consumer import JobContext, RetryableJobError, SubjectGoneError
 from conversation_service.services import callbacks, summaries
+from conversation_service.services.job_context import (
+    JobContext,
+    RetryableJobError,
+    SubjectGoneError,
+)
 from conversation_service.services.memory_manager import (
     WindowRequest,
     context_window,
@@ -93,7 +97,8 @@ async def _live_message(conn: AsyncConnection, message_id: uuid.UUID) -> Any:
 async def process_message(ctx: JobContext) -> dict[str, Any]:
     """Exact token counts, language, normalised metadata; then sentiment and summary jobs."""
     message_id = ctx.job["message_id"]
-    async with ctx.engine.begin() as conn:
+    async with ctx.units().write() as uow:
+        conn = uow.conn
         row = await _live_message(conn, message_id)
         tokens = await count_message_tokens(row.role, row.content)
         language = detect_language(row.content).code
@@ -133,11 +138,11 @@ async def process_message(ctx: JobContext) -> dict[str, Any]:
         )
         if summary is not None:
             specs.append(summary)
-        await ctx.enqueue(conn, specs)
+        written = await uow.record(specs)
     return {
         "language": language,
         "token_count": tokens["o200k_base"],
-        "followups": [spec.kind.value for spec in ctx.followups],
+        "followups": [spec.kind.value for spec in written],
     }
 
 
@@ -199,7 +204,8 @@ def summary_spec(
 async def analyze_sentiment(ctx: JobContext) -> dict[str, Any]:
     """Per-message label, score and model; and the rolling conversation-level sentiment."""
     message_id = ctx.job["message_id"]
-    async with ctx.engine.begin() as conn:
+    async with ctx.units().write() as uow:
+        conn = uow.conn
         row = await _live_message(conn, message_id)
         language = row.language or detect_language(row.content).code
         result = score_sentiment(row.content, language)
@@ -233,14 +239,7 @@ async def analyze_sentiment(ctx: JobContext) -> dict[str, Any]:
             "sentiment": {"label": result.label, "score": result.score, "model": result.model},
             "conversation_sentiment": {"label": label_for(rolling), "score": rolling},
         }
-        conversation_id = row.conversation_id
-
-        async def publish() -> None:
-            await EventPublisher(ctx.redis).publish_safely(
-                conversation_id, EventType.SENTIMENT_UPDATED, event
-            )
-
-        ctx.after_commit.append(publish)
+        uow.publish(row.conversation_id, EventType.SENTIMENT_UPDATED, event)
         await conn.execute(
             update(conversations)
             .where(conversations.c.id == row.conversation_id)
@@ -295,7 +294,9 @@ async def generate_summary(ctx: JobContext) -> dict[str, Any]:
     if not await ctx.redis.set(lock_key, token, nx=True, ex=SUMMARY_LOCK_SECONDS):
         raise RetryableJobError("another summary of this conversation is running")
     try:
-        async with ctx.engine.connect() as conn:
+        units = ctx.units()
+        async with units.read() as reading:
+            conn = reading.conn
             stored = (
                 await conn.execute(
                     select(conversations.c.memory_policy, conversations.c.deleted_at).where(
@@ -334,28 +335,22 @@ async def generate_summary(ctx: JobContext) -> dict[str, Any]:
         )
         if text is None:
             return {"skipped": "nothing to say", "span": [floor + 1, until_seq]}
-        async with ctx.engine.begin() as conn:
+        async with units.write() as uow:
             values = await summaries.add_summary(
-                conn,
+                uow.conn,
                 conversation_id=conversation_id,
                 tenant_id=ctx.job["tenant_id"],
                 content=text,
                 covers_until_seq=until_seq,
                 method=type(summarizer).__name__.removesuffix("Summarizer").lower(),
             )
-        summary = {
-            "version": values["version"],
-            "covers_until_seq": until_seq,
-            "text": text,
-            "method": values["method"],
-        }
-
-        async def publish() -> None:
-            await EventPublisher(ctx.redis).publish_safely(
-                conversation_id, EventType.SUMMARY_UPDATED, {"summary": summary}
-            )
-
-        ctx.after_commit.append(publish)
+            summary = {
+                "version": values["version"],
+                "covers_until_seq": until_seq,
+                "text": text,
+                "method": values["method"],
+            }
+            uow.publish(conversation_id, EventType.SUMMARY_UPDATED, {"summary": summary})
         return {"version": values["version"], "covers_until_seq": until_seq}
     finally:
         if await ctx.redis.get(lock_key) == token.encode():

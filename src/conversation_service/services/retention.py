@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -36,6 +36,13 @@ from conversation_service.models.conversation import ConversationStatus
 from conversation_service.services import conversation_manager
 from conversation_service.services.auth import Principal
 from conversation_service.services.conversations import record_lifecycle
+from conversation_service.services.erasure import (
+    MAX_BATCHES,
+    deleted_count,
+    forget_in_redis,
+    purge_conversations,
+)
+from conversation_service.services.job_context import JobContext
 from conversation_service.services.outbox import (
     TERMINAL_STATUSES,
     JobKind,
@@ -46,16 +53,6 @@ from conversation_service.services.outbox import (
 from conversation_service.services.unit_of_work import JobSink, Units
 from conversation_service.utils.clock import utcnow
 from conversation_service.utils.tasks import stop_tasks
-
-if TYPE_CHECKING:
-    from conversation_service.queue.consumer import JobContext
-
-from conversation_service.services.erasure import (
-    MAX_BATCHES,
-    deleted_count,
-    forget_in_redis,
-    purge_conversations,
-)
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +164,7 @@ async def purge_expired(
     return {"purged": purged, "jobs": old_jobs, "callbacks": old_callbacks}
 
 
-async def retention(ctx: "JobContext") -> dict[str, Any]:
+async def retention(ctx: JobContext) -> dict[str, Any]:
     """The ``retention`` job: archive, then purge, by the configured periods."""
     now = utcnow()
     archived = await archive_inactive(ctx.units(), ctx.settings, now)
