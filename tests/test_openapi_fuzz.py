@@ -1,11 +1,12 @@
 """Schemathesis v4 against a live ``conversation-service serve``: the OpenAPI spec is the contract.
 
-The server is a real process (uvicorn, migrations, middleware, error handlers) on a fresh SQLite
-file and the session's Redis. Schemathesis runs every phase (examples, coverage, fuzzing,
+The server is a real process (uvicorn, migrations, middleware, error handlers) on a fresh
+database and the session's Redis. Schemathesis runs every phase (examples, coverage, fuzzing,
 stateful) with ``--checks all`` and a fixed seed, so a CI failure reproduces locally.
 
-Credentials come from a Web Fuzzing Commons document: two users in two tenants (``alice``,
-``bob``, JWTs), the orchestrator's service key and, where the OpenAI-compatible API exists, an API
+It runs on each database the suite has (a fresh SQLite file, and a fresh PostgreSQL database when
+``TEST_POSTGRES_URL`` is set). Credentials come from a Web Fuzzing Commons document: two users in
+two tenants (``alice``, ``bob``, JWTs), the orchestrator's service key and, where the OpenAI-compatible API exists, an API
 key of alice's issued through the internal API. Schemathesis tries them in order per operation
 and keeps the first one admitted, so ``/api/v1`` runs as alice, ``/internal/v1`` as the
 orchestrator and the OpenAI-compatible routes with alice's key. alice and bob are ``peers``,
@@ -40,6 +41,7 @@ and ``FUZZ_SEED``. Schemathesis spends its time generating cases, not waiting fo
 run grows with the number of operations (about a minute for 60 on the CI machine).
 """
 
+import asyncio
 import json
 import os
 import re
@@ -48,16 +50,19 @@ import sys
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 import redis
 
 from conversation_service.services.auth import issue_token
-from tests.conftest import INTERNAL_KEY, JWT_SECRET
+from tests.conftest import INTERNAL_KEY, JWT_SECRET, POSTGRES_URL
 from tests.live_server import live_server, run_cli, service_env, tail
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "30"))
@@ -276,10 +281,52 @@ def server_errors(log_path: Path, limit: int = 20) -> str:
 
 @pytest.mark.slow
 @pytest.mark.timeout(RUN_TIMEOUT + 60)
-def test_live_server_honours_its_openapi_contract(tmp_path: Path, redis_url: str) -> None:
+@contextmanager
+def fresh_database(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A database nobody else uses: a new SQLite file, or a new PostgreSQL database."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'fuzz.db'}"
+        return
+    assert POSTGRES_URL is not None
+    name = f"fuzz_{uuid.uuid4().hex[:12]}"
+    admin = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def execute(statement: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "sqlite",
+        pytest.param(
+            "postgres",
+            marks=pytest.mark.skipif(POSTGRES_URL is None, reason="needs TEST_POSTGRES_URL"),
+        ),
+    ],
+)
+def test_live_server_honours_its_openapi_contract(
+    backend: str, tmp_path: Path, redis_url: str
+) -> None:
+    with fresh_database(backend, tmp_path) as database_url:
+        fuzz(database_url, tmp_path, redis_url)
+
+
+def fuzz(database_url: str, tmp_path: Path, redis_url: str) -> None:
+    """Run schemathesis against a live server on ``database_url``; fail on any finding."""
     env = {
         "CONVERSATION_ENVIRONMENT": "test",
-        "CONVERSATION_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'fuzz.db'}",
+        "CONVERSATION_DATABASE_URL": database_url,
         "CONVERSATION_REDIS_URL": own_redis_db(redis_url),
         "CONVERSATION_JWT_SECRET": JWT_SECRET,
         "CONVERSATION_INTERNAL_API_KEYS": INTERNAL_KEY,
