@@ -63,3 +63,19 @@ def test_dev_refuses_a_production_environment(tmp_path: Path) -> None:
     result = run_cli("dev", "--data-dir", str(tmp_path), env=env)
     assert result.returncode == 2
     assert "production" in result.stderr
+
+
+def test_migrate_on_a_fresh_clone_creates_the_default_database_folder(tmp_path: Path) -> None:
+    # The SQLite default lives in .data/ under the working directory, which nothing made yet.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERSATION_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "conversation_service.cli", "migrate"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / ".data" / "conversations.db").is_file()
