@@ -46,8 +46,9 @@ class ConversationSettings(BaseSettings):
 
     environment: Environment = Environment.DEVELOPMENT
     database_url: str = Field(default_factory=default_database_url)
-    # None means "the embedded Valkey server" that the launcher starts on EMBEDDED_REDIS_PORT.
+    # None means "the embedded Valkey server" that serve/worker start on embedded_redis_port.
     redis_url: str | None = None
+    embedded_redis_port: int = Field(default=constants.EMBEDDED_REDIS_PORT, ge=1, le=65535)
     jwt_secret: SecretStr | None = None
     jwt_public_key: SecretStr | None = None
     jwt_audience: str | None = None
@@ -231,4 +232,4 @@ class ConversationSettings(BaseSettings):
 
     def effective_redis_url(self) -> str:
         """The Redis URL, or the embedded server's address when none is configured."""
-        return self.redis_url or f"redis://127.0.0.1:{constants.EMBEDDED_REDIS_PORT}/0"
+        return self.redis_url or f"redis://127.0.0.1:{self.embedded_redis_port}/0"
