@@ -133,6 +133,9 @@ async def create_conversation(
     resources: ResourcesDep,
 ) -> ConversationObject:
     """Create a conversation, optionally with up to 20 initial items."""
+    # Each item is an append, counted like one POST /api/v1/…/messages (the router counted the
+    # request itself).
+    await resources.limiter.check_messages(user, len(body.items or ()))
     written = await openai_compat.create_conversation(uow, user, body, settings=resources.settings)
     return _after_commit(hooks, resources, written)
 
@@ -196,6 +199,7 @@ async def create_items(
     include: Includes,
 ) -> ItemListOut:
     """Add up to 20 items to a conversation."""
+    await resources.limiter.check_messages(user, len(body.items))
     written = await openai_compat.add_items(
         uow, user, conversation_id, body.items, include, settings=resources.settings
     )
