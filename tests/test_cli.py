@@ -1,6 +1,8 @@
 """The console script: migrate, serve's refusal on an unmigrated database, placeholders."""
 
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +81,23 @@ def test_migrate_on_a_fresh_clone_creates_the_default_database_folder(tmp_path: 
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / ".data" / "conversations.db").is_file()
+
+
+def test_api_keys_create_as_the_readme_shows_prints_the_key_alone(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    shown = re.search(r"^KEY=\$\(conversation-service (api-keys create [^)]*)\)$", readme, re.M)
+    assert shown is not None, "the README shows no `api-keys create` command"
+    args = shlex.split(shown.group(1))
+    env = {"CONVERSATION_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/keys.db"}
+    unmigrated = run_cli(*args, env=env)
+    assert unmigrated.returncode == 2
+    assert unmigrated.stdout == ""
+    assert "conversation-service migrate" in unmigrated.stderr
+    assert run_cli("migrate", env=env).returncode == 0
+    issued = run_cli(*args, env=env)
+    assert issued.returncode == 0, issued.stderr
+    key = issued.stdout.removesuffix("\n")
+    assert key.startswith("cs_")
+    assert key.split() == [key]  # the key alone: one word on one line, nothing else
+    assert key not in issued.stderr
+    assert "only this once" in issued.stderr
