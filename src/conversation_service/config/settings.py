@@ -15,10 +15,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from conversation_service.config import constants
 
+# Well known, so refused outside development; 32+ characters like any HS256 secret (PyJWT warns
+# InsecureKeyLengthWarning on every token signed with less).
+DEV_JWT_SECRET = "conversation-service-development-jwt-secret"  # noqa: S105 - refused outside development
 PLACEHOLDER_SECRETS = frozenset(
-    {"", "changeme", "change-me", "secret", "dev-secret", "development"}
+    {"", "changeme", "change-me", "secret", "dev-secret", "development", DEV_JWT_SECRET}
 )
-DEV_JWT_SECRET = "dev-secret"  # noqa: S105 - refused outside development by the validator below
 DEV_INTERNAL_API_KEY = "dev-internal-key"
 # base64 of "conversation-service-dev-webhook" (32 bytes); refused outside development.
 DEV_WEBHOOK_SECRET = "whsec_Y29udmVyc2F0aW9uLXNlcnZpY2UtZGV2LXdlYmhvb2s="  # noqa: S105 - refused in production
