@@ -6,8 +6,8 @@ stateful) with ``--checks all`` and a fixed seed, so a CI failure reproduces loc
 
 It runs on each database the suite has (a fresh SQLite file, and a fresh PostgreSQL database when
 ``TEST_POSTGRES_URL`` is set). Credentials come from a Web Fuzzing Commons document: two users in
-two tenants (``alice``, ``bob``, JWTs), the orchestrator's service key and, where the OpenAI-compatible API exists, an API
-key of alice's issued through the internal API. Schemathesis tries them in order per operation
+two tenants (``alice``, ``bob``, JWTs), the orchestrator's service key and, where the
+OpenAI-compatible API exists, an API key of alice's issued through the internal API. Schemathesis tries them in order per operation
 and keeps the first one admitted, so ``/api/v1`` runs as alice, ``/internal/v1`` as the
 orchestrator and the OpenAI-compatible routes with alice's key. alice and bob are ``peers``,
 which turns on ``object_level_authorization``: what alice reads on ``/api/v1`` is replayed as
@@ -23,6 +23,8 @@ document, and listed in the README):
   parameter: a cursor is an opaque token signed by the server, so a schema-valid string is almost
   never one it issued, and ``400 invalid-cursor`` is the documented answer. Every other operation
   keeps the default.
+* ``positive_data_acceptance`` also accepts ``412`` on operations with an ``If-Match`` header:
+  a random well-formed version is almost never the current one, and 412 is the documented answer.
 * ``ensure_resource_availability`` is off for ``.../sessions/current`` and ``.../summary``:
   schemathesis infers that a conversation it just created is reachable there, but a new
   conversation has no session until there is activity and no summary until one is generated, so
@@ -152,6 +154,10 @@ def schemathesis_config(spec: dict[str, Any], wfc_path: Path) -> str:
         # One block per operation: schemathesis applies the first block that matches.
         settings: list[str] = []
         query = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+        headers = {
+            p["name"].lower() for p in operation.get("parameters", []) if p["in"] == "header"
+        }
+        accepted: list[str] | None = None
         if NOT_FUZZED.search(name):
             settings.append("enabled = false")
         if is_event_stream(operation):
@@ -165,13 +171,16 @@ def schemathesis_config(spec: dict[str, Any], wfc_path: Path) -> str:
         if "cursor" in query:
             # An opaque, server-signed token: a schema-valid string is almost never one the
             # server issued, and 400 invalid-cursor is the documented answer.
-            settings.append(
-                f"checks.positive_data_acceptance.expected-statuses = {json.dumps(CURSOR_STATUSES)}"
-            )
+            accepted = CURSOR_STATUSES
         if BUSINESS_RULES.search(name):
+            accepted = BUSINESS_STATUSES
+        if "if-match" in headers:
+            # A schema-valid version is almost never the current one: 412 is the documented
+            # answer of a conditional request whose condition does not hold.
+            accepted = [*(accepted or BUSINESS_STATUSES), "412"]
+        if accepted is not None:
             settings.append(
-                "checks.positive_data_acceptance.expected-statuses = "
-                + json.dumps(BUSINESS_STATUSES)
+                f"checks.positive_data_acceptance.expected-statuses = {json.dumps(accepted)}"
             )
         if NO_RESOURCE_AVAILABILITY.search(name):
             settings.append("checks.ensure_resource_availability.enabled = false")

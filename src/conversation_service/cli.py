@@ -2,9 +2,12 @@
 
 import argparse
 import asyncio
+import contextlib
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 
 from pydantic import ValidationError
 
@@ -182,6 +185,37 @@ def _api_keys(settings: ConversationSettings, args: argparse.Namespace) -> int:
     return 0
 
 
+class _Terminated(BaseException):
+    """SIGTERM, as an exception, so that every ``finally`` runs before the process ends."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Inside: SIGTERM unwinds the stack, then ends the process as SIGTERM would have.
+
+    uvicorn handles SIGTERM itself while it serves: it shuts down gracefully, puts back the
+    handler it found and raises the signal again, so that the process still ends by it. With the
+    default handler the process died right there, before ``_serve``'s ``finally`` stopped the
+    embedded Valkey, which then outlived it on its port. With this handler that second SIGTERM
+    (or one before uvicorn started) raises instead; once the ``finally`` blocks have run, the
+    default disposition is restored and the signal raised again, so a process manager still sees
+    a process terminated by SIGTERM.
+    """
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)
+        raise  # not reached: the default disposition ends the process
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _serve(settings: ConversationSettings, host: str, port: int, workers: int) -> int:
     import uvicorn
 
@@ -204,31 +238,36 @@ def _serve(settings: ConversationSettings, host: str, port: int, workers: int) -
     except DatabaseNotMigratedError as exc:
         print(f"conversation-service serve: {exc}", file=sys.stderr)
         return 2
-    embedded = start_embedded_redis() if settings.redis_url is None else None
     from conversation_service.observability import configure_logging
 
     configure_logging(settings.log_level, json_lines=settings.log_json)
-    try:
-        uvicorn.run(
-            "conversation_service.main:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            loop="uvloop",
-            http="httptools",
-            access_log=False,
-            log_config=None,
-            proxy_headers=True,
-            # Open SSE streams would otherwise hold a graceful shutdown forever; WebSockets are
-            # closed with 1012 and resume on another replica.
-            timeout_graceful_shutdown=5,
-            # Compression runs per connection during fan-out: off, as the floors assume.
-            ws_per_message_deflate=False,
+    with _sigterm_unwinds():
+        embedded = (
+            start_embedded_redis(port=settings.embedded_redis_port)
+            if settings.redis_url is None
+            else None
         )
-    finally:
-        if embedded is not None:
-            embedded.stop()
+        try:
+            uvicorn.run(
+                "conversation_service.main:create_app",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                loop="uvloop",
+                http="httptools",
+                access_log=False,
+                log_config=None,
+                proxy_headers=True,
+                # Open SSE streams would otherwise hold a graceful shutdown forever; WebSockets
+                # are closed with 1012 and resume on another replica.
+                timeout_graceful_shutdown=5,
+                # Compression runs per connection during fan-out: off, as the floors assume.
+                ws_per_message_deflate=False,
+            )
+        finally:
+            if embedded is not None:
+                embedded.stop()
     return 0
 
 
@@ -270,7 +309,11 @@ def _worker(settings: ConversationSettings, args: argparse.Namespace) -> int:
 
     warm_up()
     preload_encoders()
-    embedded = start_embedded_redis() if settings.redis_url is None else None
+    embedded = (
+        start_embedded_redis(port=settings.embedded_redis_port)
+        if settings.redis_url is None
+        else None
+    )
     connection = Redis.from_url(settings.effective_redis_url())
     # --fork: plain RQ work horses, each job on a fresh loop with resources of its own.
     worker_class = Worker if args.fork else JobWorker

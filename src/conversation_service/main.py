@@ -168,5 +168,10 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
         extra_prefixes=(settings.openai_prefix + "/",),
     )
     app.add_middleware(OpenAIErrorMiddleware, prefix=settings.openai_prefix)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, access_log=settings.access_log)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        access_log=settings.access_log,
+        prefixed=[(settings.openai_prefix, openai_compat.router.routes)],
+    )
     return app

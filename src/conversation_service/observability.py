@@ -7,10 +7,12 @@ import re
 import secrets
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("conversation_service.http")
@@ -123,12 +125,25 @@ class RequestContextMiddleware:
     cost is kept to a few microseconds: a generated id is a random per-process prefix and a
     counter (a ``uuid4`` reads the OS's random source each time), and the metrics are updated
     through their cached children (``Children``).
+
+    The route left in the scope is the one its router declared: a router included with a prefix
+    (``/v1``) leaves its routes' paths without it. ``prefixed`` names such routers' routes and
+    their prefix, so every label is the full template (``/v1/conversations``).
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, *, access_log: bool = False) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        *,
+        access_log: bool = False,
+        prefixed: Iterable[tuple[str, Iterable[BaseRoute]]] = (),
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        # By identity: starlette routes compare by value and are unhashable.
+        self._prefixes = {id(route): prefix for prefix, routes in prefixed for route in routes}
         self._id_prefix = secrets.token_hex(8)
         self._next_id = itertools.count()
 
@@ -159,7 +174,8 @@ class RequestContextMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            path = getattr(route, "path", None)
+            template = self._prefixes.get(id(route), "") + path if path else "unmatched"
             method = scope["method"]
             self.metrics.requests_by(method, template, str(status)).inc()
             self.metrics.latency_by(method, template).observe(elapsed)

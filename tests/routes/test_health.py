@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.main import create_app
-from tests.conftest import make_settings
+from tests.conftest import INTERNAL_KEY, Caller, make_settings
 
 
 async def test_live_and_ready(client: httpx.AsyncClient) -> None:
@@ -52,6 +52,25 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
         "route label must be the template, not the raw path"
     )
     assert "http_request_duration_seconds_bucket" in text
+
+
+async def test_metrics_label_openai_compatible_routes_with_their_prefix(
+    anon: httpx.AsyncClient, caller: Caller
+) -> None:
+    issued = await anon.post(
+        "/internal/v1/api-keys",
+        json={"tenant": caller.tenant, "user": caller.user},
+        headers={"Authorization": f"Bearer {INTERNAL_KEY}"},
+    )
+    assert issued.status_code == 201, issued.text
+    key = {"Authorization": f"Bearer {issued.json()['key']}"}
+    created = await anon.post("/v1/conversations", json={}, headers=key)
+    assert created.status_code == 200, created.text
+    await anon.get(f"/v1/conversations/{created.json()['id']}/items", headers=key)
+    text = (await anon.get("/metrics")).text
+    assert 'http_requests_total{method="POST",route="/v1/conversations",status="200"}' in text
+    assert 'route="/v1/conversations/{conversation_id}/items",status="200"' in text
+    assert 'route="/conversations' not in text
 
 
 async def test_metrics_keep_counting_the_same_label_set(client: httpx.AsyncClient) -> None:

@@ -469,6 +469,25 @@ def test_a_revoked_key_is_refused_at_once(live: Live) -> None:
     assert "revoked" in str(api_error(caught)["message"])
 
 
+def test_items_over_the_message_quota_raise_rate_limit_error_at_once_without_retries(
+    live: Live,
+) -> None:
+    # The default quota is 60 appends a minute and each item is one: the fourth batch of 20 is
+    # over. With max_retries=0 (as the README advises) the SDK raises instead of waiting.
+    key = live.issue_key()
+    with live.sdk(key.secret) as client:
+        conversation = client.conversations.create()
+        batch = [user_text(f"m{n}") for n in range(20)]
+        for _ in range(3):
+            client.conversations.items.create(conversation.id, items=batch)
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.conversations.items.create(conversation.id, items=batch)
+        stored = client.conversations.items.list(conversation.id, limit=100)
+    assert 1 <= int(caught.value.response.headers["retry-after"]) <= 60
+    assert caught.value.code == "rate_limited"
+    assert len(stored.data) == 60
+
+
 async def test_async_client_covers_the_whole_flow(live: Live, owner: Key) -> None:
     async with live.async_sdk(owner.secret) as client:
         conversation = await client.conversations.create(

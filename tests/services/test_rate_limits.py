@@ -172,6 +172,54 @@ async def test_openai_compatible_items_count_as_appends_and_answer_in_openai_sha
     assert_429(public, "messages", 1)
 
 
+@pytest.mark.parametrize("strategy", ["fixed-window", "sliding-window-counter"])
+async def test_openai_compatible_items_count_one_append_each_like_the_public_api(
+    settings: ConversationSettings, strategy: str
+) -> None:
+    caller, batcher = new_caller(), new_caller()
+    service = {"Authorization": f"Bearer {INTERNAL_KEY}"}
+
+    def item(text: str) -> dict[str, Any]:
+        return {"type": "message", "role": "user", "content": text}
+
+    async with (
+        limited_app(settings, rate_limit_messages="3/hour", rate_limit_strategy=strategy) as app,
+        http(app) as client,
+    ):
+        keys = []
+        for who in (caller, batcher):
+            issued = await client.post(
+                "/internal/v1/api-keys",
+                json={"tenant": who.tenant, "user": who.user},
+                headers=service,
+            )
+            assert issued.status_code == 201, issued.text
+            keys.append({"Authorization": f"Bearer {issued.json()['key']}"})
+        # Two items given at creation and one added: three appends, the whole quota.
+        created = await client.post(
+            "/v1/conversations", json={"items": [item("a"), item("b")]}, headers=keys[0]
+        )
+        assert created.status_code == 200, created.text
+        items = f"/v1/conversations/{created.json()['id']}/items"
+        assert (await client.post(items, json={"items": [item("c")]}, headers=keys[0])).is_success
+        refused = await client.post(items, json={"items": [item("d")]}, headers=keys[0])
+        assert refused.status_code == 429, refused.text
+        # One request of four items is four appends: over the quota, refused whole.
+        other = (await client.post("/v1/conversations", json={}, headers=keys[1])).json()["id"]
+        batch = [item(str(n)) for n in range(4)]
+        too_many = await client.post(
+            f"/v1/conversations/{other}/items", json={"items": batch}, headers=keys[1]
+        )
+        assert too_many.status_code == 429, too_many.text
+        async with app.state.resources.engine.connect() as conn:
+            stored = await conn.scalar(
+                select(func.count()).where(
+                    messages_table.c.conversation_id == uuid.UUID(other.removeprefix("conv_"))
+                )
+            )
+    assert stored == 0
+
+
 async def test_internal_calls_have_their_own_higher_limit_per_service_key(
     settings: ConversationSettings, caller: Caller
 ) -> None:

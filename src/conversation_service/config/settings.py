@@ -15,10 +15,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from conversation_service.config import constants
 
+# Well known, so refused outside development; 32+ characters like any HS256 secret (PyJWT warns
+# InsecureKeyLengthWarning on every token signed with less).
+DEV_JWT_SECRET = "conversation-service-development-jwt-secret"  # noqa: S105 - refused outside development
 PLACEHOLDER_SECRETS = frozenset(
-    {"", "changeme", "change-me", "secret", "dev-secret", "development"}
+    {"", "changeme", "change-me", "secret", "dev-secret", "development", DEV_JWT_SECRET}
 )
-DEV_JWT_SECRET = "dev-secret"  # noqa: S105 - refused outside development by the validator below
 DEV_INTERNAL_API_KEY = "dev-internal-key"
 # base64 of "conversation-service-dev-webhook" (32 bytes); refused outside development.
 DEV_WEBHOOK_SECRET = "whsec_Y29udmVyc2F0aW9uLXNlcnZpY2UtZGV2LXdlYmhvb2s="  # noqa: S105 - refused in production
@@ -46,8 +48,9 @@ class ConversationSettings(BaseSettings):
 
     environment: Environment = Environment.DEVELOPMENT
     database_url: str = Field(default_factory=default_database_url)
-    # None means "the embedded Valkey server" that the launcher starts on EMBEDDED_REDIS_PORT.
+    # None means "the embedded Valkey server" that serve/worker start on embedded_redis_port.
     redis_url: str | None = None
+    embedded_redis_port: int = Field(default=constants.EMBEDDED_REDIS_PORT, ge=1, le=65535)
     jwt_secret: SecretStr | None = None
     jwt_public_key: SecretStr | None = None
     jwt_audience: str | None = None
@@ -228,4 +231,4 @@ class ConversationSettings(BaseSettings):
 
     def effective_redis_url(self) -> str:
         """The Redis URL, or the embedded server's address when none is configured."""
-        return self.redis_url or f"redis://127.0.0.1:{constants.EMBEDDED_REDIS_PORT}/0"
+        return self.redis_url or f"redis://127.0.0.1:{self.embedded_redis_port}/0"

@@ -5,7 +5,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -17,6 +17,18 @@ class DatabaseNotMigratedError(RuntimeError):
     """The database schema is missing or older than this release."""
 
 
+def engine_url(url: str) -> URL:
+    """``url`` parsed; for a SQLite file, its folder is created first.
+
+    Every engine is built on a URL from here (the API, workers, ``migrate``, ``api-keys``), so a
+    fresh clone's first command finds ``.data/`` for the SQLite default, whichever it is.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    return parsed
+
+
 def create_engine(settings: ConversationSettings, *, null_pool: bool = False) -> AsyncEngine:
     """Create the async engine for ``settings.database_url``.
 
@@ -24,7 +36,7 @@ def create_engine(settings: ConversationSettings, *, null_pool: bool = False) ->
     are serialised in-process by the pool instead of spinning on SQLite's busy handler, and the
     worker process waits on the busy timeout. PostgreSQL gets a sized asyncpg pool.
     """
-    url = make_url(settings.database_url)
+    url = engine_url(settings.database_url)
     # orjson: JSON columns are decoded and encoded on every row of every hot read and write.
     kwargs: dict[str, Any] = {
         "json_serializer": lambda value: orjson.dumps(value).decode(),
@@ -33,8 +45,6 @@ def create_engine(settings: ConversationSettings, *, null_pool: bool = False) ->
     if null_pool:
         kwargs["poolclass"] = NullPool
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": 30}
         if not null_pool:
             kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60)

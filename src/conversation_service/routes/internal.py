@@ -6,7 +6,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Query, Response
 
 from conversation_service.config.constants import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from conversation_service.errors import BadRequestError
 from conversation_service.models.common import Page
 from conversation_service.models.context import (
     TrackedContextOut,
@@ -83,13 +82,23 @@ async def patch_session_context(
     return await sessions.patch_context(uow, resources.redis, session_id, body.variables)
 
 
+# The one ``If-Match`` form accepted, in the OpenAPI document as the header's ``pattern``.
+IF_MATCH_PATTERN = r'^(\*|(W/)?"[0-9]{1,18}"|[0-9]{1,18})$'
+
+
 def _parse_if_match(value: str | None) -> int | None:
-    if value is None:
+    """The version ``If-Match`` names (None: no condition).
+
+    Decision: the header's format is documented as a ``pattern`` and enforced like every other
+    parameter, so a value outside it is a 422 naming the header, and 412 keeps its one meaning:
+    a well-formed version that is no longer current. The forms are the ``ETag`` the service sends
+    (``"3"``), the bare number, the weak form ``W/"3"``, and ``*`` (RFC 9110: any current
+    version, which always exists; version 0 is the empty context). A list of several tags is not
+    accepted: a writer names the one version it read.
+    """
+    if value is None or value == "*":
         return None
-    raw = value.strip().removeprefix("W/").strip('"')
-    if not raw.isdigit():
-        raise BadRequestError('If-Match must be a version number, e.g. "3"')
-    return int(raw)
+    return int(value.removeprefix("W/").strip('"'))
 
 
 @router.get("/conversations/{conversation_id}/tracked-context", responses=problems(401, 404, 422))
@@ -112,7 +121,13 @@ async def patch_tracked_context(
     body: TrackedContextPatch,
     uow: UoW,
     response: Response,
-    if_match: Annotated[str | None, Header(description='Current version, e.g. "3"')] = None,
+    if_match: Annotated[
+        str | None,
+        Header(
+            description='The version last read (its `ETag`), e.g. `"3"`, `3` or `W/"3"`; `*`: any',
+            pattern=IF_MATCH_PATTERN,
+        ),
+    ] = None,
     changed_by: Annotated[
         str, Header(alias="X-Changed-By", min_length=1, max_length=128)
     ] = "orchestrator",

@@ -123,6 +123,9 @@ async def create_conversation(
     resources: ResourcesDep,
 ) -> ConversationObject:
     """Create a conversation, optionally with up to 20 initial items."""
+    # Each item is an append, counted like one POST /api/v1/…/messages (the router counted the
+    # request itself).
+    await resources.limiter.check_messages(user, len(body.items or ()))
     return await openai_compat.create_conversation(uow, user, body, settings=resources.settings)
 
 
@@ -182,6 +185,7 @@ async def create_items(
     include: Includes,
 ) -> ItemListOut:
     """Add up to 20 items to a conversation."""
+    await resources.limiter.check_messages(user, len(body.items))
     return await openai_compat.add_items(
         uow, user, conversation_id, body.items, include, settings=resources.settings
     )

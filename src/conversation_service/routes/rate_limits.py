@@ -3,7 +3,8 @@
 Each one authenticates first (the credential dependency is shared with the route, so it runs
 once per request), then counts the request: a request refused by its credentials never spends
 anyone's quota. Message appends, recognised by their route template, also count against the
-per-user message limit, in the same Redis round trip.
+per-user message limit, in the same Redis round trip. A ``/v1`` request may add up to 20 items,
+so the ``/v1`` routes count its items themselves, one append each, once the body is read.
 """
 
 from typing import Annotated
@@ -15,11 +16,8 @@ from conversation_service.routes.events import stream_user
 from conversation_service.routes.openai_compat import ApiKeyUser
 from conversation_service.services.auth import Principal
 
-# Route templates (any mount prefix) whose POST appends a message.
-_APPEND_SUFFIXES = (
-    "/conversations/{conversation_id}/messages",
-    "/conversations/{conversation_id}/items",
-)
+# Route templates (any mount prefix) whose POST appends one message.
+_APPEND_SUFFIXES = ("/conversations/{conversation_id}/messages",)
 
 
 def _is_append(request: Request) -> bool:
@@ -41,9 +39,9 @@ async def limit_stream_user(
     await resources.limiter.check_user(user)
 
 
-async def limit_api_key_user(request: Request, resources: ResourcesDep, user: ApiKeyUser) -> None:
-    """Count an OpenAI-compatible request (API key) for its user and tenant."""
-    await resources.limiter.check_user(user, message=_is_append(request))
+async def limit_api_key_user(resources: ResourcesDep, user: ApiKeyUser) -> None:
+    """Count an OpenAI-compatible request (API key) for its user and tenant (items: the route)."""
+    await resources.limiter.check_user(user)
 
 
 async def limit_internal(

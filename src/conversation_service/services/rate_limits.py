@@ -12,8 +12,8 @@ Scopes and who counts against them:
 * ``requests`` (``rate_limit_requests``): every public request of one user (``/api/v1``, SSE,
   the OpenAI-compatible ``/v1``).
 * ``tenant`` (``rate_limit_tenant``): every public request of every user of one tenant.
-* ``messages`` (``rate_limit_messages``): message appends of one user (``POST …/messages`` and
-  the ``/v1`` items endpoint), on top of ``requests``.
+* ``messages`` (``rate_limit_messages``): message appends of one user (``POST …/messages``,
+  and each item a ``/v1`` request adds), on top of ``requests``.
 * ``internal`` (``rate_limit_internal``): every ``/internal/v1`` request of one service key;
   the orchestrator's limit is its own and much higher.
 * ``websocket`` (``rate_limit_ws_connections``): open WebSockets of one user. ``limits`` counts
@@ -301,11 +301,19 @@ class RateLimiter:
             checks.append((self.messages, ("m", user)))
         await self._enforce(checks)
 
+    async def check_messages(self, principal: Principal, count: int) -> None:
+        """Count ``count`` appends of ``principal`` at once (a ``/v1`` request adding items)."""
+        if count > 0:
+            user = _digest(principal.tenant_id, principal.user_id)
+            await self._enforce([(self.messages, ("m", user))], cost=count)
+
     async def check_internal(self, service_key: str) -> None:
         """Count one internal request of the service key (never stored in clear)."""
         await self._enforce([(self.internal, ("i", _digest(service_key)))])
 
-    async def _enforce(self, checks: Sequence[tuple[Quota, tuple[str, ...]]]) -> None:
+    async def _enforce(
+        self, checks: Sequence[tuple[Quota, tuple[str, ...]]], *, cost: int = 1
+    ) -> None:
         if not self.enabled or self._skipping():
             return
         hits = [(quota, item, ids) for quota, ids in checks for item in quota.items]
@@ -313,13 +321,13 @@ class RateLimiter:
         if self.batched:
             # Most requests spend local blocks only: no Redis call, so no timeout to arm.
             keys = [self._key(item, ids) for _, item, ids in hits]
-            empty = self._spend_local(keys)
+            empty = self._spend_local(keys, cost)
             if not empty:
                 self._succeeded()
                 return
-            pending = self._refill(hits, keys, empty)
+            pending = self._refill(hits, keys, empty, cost)
         else:
-            pending = self._hit(hits)
+            pending = self._hit(hits, cost)
         self._probing = self._degraded
         try:
             async with asyncio.timeout(self.check_timeout):
@@ -345,22 +353,24 @@ class RateLimiter:
             key = self._keys[item, ids] = self.storage.bridge.prefixed_key(item.key_for(*ids))
         return key
 
-    def _spend_local(self, keys: list[str]) -> list[int]:
-        """Fixed window: take one hit from each key's local block; the indexes of empty ones."""
+    def _spend_local(self, keys: list[str], cost: int) -> list[int]:
+        """Fixed window: take ``cost`` hits from each key's local block; indexes of short ones."""
         now = self._clock()
         empty = []
         for index, key in enumerate(keys):
             block = self._blocks.get(key)
-            if block is None or block.left <= 0 or block.until <= now:
+            if block is None or block.left < cost or block.until <= now:
                 empty.append(index)
             else:
-                block.left -= 1
+                block.left -= cost
         return empty
 
-    async def _refill(self, hits: list[Hit], keys: list[str], empty: list[int]) -> Refused | None:
-        """Fixed window: refill the empty blocks in one script call."""
+    async def _refill(
+        self, hits: list[Hit], keys: list[str], empty: list[int], cost: int
+    ) -> Refused | None:
+        """Fixed window: refill the short blocks in one script call (a block holds ``cost``)."""
         now = self._clock()
-        sizes = [_block_size(hits[index][1]) for index in empty]
+        sizes = [max(cost, _block_size(hits[index][1])) for index in empty]
         raw = await self.batch_script(
             keys=[keys[index] for index in empty],
             args=[*(hits[index][1].get_expiry() for index in empty), *sizes],
@@ -373,17 +383,19 @@ class RateLimiter:
             count, ttl_ms = int(raw[2 * position]), int(raw[2 * position + 1])
             window = float(item.get_expiry())
             reset_after = window if ttl_ms < 0 else ttl_ms / 1000
-            # The part of the block still under the limit; this request takes the first hit.
+            # The part of the block still under the limit; this request takes the first hits.
             granted = min(sizes[position], item.amount - (count - sizes[position]))
-            if granted <= 0:
+            if granted < cost:
                 refused = refused or (quota, item, reset_after)
                 continue
-            self._blocks[keys[index]] = _Block(left=granted - 1, until=now + reset_after)
+            self._blocks[keys[index]] = _Block(left=granted - cost, until=now + reset_after)
         return refused
 
-    async def _hit(self, hits: list[Hit]) -> Refused | None:
+    async def _hit(self, hits: list[Hit], cost: int) -> Refused | None:
         """Any other strategy: the ``limits`` strategy per limit, concurrently."""
-        allowed = await asyncio.gather(*(self.strategy.hit(item, *ids) for _, item, ids in hits))
+        allowed = await asyncio.gather(
+            *(self.strategy.hit(item, *ids, cost=cost) for _, item, ids in hits)
+        )
         for (quota, item, ids), ok in zip(hits, allowed, strict=True):
             if not ok:
                 stats = await self.strategy.get_window_stats(item, *ids)

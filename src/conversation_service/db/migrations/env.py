@@ -7,6 +7,7 @@ from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from conversation_service.db.engine import engine_url
 from conversation_service.db.tables import Base
 
 target_metadata = Base.metadata
@@ -25,7 +26,7 @@ def _run(connection: Any) -> None:
 
 
 async def _run_async(url: str) -> None:
-    engine = create_async_engine(url, poolclass=pool.NullPool)
+    engine = create_async_engine(engine_url(url), poolclass=pool.NullPool)
     async with engine.connect() as connection:
         await connection.run_sync(_run)
         await connection.commit()
