@@ -7,9 +7,10 @@ stateful) with ``--checks all`` and a fixed seed, so a CI failure reproduces loc
 It runs on each database the suite has (a fresh SQLite file, and a fresh PostgreSQL database when
 ``TEST_POSTGRES_URL`` is set). Credentials come from a Web Fuzzing Commons document: two users in
 two tenants (``alice``, ``bob``, JWTs), the orchestrator's service key and, where the
-OpenAI-compatible API exists, an API key of alice's issued through the internal API. Schemathesis tries them in order per operation
-and keeps the first one admitted, so ``/api/v1`` runs as alice, ``/internal/v1`` as the
-orchestrator and the OpenAI-compatible routes with alice's key. alice and bob are ``peers``,
+OpenAI-compatible API exists, an API key of alice's issued through the internal API.
+Schemathesis tries them in order per operation and keeps the first one admitted, so ``/api/v1``
+runs as alice, ``/internal/v1`` as the orchestrator and the OpenAI-compatible routes with alice's
+key. alice and bob are ``peers``,
 which turns on ``object_level_authorization``: what alice reads on ``/api/v1`` is replayed as
 bob, who must not get it. The test also fails if no request to some authenticated operation got
 past authentication, since such a run proves nothing about that operation.
