@@ -40,7 +40,6 @@ from conversation_service.queue.jobs import (
     spec_from_row,
 )
 from conversation_service.utils.clock import utcnow
-from conversation_service.utils.redis_client import LuaScript
 from conversation_service.utils.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
@@ -126,7 +125,7 @@ class OutboxRelay:
         self.settings = settings
         self._queue: asyncio.Queue[JobSpec] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
-        self._unique_enqueue = LuaScript(redis, UNIQUE_ENQUEUE_SCRIPT)
+        self._unique_enqueue = redis.register_script(UNIQUE_ENQUEUE_SCRIPT)
 
     def submit(self, specs: Iterable[JobSpec]) -> None:
         """Hand committed specs to the relay (never blocks, never raises)."""
@@ -178,7 +177,7 @@ class OutboxRelay:
         results = await send()
         if any(isinstance(r, NoScriptError) for r in results):
             # Not loaded yet, or lost (Redis restarted, SCRIPT FLUSH): load it, send again.
-            await self.redis.script_load(script.source)
+            await self.redis.script_load(script.script)
             results = await send()
         for result in results:
             if isinstance(result, Exception):

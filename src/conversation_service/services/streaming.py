@@ -56,7 +56,6 @@ from conversation_service.services.conversation_manager import (
 )
 from conversation_service.utils.clock import utcnow
 from conversation_service.utils.json_merge import merge_patch
-from conversation_service.utils.redis_client import LuaScript
 from conversation_service.websocket import events
 from conversation_service.websocket.events import (
     OPEN_MARKER,
@@ -149,10 +148,10 @@ class StreamStore:
     def __init__(self, redis: Redis, *, partial_ttl: int = events.PARTIAL_TTL) -> None:
         self.redis = redis
         self.partial_ttl = partial_ttl
-        self._open = LuaScript(redis, _OPEN)
-        self._seal = LuaScript(redis, _SEAL)
-        self._claim = LuaScript(redis, _CLAIM)
-        self._forget_if_gone = LuaScript(redis, _FORGET_IF_GONE)
+        self._open = redis.register_script(_OPEN)
+        self._seal = redis.register_script(_SEAL)
+        self._claim = redis.register_script(_CLAIM)
+        self._forget_if_gone = redis.register_script(_FORGET_IF_GONE)
 
     async def open(self, conversation_id: uuid.UUID | str, message_id: uuid.UUID | str) -> None:
         """Accept deltas for the message from now on."""
