@@ -1,8 +1,8 @@
 """RQ's own floor for ``queue-throughput``: a no-op job and a burst worker that runs it.
 
 ``python -m bench.noop REDIS_URL QUEUE [--workers N]`` from the repository root runs a
-``SimpleWorker`` (or, with N > 1, a ``WorkerPool`` of them, as ``conversation-service worker
---pool N`` does) in burst mode: it exits once the queue is empty.
+``SimpleWorker`` (or, with N > 1, RQ's ``WorkerPool`` of them, the floor of
+``conversation-service worker --pool N``) in burst mode: it exits once the queue is empty.
 """
 
 import argparse

@@ -280,8 +280,9 @@ def _worker(settings: ConversationSettings, args: argparse.Namespace) -> int:
     from conversation_service.queue.worker import (
         HIGH,
         JobWorker,
-        JobWorkerPool,
         listening_order,
+        run_pool,
+        run_worker,
     )
 
     pool: int = args.pool
@@ -314,20 +315,21 @@ def _worker(settings: ConversationSettings, args: argparse.Namespace) -> int:
         if settings.redis_url is None
         else None
     )
-    connection = Redis.from_url(settings.effective_redis_url())
+    url = settings.effective_redis_url()
     # --fork: plain RQ work horses, each job on a fresh loop with resources of its own.
     worker_class = Worker if args.fork else JobWorker
     try:
         if pool > 1:
-            JobWorkerPool(
+            run_pool(
+                url,
                 queues,
-                connection=connection,
-                num_workers=pool,
+                processes=pool,
                 reserve_high=reserve,
+                burst=args.burst,
                 worker_class=worker_class,
-            ).start(burst=args.burst)
+            )
         else:
-            worker_class(queues, connection=connection).work(with_scheduler=True, burst=args.burst)
+            run_worker(worker_class(queues, connection=Redis.from_url(url)), burst=args.burst)
     finally:
         if embedded is not None:
             embedded.stop()

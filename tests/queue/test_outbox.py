@@ -6,6 +6,7 @@ from typing import Any
 
 from redis import Redis as SyncRedis
 from rq import Queue
+from rq.job import Job as RQJob
 
 from conversation_service.services.outbox import JobKind, JobSpec, queue_for
 from tests.conftest import create_conversation
@@ -91,6 +92,39 @@ async def test_the_relay_path_leaves_a_job_already_in_rq_alone(
     jobs = {j["kind"]: j for j in await queue_env.jobs(message_id=uuid.UUID(message["id"]))}
     assert jobs["process_message"]["status"] == "finished"
     assert jobs["process_message"]["attempts"] == 1
+
+
+async def test_the_relay_writes_the_job_rq_enqueue_call_writes(queue_env: QueueEnv) -> None:
+    """RQ's job format, written from the event loop: the same fields and values (but ids and
+    times) as RQ's own ``enqueue_call``. A real worker runs such jobs in the tests above."""
+    relay = queue_env.app.state.resources.relay
+    rq = relay.dispatcher.redis
+    fresh, dispatched = (
+        JobSpec(
+            kind=JobKind.DELIVER_CALLBACK,
+            queue=queue_for(JobKind.DELIVER_CALLBACK),
+            tenant_id="t",
+            conversation_id=uuid.uuid4(),
+        )
+        for _ in range(2)
+    )
+    await relay.enqueue_fresh([fresh])
+    relay.dispatcher.dispatch(dispatched)
+    jobs = [RQJob.fetch(spec.rq_job_id(), connection=rq) for spec in (fresh, dispatched)]
+    try:
+        stored = [rq.hgetall(job.key) for job in jobs]
+        assert stored[0].keys() == stored[1].keys()
+        varying = {b"created_at", b"enqueued_at", b"data", b"description"}  # ids, times
+        assert {k: v for k, v in stored[0].items() if k not in varying} == {
+            k: v for k, v in stored[1].items() if k not in varying
+        }
+        assert [job.args for job in jobs] == [(str(fresh.id),), (str(dispatched.id),)]
+        assert jobs[0].func_name == jobs[1].func_name
+        queued = rq.lrange(Queue(fresh.queue, connection=rq).key, 0, -1)
+        assert all(queued.count(job.id.encode()) == 1 for job in jobs)
+    finally:
+        for job in jobs:
+            job.delete()
 
 
 async def test_the_relay_reloads_its_script_when_redis_lost_it(queue_env: QueueEnv) -> None:

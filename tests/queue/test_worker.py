@@ -106,11 +106,12 @@ def test_a_forked_process_never_uses_the_runtime_of_its_parent(
     assert runtime.current() is None
 
 
-def _live_workers(redis: SyncRedis) -> dict[int, list[str]]:
-    """Registered RQ workers whose process is alive, by pid: their queues."""
+def _live_workers(redis: SyncRedis, parent: int | None = None) -> dict[int, list[str]]:
+    """Registered RQ workers whose process is alive (a child of ``parent``), by pid: queues."""
     alive: dict[int, list[str]] = {}
+    children = None if parent is None else set(_children(parent))
     for worker in Worker.all(connection=redis):
-        if worker.pid is None:
+        if worker.pid is None or (children is not None and worker.pid not in children):
             continue
         try:
             os.kill(worker.pid, 0)
@@ -139,9 +140,11 @@ async def test_a_pool_keeps_a_process_for_high_and_replaces_it_when_it_dies(
 ) -> None:
     redis = SyncRedis.from_url(queue_env.settings.effective_redis_url())
     pool = queue_env.start_worker("--pool", "3", "--reserve-high", "1")
+    # Only this pool's processes: other runs may share the queue tests' Redis database.
+    live = partial(_live_workers, redis, pool.pid)
     try:
         workers = await queue_env.wait_until(
-            lambda: (found := _live_workers(redis)) and len(found) == 3 and found,
+            lambda: (found := live()) and len(found) == 3 and found,
             what="three pool workers",
         )
         reserved = [pid for pid, queues in workers.items() if queues == ["high"]]
@@ -153,16 +156,14 @@ async def test_a_pool_keeps_a_process_for_high_and_replaces_it_when_it_dies(
         _kill_with_children(reserved[0])
         replaced = await queue_env.wait_until(
             lambda: [
-                pid
-                for pid, queues in _live_workers(redis).items()
-                if queues == ["high"] and pid != reserved[0]
+                pid for pid, queues in live().items() if queues == ["high"] and pid != reserved[0]
             ],
             what="a new reserved worker",
         )
         assert len(replaced) == 1
-        assert len(_live_workers(redis)) == 3
+        assert len(live()) == 3
     finally:
-        pids = list(_live_workers(redis))
+        pids = list(live())
         pool.send_signal(signal.SIGINT)
         try:
             pool.wait(timeout=30)

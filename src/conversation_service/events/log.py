@@ -31,8 +31,6 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from conversation_service.utils.redis_client import LuaScript
-
 log = logging.getLogger(__name__)
 
 EVENT_STREAM_MAXLEN: Final = 10_000
@@ -208,8 +206,8 @@ class EventPublisher:
         self.maxlen = maxlen
         self.ttl = ttl
         self.partial_ttl = partial_ttl
-        self._publish = LuaScript(redis, _PUBLISH)
-        self._deltas = LuaScript(redis, _DELTAS)
+        self._publish = redis.register_script(_PUBLISH)
+        self._deltas = redis.register_script(_DELTAS)
 
     async def publish(self, conversation_id: uuid.UUID | str, event_type: str, data: Any) -> str:
         """Append an event and publish it live; returns its id (raises on Redis errors)."""

@@ -19,7 +19,6 @@ from conversation_service.events.log import (
     PARTIAL_TTL,
     partial_key,
 )
-from conversation_service.utils.redis_client import LuaScript
 
 _OPEN = """
 redis.call('HSETNX', KEYS[1], '~c', ARGV[1])
@@ -86,10 +85,10 @@ class StreamStore:
     def __init__(self, redis: Redis, *, partial_ttl: int = PARTIAL_TTL) -> None:
         self.redis = redis
         self.partial_ttl = partial_ttl
-        self._open = LuaScript(redis, _OPEN)
-        self._seal = LuaScript(redis, _SEAL)
-        self._claim = LuaScript(redis, _CLAIM)
-        self._forget_if_gone = LuaScript(redis, _FORGET_IF_GONE)
+        self._open = redis.register_script(_OPEN)
+        self._seal = redis.register_script(_SEAL)
+        self._claim = redis.register_script(_CLAIM)
+        self._forget_if_gone = redis.register_script(_FORGET_IF_GONE)
 
     async def open(self, conversation_id: uuid.UUID | str, message_id: uuid.UUID | str) -> None:
         """Accept deltas for the message from now on."""

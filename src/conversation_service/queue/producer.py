@@ -25,7 +25,6 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQJobStatus
 from rq.scripts import UNIQUE_ENQUEUE_SCRIPT
-from rq.scripts import _build_hset_args as build_hset_args
 from rq.utils import now as rq_now
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -40,7 +39,6 @@ from conversation_service.services.outbox import (
     spec_from_row,
 )
 from conversation_service.utils.clock import utcnow
-from conversation_service.utils.redis_client import LuaScript
 from conversation_service.utils.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
@@ -80,22 +78,25 @@ class Dispatcher:
     def unique_enqueue_call(self, spec: JobSpec) -> tuple[list[str], list[Any]]:
         """Keys and arguments of RQ's own unique-enqueue script for a fresh spec's job.
 
-        RQ builds the job (``create_job``, its hash fields) exactly as ``enqueue_call`` does;
-        the caller runs ``UNIQUE_ENQUEUE_SCRIPT`` with them on any client, here the event loop's.
+        The one place that writes RQ's job format from the event loop: RQ builds the job
+        (``create_job``) and its hash fields (``to_dict``, what ``Job.save`` stores); the caller
+        runs ``UNIQUE_ENQUEUE_SCRIPT`` with them on the event loop's client. RQ is pinned to the
+        minor version ``tests/queue/test_outbox.py`` passed on: a real worker runs these jobs,
+        and their fields equal those ``enqueue_call`` writes.
         """
         queue = self.queues[spec.queue]
         job = queue.create_job(
             TASK_PATHS[spec.kind],
             args=(str(spec.id),),
             job_id=spec.rq_job_id(),
+            status=RQJobStatus.QUEUED,
             **self._options(spec, 0),
         )
-        # What Queue._prepare_for_queue sets, minus the server-version lookup (a blocking call).
+        # What enqueueing sets on the job before saving it.
         job.origin = queue.name
         job.enqueued_at = rq_now()
-        job._status = RQJobStatus.QUEUED
         ttl = job.ttl if job.ttl is not None else -1
-        fields = build_hset_args(job)  # type: ignore[no-untyped-call]
+        fields = [part for field in job.to_dict().items() for part in field]
         return [job.key, queue.key], [job.id, "R", ttl, *fields]
 
     def _options(self, spec: JobSpec, attempt: int) -> dict[str, Any]:
@@ -128,7 +129,7 @@ class OutboxRelay:
         self.settings = settings
         self._queue: asyncio.Queue[JobSpec] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
-        self._unique_enqueue = LuaScript(redis, UNIQUE_ENQUEUE_SCRIPT)
+        self._unique_enqueue = redis.register_script(UNIQUE_ENQUEUE_SCRIPT)
 
     def submit(self, specs: Iterable[JobSpec]) -> None:
         """Hand committed specs to the relay (never blocks, never raises)."""
@@ -180,7 +181,7 @@ class OutboxRelay:
         results = await send()
         if any(isinstance(r, NoScriptError) for r in results):
             # Not loaded yet, or lost (Redis restarted, SCRIPT FLUSH): load it, send again.
-            await self.redis.script_load(script.source)
+            await self.redis.script_load(script.script)
             results = await send()
         for result in results:
             if isinstance(result, Exception):

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.engine import create_engine
 from conversation_service.queue.producer import Dispatcher
+from conversation_service.utils.redis_client import async_redis
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,7 +55,7 @@ def _open(settings: ConversationSettings, *, pooled: bool) -> JobResources:
     return JobResources(
         settings=settings,
         engine=create_engine(settings, null_pool=not pooled),
-        redis=Redis.from_url(url, socket_connect_timeout=2),
+        redis=async_redis(url, socket_connect_timeout=2),
         dispatcher=Dispatcher(SyncRedis.from_url(url, socket_connect_timeout=2), settings),
     )
 

@@ -1,35 +1,38 @@
-"""The RQ worker classes behind ``conversation-service worker``.
+"""The RQ worker processes behind ``conversation-service worker``.
 
 ``JobWorker`` is RQ's in-process ``SimpleWorker`` that keeps one job runtime (event loop, pooled
-engine, Redis clients) for its whole life. ``JobWorkerPool`` is RQ's ``WorkerPool`` that can hold
-some of its processes back for ``high`` alone: with every process listening on high, default,
-low, a ``high`` job that arrives while all of them run ``low`` jobs waits for one to finish;
-a reserved process is always free for it.
+engine, Redis clients) for its whole life. ``run_pool`` runs several worker processes, some of
+them on ``high`` alone: with every process listening on high, default, low, a ``high`` job that
+arrives while all of them run ``low`` jobs waits for one to finish; a reserved process is always
+free for it. RQ's ``WorkerPool`` gives every process the same queues, so the pool here is a small
+supervisor of its own: it forks each process, which runs a plain ``worker.work()``, and replaces
+one that dies with another on the same queues.
 
-Both close RQ's windows in which a stop signal was lost. A pool's process inherits the pool's
-handler until RQ installs the worker's, late in ``work()`` (after registering the worker and
-forking its scheduler): a SIGINT or SIGTERM in between ran the pool's handler in the child, which
-swallowed it, and the worker ran on while the pool waited for it forever. RQ also installs the
-pool's own handlers only after it spawned the first processes, and a signal that reaches the pool
-while it spawns a process, before the process is in ``worker_dict``, never reached that process.
-Worse, a signal that reaches a child while it is still inside ``fork()`` is dropped by CPython
-(it clears pending signals after a fork), and a pool stopped just as it spawns sends exactly
-that. Now the child stops on a signal before it is a worker, the pool's handlers are in place
-before it spawns, and a stopping pool signals again, every ``RESIGNAL_SECONDS``, each process
-still alive and not running a job (a second signal to a busy worker would cut its job short).
+Stopping: SIGINT or SIGTERM asks every process for a warm shutdown (the running job finishes).
+RQ installs a worker's signal handlers late in ``work()``, after registering it and forking its
+scheduler; until then ``run_worker`` hands a signal to RQ's own ``request_stop`` and, when that
+stops the worker before its loop began, tears the worker down as the loop would. A process that
+gets a signal before it has handlers of its own (one the pool just forked, or RQ's scheduler)
+exits. CPython drops a signal that reaches a child still inside ``fork()``, so a stopping pool
+signals again, every ``RESIGNAL_SECONDS``, each process still alive and not running a job (a
+second signal to a busy worker would cut its job short).
 """
 
+import contextlib
+import multiprocessing
 import os
 import signal
 import time
+import uuid
 from collections.abc import Iterable, Sequence
+from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
 from redis import Redis
-from rq import SimpleWorker
-from rq.worker import WorkerStatus
-from rq.worker_pool import WorkerPool
+from rq import SimpleWorker, Worker
+from rq.exceptions import StopRequested
+from rq.worker import BaseWorker, WorkerStatus
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.queue import runtime
@@ -39,6 +42,7 @@ HIGH = QUEUES[0]
 # While a pool stops, a process that is still alive after this long, not running a job, is
 # signalled again (the first signal may have been lost in its fork).
 RESIGNAL_SECONDS = 5.0
+POLL_SECONDS = 0.5
 
 
 class JobWorker(SimpleWorker):
@@ -46,17 +50,6 @@ class JobWorker(SimpleWorker):
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         """RQ's work loop, inside this process's job runtime (closed when the loop ends)."""
-        pid = os.getpid()
-
-        def stop_early(signum: int, frame: FrameType | None) -> None:
-            if os.getpid() != pid:  # RQ's scheduler, forked before it installed its own
-                raise SystemExit(0)
-            self._stop_requested = True  # seen by RQ's loop before its first dequeue
-
-        # Until RQ installs the worker's handlers (after registering it and forking its
-        # scheduler), a stop signal is remembered instead of lost.
-        signal.signal(signal.SIGINT, stop_early)
-        signal.signal(signal.SIGTERM, stop_early)
         with runtime.installed(ConversationSettings()):
             return bool(super().work(*args, **kwargs))
 
@@ -70,76 +63,111 @@ def listening_order(queues: Iterable[str]) -> list[str]:
     return [name for name in QUEUES if name in wanted]
 
 
-class JobWorkerPool(WorkerPool):
-    """A pool of ``num_workers`` processes of which ``reserve_high`` listen on ``high`` only."""
+def run_worker(worker: BaseWorker, *, burst: bool) -> None:
+    """``worker.work()`` with its scheduler, stopped by SIGINT or SIGTERM from the start."""
+    pid = os.getpid()
 
-    def __init__(
-        self,
-        queues: Sequence[str],
-        connection: Redis,
-        num_workers: int,
-        *,
-        reserve_high: int = 0,
-        **kwargs: Any,
-    ) -> None:
-        if not 0 <= reserve_high < num_workers:
-            raise ValueError("reserve_high must leave at least one process for every queue")
-        if reserve_high and HIGH not in queues:
-            raise ValueError("processes reserved for high need the pool to serve high")
-        super().__init__(queues, connection=connection, num_workers=num_workers, **kwargs)
-        self.reserve_high = reserve_high
-        self._reserved: set[str] = set()
-        self._pid = os.getpid()
-        self._signalled: dict[int, float] = {}
-
-    def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
-        """Stop the pool; in a process it forked that is not a worker yet, stop that process."""
-        if os.getpid() != self._pid:
+    def stop_early(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != pid:  # RQ's scheduler, forked before it installed its own
             raise SystemExit(0)
-        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+        worker.request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
-    def start_workers(self, *args: Any, **kwargs: Any) -> None:
-        """RQ's first spawn, with the pool's stop handlers already in place.
+    signal.signal(signal.SIGINT, stop_early)
+    signal.signal(signal.SIGTERM, stop_early)
+    try:
+        worker.work(with_scheduler=True, burst=burst)
+    except StopRequested:
+        # Stopped before RQ's loop began (RQ raises this from ``request_stop`` when idle).
+        worker.teardown()  # type: ignore[no-untyped-call]
 
-        RQ installs them after spawning: a signal in between interrupted a fork (swallowed as
-        "Exception ignored") and the pool never learnt it was asked to stop.
-        """
-        self._install_signal_handlers()  # type: ignore[no-untyped-call]
-        super().start_workers(*args, **kwargs)
 
-    def stop_worker(self, worker_data: Any, sig: int = signal.SIGINT) -> None:
-        """Signal one process (and remember when)."""
-        self._signalled[worker_data.pid] = time.monotonic()
-        super().stop_worker(worker_data, sig)
+def _work(
+    url: str, queues: list[str], name: str, worker_class: type[BaseWorker], burst: bool
+) -> None:
+    # In the forked process: a Redis connection of its own, never the pool's.
+    run_worker(worker_class(queues, name=name, connection=Redis.from_url(url)), burst=burst)
 
-    def all_workers_have_stopped(self) -> bool:
-        """RQ's check, after signalling the processes that may not have had the signal."""
+
+class _Pool:
+    def __init__(self, url: str, worker_class: type[BaseWorker], *, burst: bool) -> None:
+        self.url = url
+        self.worker_class = worker_class
+        self.burst = burst
+        self.redis = Redis.from_url(url)
+        self.pid = os.getpid()
+        self.stopping = False
+        self.signalled: dict[int, float] = {}
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self.pid:  # a process just forked, before ``run_worker``
+            raise SystemExit(0)
+        self.stopping = True
+
+    def run(self, plan: Sequence[list[str]]) -> None:
+        # In place before the first fork: a signal while the pool spawns is never lost.
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGTERM, self.request_stop)
+        running: dict[int, tuple[BaseProcess, str]] = {}
+        for slot, queues in enumerate(plan):
+            if not self.stopping:
+                running[slot] = self._spawn(queues)
+        while running:
+            time.sleep(POLL_SECONDS)
+            for slot, (process, _) in list(running.items()):
+                if process.is_alive():
+                    continue
+                process.join()
+                del running[slot]
+                if not self.burst and not self.stopping:
+                    running[slot] = self._spawn(plan[slot])  # a reserved one stays reserved
+            if self.stopping:
+                self._signal(running.values())
+        self.redis.close()
+
+    def _spawn(self, queues: list[str]) -> tuple[BaseProcess, str]:
+        name = uuid.uuid4().hex
+        process = multiprocessing.get_context("fork").Process(
+            target=_work,
+            args=(self.url, queues, name, self.worker_class, self.burst),
+            name=f"rq worker {name}",
+        )
+        process.start()
+        return process, name
+
+    def _signal(self, running: Iterable[tuple[BaseProcess, str]]) -> None:
         now = time.monotonic()
-        for worker_data in list(self.worker_dict.values()):
-            signalled = self._signalled.get(worker_data.pid)
-            if signalled is None or (
-                now - signalled >= RESIGNAL_SECONDS and not self._busy(worker_data.name)
-            ):
-                self.stop_worker(worker_data)
-        return bool(super().all_workers_have_stopped())
+        for process, name in running:
+            pid = process.pid
+            if pid is None:
+                continue
+            signalled = self.signalled.get(pid)
+            if signalled is None or (now - signalled >= RESIGNAL_SECONDS and not self._busy(name)):
+                self.signalled[pid] = now
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGINT)
 
     def _busy(self, name: str) -> bool:
-        key = f"{SimpleWorker.redis_worker_namespace_prefix}{name}"
-        return bool(self.connection.hget(key, "state") == WorkerStatus.BUSY.value.encode())
+        key = f"{Worker.redis_worker_namespace_prefix}{name}"
+        worker = Worker.find_by_key(key, connection=self.redis)
+        return worker is not None and worker.get_state() == WorkerStatus.BUSY
 
-    def get_worker_process(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """The process for worker ``name``: reserved for ``high`` while the pool lacks one.
 
-        Called for the first processes and for every respawn, so a reserved process that dies
-        is replaced by another reserved one.
-        """
-        self._reserved &= self.worker_dict.keys()
-        if len(self._reserved) >= self.reserve_high:
-            return super().get_worker_process(name, *args, **kwargs)
-        self._reserved.add(name)
-        # WorkerPool passes ``_queue_names`` to every process it starts; swapped for this one.
-        every_queue, self._queue_names = self._queue_names, [HIGH]
-        try:
-            return super().get_worker_process(name, *args, **kwargs)
-        finally:
-            self._queue_names = every_queue
+def run_pool(
+    url: str,
+    queues: Sequence[str],
+    *,
+    processes: int,
+    reserve_high: int = 0,
+    burst: bool = False,
+    worker_class: type[BaseWorker] = JobWorker,
+) -> None:
+    """Run ``processes`` workers, ``reserve_high`` of them on ``high`` only, until stopped.
+
+    A process that dies is replaced (not with ``burst``: then the pool ends with the last one).
+    """
+    if not 0 <= reserve_high < processes:
+        raise ValueError("reserve_high must leave at least one process for every queue")
+    if reserve_high and HIGH not in queues:
+        raise ValueError("processes reserved for high need the pool to serve high")
+    plan = [[HIGH]] * reserve_high + [list(queues)] * (processes - reserve_high)
+    _Pool(url, worker_class, burst=burst).run(plan)

@@ -216,9 +216,9 @@ class ConnectionManager:
 
     def __init__(self, *, redis_url: str, redis: Redis, snapshot: SnapshotSource) -> None:
         # A client of its own: pub/sub reads block indefinitely, which the app's client (with
-        # a socket timeout) must not do. Its writes are inline like the app's (``async_redis``):
-        # redis-py's ``wait_for`` on Python 3.11 loses a cancellation that lands as a send
-        # finishes, which left a reader stopped mid-connect running forever.
+        # a socket timeout) must not do. Without a socket timeout redis-py also writes without
+        # a ``wait_for`` task, which on Python 3.11 could lose a cancellation landing as a send
+        # finished (it left a reader stopped mid-connect running forever).
         self._pubsub_client = async_redis(
             redis_url, socket_connect_timeout=2.0, client_name="conversation-service-live"
         )
