@@ -45,18 +45,14 @@ API neither availability nor latency.
 """
 
 import asyncio
-import contextlib
-import functools
-import hashlib
 import logging
 import math
 import time
-import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from limits import RateLimitItem, parse_many
+from limits import RateLimitItem
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import (
     FixedWindowRateLimiter,
@@ -64,15 +60,22 @@ from limits.aio.strategies import (
     SlidingWindowCounterRateLimiter,
 )
 from limits.aio.strategies import RateLimiter as Strategy
-from limits.errors import StorageError
-from prometheus_client import CollectorRegistry, Counter
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from conversation_service.config.settings import ConversationSettings
-from conversation_service.errors import ServiceError
 from conversation_service.services.auth import Principal
-from conversation_service.utils.tasks import stop_tasks
+from conversation_service.services.connection_slots import (
+    LEASE_SCRIPT,
+    UNAVAILABLE,
+    ConnectionSlot,
+)
+from conversation_service.services.quotas import (
+    Quota,
+    RateLimitedError,
+    RateLimitMetrics,
+    digest,
+    refusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +84,6 @@ WS_KEY_PREFIX: Final = "cs:ws-slots:"
 # After a failure, requests skip the limiter for this long before one tries Redis again.
 RETRY_SECONDS: Final = 2.0
 LOG_INTERVAL: Final = 60.0
-WS_LEASE_SECONDS: Final = 60
 # Fixed-window counters are taken from Redis in blocks of up to 1% of the limit (at most 100):
 # the block is spent in-process, so most requests under a high limit cost no round trip. The
 # price: hits a process took but did not use count against the window, at most one block per
@@ -90,13 +92,11 @@ LEASE_FRACTION: Final = 100
 MAX_LEASE: Final = 100
 # Local blocks kept before expired ones are dropped.
 MAX_LOCAL_LEASES: Final = 10_000
-WS_RENEW_SECONDS: Final = WS_LEASE_SECONDS / 3
 # WebSocket close code for a user over ``rate_limit_ws_connections`` (mirrors HTTP 429).
 CLOSE_TOO_MANY_CONNECTIONS: Final = 4429
 DISABLED: Final = "disabled"
 DEGRADED: Final = "degraded (fail-open)"
 
-_UNAVAILABLE = (RedisError, OSError, TimeoutError, StorageError)
 
 # ``limits``' own fixed-window script (incr_expire.lua) applied to every key of a request in one
 # call: same keys, same counts, same expiry, so ``limits``' window stats and ``clear`` read and
@@ -114,48 +114,6 @@ end
 return out
 """
 
-# KEYS[1]: the user's lease set. ARGV: connection id, limit, lease ms. 1 = held, 0 = refused.
-# Expired leases (their replica died) are dropped first; a held lease is renewed whatever the
-# count, so renewal never evicts a live connection.
-_LEASE = """
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-end
-redis.call('ZADD', KEYS[1], ms + tonumber(ARGV[3]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-"""
-
-
-class RateLimitedError(ServiceError):
-    """A rate limit or quota was exceeded; ``Retry-After`` says when to try again."""
-
-    status = 429
-    code = "rate-limited"
-    title = "Too many requests"
-
-
-@dataclass(frozen=True, slots=True)
-class Quota:
-    """One configured scope: its name and its limits (all must pass)."""
-
-    scope: str
-    items: tuple[RateLimitItem, ...]
-
-    @classmethod
-    def parse(cls, scope: str, notation: str) -> "Quota":
-        """A quota from the `limits` notation."""
-        return cls(scope, tuple(parse_many(notation)))
-
-
-@functools.lru_cache(maxsize=MAX_LOCAL_LEASES)
-def _digest(*parts: str) -> str:
-    # Pseudonymous keys: Redis never holds a tenant or user id in clear.
-    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=12).hexdigest()
-
 
 _STRATEGIES: dict[str, Callable[[RedisStorage], Strategy]] = {
     "fixed-window": FixedWindowRateLimiter,
@@ -165,40 +123,6 @@ _STRATEGIES: dict[str, Callable[[RedisStorage], Strategy]] = {
 Hit = tuple[Quota, RateLimitItem, tuple[str, ...]]
 # The quota and limit a request exceeded, and the seconds until that limit's window resets.
 Refused = tuple[Quota, RateLimitItem, float]
-
-
-def _refusal(quota: Quota, item: RateLimitItem, reset_after: float) -> RateLimitedError:
-    """429 problem details with ``Retry-After`` and the IETF draft ``RateLimit-*`` headers."""
-    window = item.get_expiry()
-    seconds = max(1, math.ceil(min(max(reset_after, 0.0), float(window))))
-    return RateLimitedError(
-        f"{quota.scope} limit of {item.amount} per {window} s exceeded; retry in {seconds} s",
-        extra={"limit_scope": quota.scope, "retry_after": seconds},
-        headers={
-            "Retry-After": str(seconds),
-            "RateLimit-Limit": str(item.amount),
-            "RateLimit-Remaining": "0",
-            "RateLimit-Reset": str(seconds),
-            "RateLimit-Policy": f"{item.amount};w={window}",
-        },
-    )
-
-
-class RateLimitMetrics:
-    """Prometheus counters of the limiter (created with the app, registered once)."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.rejections = Counter(
-            "rate_limit_rejections_total",
-            "Requests and WebSockets refused by a rate limit, by scope.",
-            ["scope"],
-            registry=registry,
-        )
-        self.fail_open = Counter(
-            "rate_limit_fail_open_total",
-            "Rate-limit checks let through because Redis did not answer.",
-            registry=registry,
-        )
 
 
 @dataclass(slots=True)
@@ -242,7 +166,7 @@ class RateLimiter:
         self.internal = Quota.parse("internal", settings.rate_limit_internal)
         self.ws_connections = settings.rate_limit_ws_connections
         self.check_timeout = settings.rate_limit_check_timeout
-        self.lease_script = redis.register_script(_LEASE)
+        self.lease_script = redis.register_script(LEASE_SCRIPT)
         self._blocks: dict[str, _Block] = {}
         self._keys: dict[tuple[RateLimitItem, tuple[str, ...]], str] = {}
         self._retry_seconds = retry_seconds
@@ -291,10 +215,10 @@ class RateLimiter:
 
     async def check_user(self, principal: Principal, *, message: bool = False) -> None:
         """Count one public request of ``principal`` (and one append when ``message``)."""
-        user = _digest(principal.tenant_id, principal.user_id)
+        user = digest(principal.tenant_id, principal.user_id)
         checks = [
             (self.requests, ("u", user)),
-            (self.tenant, ("t", _digest(principal.tenant_id))),
+            (self.tenant, ("t", digest(principal.tenant_id))),
         ]
         if message:
             checks.append((self.messages, ("m", user)))
@@ -303,12 +227,12 @@ class RateLimiter:
     async def check_messages(self, principal: Principal, count: int) -> None:
         """Count ``count`` appends of ``principal`` at once (a ``/v1`` request adding items)."""
         if count > 0:
-            user = _digest(principal.tenant_id, principal.user_id)
+            user = digest(principal.tenant_id, principal.user_id)
             await self._enforce([(self.messages, ("m", user))], cost=count)
 
     async def check_internal(self, service_key: str) -> None:
         """Count one internal request of the service key (never stored in clear)."""
-        await self._enforce([(self.internal, ("i", _digest(service_key)))])
+        await self._enforce([(self.internal, ("i", digest(service_key)))])
 
     async def _enforce(
         self, checks: Sequence[tuple[Quota, tuple[str, ...]]], *, cost: int = 1
@@ -331,7 +255,7 @@ class RateLimiter:
         try:
             async with asyncio.timeout(self.check_timeout):
                 refused = await pending
-        except _UNAVAILABLE as exc:
+        except UNAVAILABLE as exc:
             self._failed(exc)
             return
         finally:
@@ -341,7 +265,7 @@ class RateLimiter:
             quota, item, reset_after = refused
             if self.metrics is not None:
                 self.metrics.rejections.labels(quota.scope).inc()
-            raise _refusal(quota, item, reset_after)
+            raise refusal(quota, item, reset_after)
 
     def _key(self, item: RateLimitItem, ids: tuple[str, ...]) -> str:
         """The counter's Redis key, as ``limits``' Redis storage names it (memoised).
@@ -407,26 +331,31 @@ class RateLimiter:
 
     async def forget(self, principal: Principal) -> None:
         """Clear the user's counters and leases (after their data was erased)."""
-        user = _digest(principal.tenant_id, principal.user_id)
+        user = digest(principal.tenant_id, principal.user_id)
         try:
             for quota, scope in ((self.requests, "u"), (self.messages, "m")):
                 for item in quota.items:
                     self._blocks.pop(self._key(item, (scope, user)), None)
                     await self.strategy.clear(item, scope, user)
             await self.redis.delete(WS_KEY_PREFIX + user)
-        except _UNAVAILABLE as exc:
+        except UNAVAILABLE as exc:
             log.warning("rate limit counters not cleared", extra={"error": str(exc)[:200]})
 
     # -- WebSocket --------------------------------------------------------------------------
 
-    async def acquire_connection(self, principal: Principal) -> "ConnectionSlot | None":
+    async def acquire_connection(self, principal: Principal) -> ConnectionSlot | None:
         """A lease for one more WebSocket of the user, or None when they hold the maximum."""
-        slot = ConnectionSlot(self, WS_KEY_PREFIX + _digest(principal.tenant_id, principal.user_id))
+        slot = ConnectionSlot(
+            self.redis,
+            self.lease_script,
+            WS_KEY_PREFIX + digest(principal.tenant_id, principal.user_id),
+            self.ws_connections,
+        )
         if not self.enabled or self._skipping():
             return slot
         try:
             held = await slot.renew()
-        except _UNAVAILABLE as exc:
+        except UNAVAILABLE as exc:
             self._failed(exc)
             return slot
         self._succeeded()
@@ -438,45 +367,4 @@ class RateLimiter:
         return slot
 
 
-class ConnectionSlot:
-    """One WebSocket's lease: renewed in the background, removed by ``release``."""
-
-    def __init__(self, limiter: RateLimiter, key: str) -> None:
-        self.limiter = limiter
-        self.key = key
-        self.member = uuid.uuid4().hex
-        self._renewer: asyncio.Task[None] | None = None
-
-    async def renew(self) -> bool:
-        """Take or extend the lease; False when the user already holds the maximum."""
-        held = await self.limiter.lease_script(
-            keys=[self.key],
-            args=[self.member, self.limiter.ws_connections, WS_LEASE_SECONDS * 1000],
-        )
-        return bool(int(held))
-
-    def start(self) -> None:
-        """Renew the lease while the connection lives."""
-        self._renewer = asyncio.create_task(self._renew_forever(), name="ws-lease")
-
-    async def _renew_forever(self) -> None:
-        while True:
-            await asyncio.sleep(WS_RENEW_SECONDS)
-            # A failed renewal keeps the connection: at worst the lease lapses and the user may
-            # briefly open one more than the limit.
-            with contextlib.suppress(*_UNAVAILABLE):
-                await self.renew()
-
-    async def release(self) -> None:
-        """Give the lease back (the connection closed)."""
-        if self._renewer is None:
-            return
-        await stop_tasks(self._renewer)
-        self._renewer = None
-        try:
-            await self.limiter.redis.zrem(self.key, self.member)
-        except _UNAVAILABLE as exc:
-            log.info("WebSocket lease not released; it expires", extra={"error": str(exc)[:200]})
-
-
-__all__ = ["ConnectionSlot", "Quota", "RateLimitMetrics", "RateLimitedError", "RateLimiter"]
+__all__ = ["Quota", "RateLimitMetrics", "RateLimitedError", "RateLimiter"]
