@@ -26,11 +26,8 @@ from conversation_service.models.streaming import (
 from conversation_service.resources import Resources
 from conversation_service.services import streaming
 from conversation_service.services.auth import verify_service_key
-from conversation_service.websocket.connection_manager import (
-    CLOSE_MESSAGE_TOO_BIG,
-    CLOSE_UNAUTHENTICATED,
-)
 from conversation_service.websocket.handlers import bearer, invalid_frame_detail
+from conversation_service.websocket.outbox import CLOSE_MESSAGE_TOO_BIG, CLOSE_UNAUTHENTICATED
 
 MAX_AGENT_FRAME_BYTES: Final = 1_048_576
 

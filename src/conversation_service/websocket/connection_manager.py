@@ -1,29 +1,12 @@
 """Per-process live fan-out: one Redis pub/sub connection, in-process delivery to clients.
 
-``ConnectionManager`` holds ONE pub/sub connection for the whole process. It is subscribed to
-the channel ``cs:live:{conversation_id}`` of every conversation that has at least one local
-subscriber (reference-counted) and hands each published frame to the local subscribers'
-bounded outboxes; nothing is ever published per viewer.
-
-Resume without gap or duplicate (``subscribe``):
-
-1. the subscription is registered for live delivery first, in buffering mode;
-2. the channel's SUBSCRIBE is confirmed by Redis (only then is every later event sure to come);
-3. the stream is replayed after the client's position, in chunks, at the client's pace;
-4. the buffered live events with an id above the last replayed one are flushed, in one step
-   with no await in between, and the subscription turns live.
-
-Live events are also filtered by id, so a repeat can never reach the client. When the stream
-cannot prove it still holds everything after the position (trimmed, expired, or an unknown id),
-a ``snapshot`` frame built from the database replaces the replay, then live events follow.
-
-If the pub/sub connection drops, every subscription goes back to buffering, the connection is
-re-established with backoff, and each subscription catches up from its own last id the same way:
-a Redis hiccup costs latency, never events. A watchdog PINGs the connection and reconnects when
-it goes silent.
-
-Outboxes are bounded (``OUTBOX_LIMIT`` frames). A client that falls that far behind is closed
-with ``CLOSE_TOO_SLOW`` (4408) and resumes with its last id on its next connection.
+One pub/sub connection per process, subscribed to ``cs:live:{conversation_id}`` of every
+conversation with a local viewer (reference-counted); each published frame goes to the local
+viewers' bounded outboxes, never published per viewer. A subscription resumes without gap or
+duplicate: registered (buffering) first, SUBSCRIBE confirmed, the stream replayed after the
+viewer's position (or a snapshot when the log no longer holds it), then the buffered live events
+above the last replayed id flushed in one step. A dropped connection sends every subscription
+back to buffering and catching up; a watchdog PINGs it. ``docs/ARCHITECTURE.md`` tells more.
 """
 
 import asyncio
@@ -34,7 +17,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 from redis.asyncio import Redis
@@ -45,18 +27,15 @@ from conversation_service.events import log as events
 from conversation_service.events.log import EventId
 from conversation_service.utils.redis_client import async_redis
 from conversation_service.utils.tasks import stop_tasks
+from conversation_service.websocket.outbox import (
+    CLOSE_SERVICE_RESTART,
+    LiveUnavailableError,
+    Outbox,
+    Subscription,
+)
 
 log = logging.getLogger(__name__)
 
-# WebSocket close codes (documented in the README and the ``/api/v1/ws`` description).
-CLOSE_NORMAL: Final = 1000
-CLOSE_MESSAGE_TOO_BIG: Final = 1009
-CLOSE_INTERNAL_ERROR: Final = 1011
-CLOSE_SERVICE_RESTART: Final = 1012
-CLOSE_UNAUTHENTICATED: Final = 4401
-CLOSE_TOO_SLOW: Final = 4408
-
-OUTBOX_LIMIT: Final = 1_000
 REPLAY_CHUNK: Final = 256
 SUBSCRIBE_TIMEOUT: Final = 5.0
 # The longest a delta POST waits for its own fan-out to local viewers (``fanned_out``).
@@ -65,150 +44,8 @@ _PING_EVERY: Final = 10.0
 _SILENCE_LIMIT: Final = 30.0
 _BACKOFF_MAX: Final = 2.0
 _CONTROL_CHANNEL: Final = b"cs:live:~process"
-_BATCH: Final = 16
 
 SnapshotSource = Callable[[uuid.UUID, str | None], Awaitable[str]]
-
-
-class LiveUnavailableError(Exception):
-    """The pub/sub connection is down or did not confirm a subscription in time."""
-
-
-class Outbox:
-    """The bounded queue of frames waiting to be sent to one client.
-
-    ``put`` never blocks (the fan-out loop must not wait for a slow client): past ``limit``
-    frames the outbox is marked ``overflowed`` and the writer closes the connection.
-
-    The hot path is one ``put`` per event and subscriber and one wake-up of the writer: the
-    writer waits on a bare future, and its idle timeout is one timer per outbox that is re-armed
-    only when it fires (not a timeout scheduled and cancelled around every wait).
-    """
-
-    __slots__ = (
-        "_deadline",
-        "_frames",
-        "_room",
-        "_timer",
-        "_waiter",
-        "close_code",
-        "close_reason",
-        "limit",
-    )
-
-    def __init__(self, limit: int = OUTBOX_LIMIT) -> None:
-        self._frames: deque[str] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._deadline = 0.0
-        self._room = asyncio.Event()
-        self.limit = limit
-        self.close_code: int | None = None
-        self.close_reason = ""
-
-    def __len__(self) -> int:
-        return len(self._frames)
-
-    def put(self, frame: str, event_id: str | None = None) -> None:
-        """Queue a frame; on overflow ask the writer to close the connection as too slow."""
-        if self.close_code is not None:
-            return
-        if len(self._frames) >= self.limit:
-            self.close(CLOSE_TOO_SLOW, "too slow: resume with your last event id")
-            return
-        self._frames.append(self.render(frame, event_id))
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def render(self, frame: str, event_id: str | None) -> str:
-        """What goes on the wire for one frame (the WebSocket sends the frame itself)."""
-        return frame
-
-    def close(self, code: int, reason: str = "") -> None:
-        """Ask the writer to close the connection now, dropping what is queued (first wins)."""
-        if self.close_code is None:
-            self.close_code = code
-            self.close_reason = reason
-        self._frames.clear()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        self._room.set()
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            return  # the next wait re-arms it
-        loop = waiter.get_loop()
-        if loop.time() >= self._deadline:
-            waiter.set_result(None)
-        else:
-            self._timer = loop.call_at(self._deadline, self._on_timer)
-
-    async def next_frames(self, idle_timeout: float) -> list[str] | None:
-        """The next few frames (waiting up to ``idle_timeout``); [] on timeout, None once closed."""
-        if not self._frames and self.close_code is None:
-            loop = asyncio.get_running_loop()
-            self._deadline = loop.time() + idle_timeout
-            if self._timer is None:
-                self._timer = loop.call_at(self._deadline, self._on_timer)
-            waiter = self._waiter = loop.create_future()
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-        queued = self._frames
-        if queued:
-            # A small batch: what the writer holds is outside the bound, so keep it small.
-            if len(queued) == 1:
-                frames = [queued.popleft()]
-            else:
-                frames = [queued.popleft() for _ in range(min(len(queued), _BATCH))]
-            self._room.set()
-            return frames
-        return None if self.close_code is not None else []
-
-    async def wait_for_room(self, room: int) -> None:
-        """Wait until ``room`` more frames fit (replay goes at the client's pace)."""
-        while self.close_code is None and len(self._frames) > self.limit - room:
-            self._room.clear()
-            await self._room.wait()
-
-
-class SSEOutbox(Outbox):
-    """An outbox whose frames are Server-Sent Events (``id:`` line for logged events)."""
-
-    __slots__ = ()
-
-    def render(self, frame: str, event_id: str | None) -> str:
-        if event_id is None:
-            return f"data: {frame}\n\n"
-        return f"id: {event_id}\ndata: {frame}\n\n"
-
-
-@dataclass(eq=False, slots=True)
-class Subscription:
-    """One client's subscription to one conversation.
-
-    ``pending`` is not None while it is catching up (live frames are buffered there);
-    ``last`` is the id of the last logged event handed to the client. ``resync`` marks a live
-    subscription that must catch up after the pub/sub connection came back; ``broken`` one whose
-    catch-up was overtaken by a lost connection (it fails and the client subscribes again).
-    """
-
-    conversation_id: uuid.UUID
-    channel: bytes
-    outbox: Outbox
-    last: EventId | None = None
-    pending: list[tuple[EventId | None, str | None, str]] | None = field(default_factory=list)
-    active: bool = True
-    resync: bool = False
-    broken: bool = False
 
 
 class ConnectionManager:
@@ -216,9 +53,7 @@ class ConnectionManager:
 
     def __init__(self, *, redis_url: str, redis: Redis, snapshot: SnapshotSource) -> None:
         # A client of its own: pub/sub reads block indefinitely, which the app's client (with
-        # a socket timeout) must not do. Without a socket timeout redis-py also writes without
-        # a ``wait_for`` task, which on Python 3.11 could lose a cancellation landing as a send
-        # finished (it left a reader stopped mid-connect running forever).
+        # a socket timeout) must not do.
         self._pubsub_client = async_redis(
             redis_url, socket_connect_timeout=2.0, client_name="conversation-service-live"
         )
@@ -404,28 +239,12 @@ class ConnectionManager:
                 subscription.last = events.parse_event_id(head)
                 continue
             for entry in chunk.entries:
-                self._deliver(subscription, entry.id, entry.id_text, entry.frame)
+                subscription.deliver(entry.id, entry.id_text, entry.frame)
             if len(chunk.entries) < count:
                 break
         if subscription.broken:
             raise LiveUnavailableError("pub/sub connection lost while catching up")
-        self._go_live(subscription)
-
-    def _go_live(self, subscription: Subscription) -> None:
-        pending, subscription.pending = subscription.pending or [], None
-        for event_id, id_text, frame in pending:
-            self._deliver(subscription, event_id, id_text, frame)
-
-    @staticmethod
-    def _deliver(
-        subscription: Subscription, event_id: EventId | None, id_text: str | None, frame: str
-    ) -> None:
-        if event_id is not None:
-            last = subscription.last
-            if last is not None and event_id <= last:
-                return
-            subscription.last = event_id
-        subscription.outbox.put(frame, id_text)
+        subscription.go_live()
 
     # -- the pub/sub connection ----------------------------------------------------------------
 
@@ -516,7 +335,7 @@ class ConnectionManager:
             if subscription.pending is not None:
                 subscription.pending.append((event_id, id_text, frame))
             else:
-                self._deliver(subscription, event_id, id_text, frame)
+                subscription.deliver(event_id, id_text, frame)
         if event_id is not None and channel in self._awaited:
             for wanted, future in self._awaited[channel]:
                 if wanted <= event_id and not future.done():

@@ -64,7 +64,7 @@ from conversation_service.resources import Resources
 from conversation_service.services import subscriptions
 from conversation_service.services.auth import Principal
 from conversation_service.services.rate_limits import CLOSE_TOO_MANY_CONNECTIONS
-from conversation_service.websocket.connection_manager import (
+from conversation_service.websocket.outbox import (
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_UNAUTHENTICATED,
     OUTBOX_LIMIT,
