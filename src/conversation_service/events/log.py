@@ -22,10 +22,10 @@ durable fact; a client that missed an event gets it on its next resume or snapsh
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import orjson
 from redis.asyncio import Redis
@@ -336,25 +336,3 @@ async def head(redis: Redis, conversation_id: uuid.UUID | str) -> str | None:
     if not newest:
         return None
     return _as_text(newest[0][0])
-
-
-class HookSink(Protocol):
-    """Anything that runs callbacks after a commit (``routes.deps.AfterCommitHooks``)."""
-
-    def add(self, hook: Callable[[], Awaitable[None]]) -> None:
-        """Register ``hook``."""
-
-
-def publish_after_commit(
-    hooks: HookSink,
-    publisher: EventPublisher,
-    conversation_id: uuid.UUID | str,
-    event_type: str,
-    data: Any,
-) -> None:
-    """Publish an event once the request's transaction has committed (never fails it)."""
-
-    async def publish() -> None:
-        await publisher.publish_safely(conversation_id, event_type, data)
-
-    hooks.add(publish)

@@ -1,4 +1,5 @@
-"""Messages: the append hot path, keyset history pages, metadata updates and deletion.
+"""Message rows: the one rendering of a message, drafts, the insert with the next seq, token
+counts, and the visibility rule every message read goes through (use cases: ``services.messages``).
 
 The append is one statement on PostgreSQL (a data-modifying CTE bumps the conversation's
 ``last_seq`` under its row lock and inserts the message with that seq), two on SQLite. The row
@@ -278,7 +279,6 @@ def append_statement(seq: ColumnElement[int]) -> Any:
 
     With ``bump_statement().cte("bumped").c.last_seq`` it is the whole append in one statement
     on PostgreSQL; on SQLite ``seq`` is a parameter holding what the bump returned.
-    ``services.fast_append`` adds the outbox rows and the session touch around it.
     """
     # Bind names must not be column names: a parameter dict whose keys match columns would
     # also become SET clauses of the CTE's UPDATE.
