@@ -10,7 +10,7 @@ from redis import Redis as SyncRedis
 
 from conversation_service import __version__
 from conversation_service.config.settings import ConversationSettings
-from conversation_service.db.engine import assert_migrated, create_engine
+from conversation_service.db.engine import assert_migrated, create_engine, read_engine
 from conversation_service.observability import Metrics, RequestContextMiddleware
 from conversation_service.queue.producer import Dispatcher, OutboxRelay
 from conversation_service.resources import Resources, cursor_key
@@ -95,7 +95,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
             app.state.resources = Resources(
                 settings=settings,
                 engine=engine,
-                units=Units(engine, relay, realtime.events),
+                units=Units(engine, relay, realtime.events, reader=read_engine(engine)),
                 redis=redis,
                 verifier=TokenVerifier(settings),
                 internal_keys=settings.effective_internal_keys(),

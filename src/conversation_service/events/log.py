@@ -31,6 +31,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from conversation_service.utils import jsonio
+
 log = logging.getLogger(__name__)
 
 EVENT_STREAM_MAXLEN: Final = 10_000
@@ -98,7 +100,7 @@ def format_event_id(event_id: EventId) -> str:
 
 def event_tail(event_type: str, conversation_id: uuid.UUID | str, data: Any) -> bytes:
     """The frame without its opening ``{"id":…,`` part: what the stream stores."""
-    body = orjson.dumps({"type": event_type, "conversation_id": str(conversation_id), "data": data})
+    body = jsonio.dumps({"type": event_type, "conversation_id": str(conversation_id), "data": data})
     return body[1:]
 
 

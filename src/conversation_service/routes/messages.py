@@ -3,7 +3,6 @@
 import uuid
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, Query, Response, status
 
 from conversation_service.config.constants import (
@@ -17,6 +16,7 @@ from conversation_service.models.message import MessageCreate, MessageOut, Messa
 from conversation_service.routes.deps import CurrentUser, IdempotencyKey, ResourcesDep, UoW
 from conversation_service.routes.errors import problems
 from conversation_service.services import history, messages
+from conversation_service.utils import jsonio
 
 router = APIRouter(prefix="/api/v1/conversations/{conversation_id}/messages", tags=["messages"])
 
@@ -27,7 +27,7 @@ class JSONBytesResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_UTC_Z)
+        return jsonio.dumps(content)
 
 
 @router.post(

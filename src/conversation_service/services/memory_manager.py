@@ -232,7 +232,7 @@ async def context_window(
                 "covers_until_seq": summary["covers_until_seq"],
                 "token_count": summary["token_count"],
                 "method": summary["method"],
-                "created_at": message_store.json_time(summary["created_at"]),
+                "created_at": summary["created_at"],
             }
             if summary is not None
             else None

@@ -93,7 +93,7 @@ async def append(
     if inserted.replayed:
         return AppendResult(inserted.message, replayed=True)
     message = inserted.message
-    message_id = uuid.UUID(message["id"])
+    message_id: uuid.UUID = message["id"]
     specs: list[JobSpec] = []
     if draft.status is MessageStatus.COMPLETED:
         specs.append(

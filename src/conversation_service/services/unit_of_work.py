@@ -74,6 +74,8 @@ class Units:
     engine: AsyncEngine
     jobs: JobSink
     events: EventSink
+    # Where read units connect (``db.engine.read_engine``); the engine itself when None.
+    reader: AsyncEngine | None = None
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[UnitOfWork]:
@@ -85,10 +87,10 @@ class Units:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[UnitOfWork]:
-        """Reads in autocommit: each statement sees what was committed when it started, without
-        the BEGIN/COMMIT round trips. What a read records is still handed on afterwards."""
-        async with self.engine.connect() as conn:
-            uow = UnitOfWork(await conn.execution_options(isolation_level="AUTOCOMMIT"))
+        """Reads, on the reader (autocommit on PostgreSQL). What a read records is still handed on
+        afterwards."""
+        async with (self.reader or self.engine).connect() as conn:
+            uow = UnitOfWork(conn)
             yield uow
         await self.hand_on(uow)
 

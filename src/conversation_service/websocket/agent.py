@@ -8,7 +8,6 @@ same use case as its internal REST route, in a unit of work of its own.
 
 from typing import Any, Final
 
-import orjson
 from fastapi import WebSocket
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
@@ -26,6 +25,7 @@ from conversation_service.models.streaming import (
 from conversation_service.resources import Resources
 from conversation_service.services import streaming
 from conversation_service.services.auth import verify_service_key
+from conversation_service.utils import jsonio
 from conversation_service.websocket.handlers import bearer, invalid_frame_detail
 from conversation_service.websocket.outbox import CLOSE_MESSAGE_TOO_BIG, CLOSE_UNAUTHENTICATED
 
@@ -33,7 +33,7 @@ MAX_AGENT_FRAME_BYTES: Final = 1_048_576
 
 
 def _answer(kind: str, ref: str | None, data: Any) -> str:
-    return orjson.dumps({"type": kind, "ref": ref, "data": data}).decode()
+    return jsonio.dumps({"type": kind, "ref": ref, "data": data}).decode()
 
 
 class AgentSession:
