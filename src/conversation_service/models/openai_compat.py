@@ -1,9 +1,10 @@
 """Schemas of the OpenAI-compatible Conversations API, shaped as the official SDK's types.
 
-Only ``message`` items are stored; any other item type is refused with a 400 that names it,
-never dropped. Content parts are the SDK's own (``input_text``, ``input_image``, ``input_file``
-for user, system and developer messages; ``output_text`` and ``refusal`` for assistant ones)
-and are kept verbatim, so what a client wrote is what it reads back.
+This module holds ``message`` items and conversations; the other item types and the bodies that
+carry items of every type are in ``models.openai_items``. Content parts are the SDK's own
+(``input_text``, ``input_image``, ``input_file`` for user, system and developer messages;
+``output_text`` and ``refusal`` for assistant ones) and are kept verbatim, so what a client wrote
+is what it reads back.
 """
 
 from collections.abc import Sequence
@@ -224,7 +225,7 @@ class _MessageIn(InputModel):
     type: Literal["message"] = "message"
     status: ItemStatus | None = None
     id: ShortText | None = Field(
-        default=None, description="Accepted for replays; the store assigns its own `msg_` id."
+        default=None, description="Kept: the item reads back with it (else a `msg_` id)."
     )
 
     @model_validator(mode="after")
@@ -294,7 +295,7 @@ def _message_items_only(data: Any) -> Any:
     return data
 
 
-# A ``message`` item, the one item type stored; ``content`` may also be a plain string.
+# A ``message`` item; ``content`` may also be a plain string.
 MessageItemIn = Annotated[
     InputMessageIn | OutputMessageIn,
     Field(discriminator="role"),
@@ -309,23 +310,10 @@ DISCRIMINATOR_TAGS = frozenset(
 )
 
 
-class ConversationCreateIn(InputModel):
-    """Body of ``POST /conversations``."""
-
-    items: list[MessageItemIn] | None = Field(default=None, max_length=MAX_ITEMS_PER_REQUEST)
-    metadata: OpenAIMetadata | None = None
-
-
 class ConversationUpdateIn(InputModel):
     """Body of ``POST /conversations/{id}``: the new metadata, replacing the old (null clears)."""
 
     metadata: OpenAIMetadata | None
-
-
-class ItemsCreateIn(InputModel):
-    """Body of ``POST /conversations/{id}/items``."""
-
-    items: list[MessageItemIn] = Field(min_length=1, max_length=MAX_ITEMS_PER_REQUEST)
 
 
 class ConversationObject(BaseModel):
@@ -348,22 +336,15 @@ class ConversationDeletedObject(BaseModel):
 class MessageItemOut(BaseModel):
     """A ``message`` item as the SDK's ``Message`` type defines it."""
 
-    id: str = Field(examples=["msg_0192f0c1a2b37c4d8e9f0a1b2c3d4e5f"])
+    id: str = Field(
+        examples=["msg_0192f0c1a2b37c4d8e9f0a1b2c3d4e5f"],
+        description="The id the client gave the item, else `msg_` and 32 hex digits.",
+    )
     type: Literal["message"] = "message"
     role: Literal["user", "assistant", "system", "developer", "tool"]
     status: ItemStatus
     content: list[dict[str, Any]]
     phase: Literal["commentary", "final_answer"] | None = None
-
-
-class ItemListOut(BaseModel):
-    """A page of items (``list``); page on with ``after=last_id`` while ``has_more``."""
-
-    object: Literal["list"] = "list"
-    data: list[MessageItemOut]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
 
 
 class OpenAIErrorDetail(BaseModel):

@@ -15,14 +15,18 @@ from conversation_service.errors import UnauthorizedError
 from conversation_service.models.openai_compat import (
     DEFAULT_ITEMS_PAGE,
     MAX_ITEMS_PAGE,
-    ConversationCreateIn,
     ConversationDeletedObject,
     ConversationObject,
     ConversationUpdateIn,
     Includable,
+    MessageItemOut,
+)
+from conversation_service.models.openai_items import (
+    ConversationCreateIn,
+    ConversationListOut,
     ItemListOut,
     ItemsCreateIn,
-    MessageItemOut,
+    OpaqueItemOut,
 )
 from conversation_service.routes.deps import ResourcesDep, UoW
 from conversation_service.routes.openai_errors import openai_errors
@@ -62,10 +66,7 @@ ConversationId = Annotated[
 ]
 ItemId = Annotated[
     str,
-    Path(
-        description="`msg_` and 32 lowercase hex digits.",
-        json_schema_extra={"pattern": "^msg_[0-9a-f]{32}$"},
-    ),
+    Path(description="The id the client gave the item, else `msg_` and 32 lowercase hex digits."),
 ]
 
 
@@ -127,6 +128,26 @@ async def create_conversation(
     # request itself).
     await resources.limiter.check_messages(user, len(body.items or ()))
     return await openai_compat.create_conversation(uow, user, body, settings=resources.settings)
+
+
+@router.get(
+    "/conversations",
+    operation_id="openai_list_conversations",
+    responses=openai_errors(400, 401),
+)
+async def list_conversations(
+    user: ApiKeyUser,
+    uow: UoW,
+    after: Annotated[
+        str | None, Query(max_length=128, description="List the conversations after this id.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_ITEMS_PAGE)] = DEFAULT_ITEMS_PAGE,
+    order: Literal["asc", "desc"] = "desc",
+) -> ConversationListOut:
+    """List the key's conversations, newest first unless ``order=asc`` (Azure's extension)."""
+    return await openai_compat.list_conversations(
+        uow.conn, user, after=after, limit=limit, order=order
+    )
 
 
 @router.get(
@@ -232,7 +253,7 @@ async def get_item(
     user: ApiKeyUser,
     uow: UoW,
     include: Includes,
-) -> MessageItemOut:
+) -> MessageItemOut | OpaqueItemOut:
     """Get one item."""
     return await openai_compat.get_item(uow.conn, user, conversation_id, item_id, include)
 

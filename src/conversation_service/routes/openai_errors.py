@@ -19,6 +19,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conversation_service.models.openai_compat import DISCRIMINATOR_TAGS, OpenAIError
+from conversation_service.models.openai_items import ITEM_TAGS
 
 log = logging.getLogger("conversation_service.errors")
 
@@ -65,7 +66,7 @@ def param_from_loc(loc: Sequence[str]) -> str | None:
             after_index = True
             continue
         if (
-            (after_index and part in DISCRIMINATOR_TAGS)
+            (after_index and (part in DISCRIMINATOR_TAGS or part in ITEM_TAGS))
             or _PYDANTIC_LABEL.match(part)
             or part == "[key]"  # the key of a dict entry, rather than its value, was refused
         ):

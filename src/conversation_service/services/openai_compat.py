@@ -19,6 +19,14 @@ Mapping decisions:
   but returned only when asked for, as OpenAI does; the other values name item types that are
   never stored, so they change nothing.
 * Deleting a conversation soft-deletes it (it disappears from both APIs).
+* Items of every type the SDK defines are stored; the ones that are not ``message`` are messages
+  of the native model too (tool calls as assistant ``tool_calls``, outputs as ``tool`` messages):
+  see ``services.openai_tool_items``. A ``function_call_output`` (or ``custom_tool_call_output``)
+  must answer a call already in the conversation (or earlier in the same request): else 400.
+* Ids the client gives items are kept, and ``get``/``delete``/``after`` accept them.
+* Create parameters other than ``items`` and ``metadata`` (``safety_identifier``…) are ignored.
+* ``GET /conversations`` (Azure's extension) lists the key's conversations, keyed by id
+  (UUIDv7, so creation order).
 * Items are appended by the same use case as every message (``services.messages.append``):
   processed by the same jobs, published as the same realtime events, and a ``user`` item sends
   the orchestrator the same ``message.created`` callback a user message posted to ``/api/v1``
@@ -32,9 +40,10 @@ from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
 
 from conversation_service.config.settings import ConversationSettings
-from conversation_service.db.tables import messages_table
+from conversation_service.db.tables import conversations_table, messages_table
 from conversation_service.errors import (
     ConversationNotFoundError,
     MessageNotFoundError,
@@ -46,13 +55,18 @@ from conversation_service.models.conversation import (
 )
 from conversation_service.models.message import MessageOut
 from conversation_service.models.openai_compat import (
-    ConversationCreateIn,
     ConversationDeletedObject,
     ConversationObject,
     ConversationUpdateIn,
-    ItemListOut,
-    MessageItemIn,
     MessageItemOut,
+)
+from conversation_service.models.openai_items import (
+    ConversationCreateIn,
+    ConversationListOut,
+    ItemIn,
+    ItemListOut,
+    OpaqueItemOut,
+    ToolItemIn,
 )
 from conversation_service.services import (
     conversation_manager,
@@ -60,10 +74,12 @@ from conversation_service.services import (
     history,
     message_store,
     messages,
+    openai_tool_items,
 )
 from conversation_service.services.auth import Principal
 from conversation_service.services.messages import AppendResult
 from conversation_service.services.openai_items import (
+    CONVERSATION_PREFIX,
     ITEM_PREFIX,
     InvalidParameterError,
     conversation_not_found,
@@ -85,15 +101,45 @@ async def _append_items(
     uow: UnitOfWork,
     principal: Principal,
     conversation_id: uuid.UUID,
-    items: Sequence[MessageItemIn],
+    items: Sequence[ItemIn],
     settings: ConversationSettings,
+    *,
+    param: str = "items",
 ) -> list[AppendResult]:
-    return [
-        await messages.append(
-            uow, principal, conversation_id, draft_from_item(item), settings=settings
+    appended = []
+    for index, item in enumerate(items):
+        if isinstance(item, ToolItemIn):
+            await _check_answers_a_call(uow.conn, principal, conversation_id, item, index, param)
+            draft = openai_tool_items.draft_from_tool_item(item)
+        else:
+            draft = draft_from_item(item)
+        appended.append(
+            await messages.append(uow, principal, conversation_id, draft, settings=settings)
         )
-        for item in items
-    ]
+    return appended
+
+
+async def _check_answers_a_call(
+    conn: AsyncConnection,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    item: ToolItemIn,
+    index: int,
+    param: str,
+) -> None:
+    """An output must answer a call already stored (earlier items of the request included)."""
+    call_type = openai_tool_items.ANSWERS.get(item.type)
+    call_id = getattr(item, "call_id", None)
+    if call_type is None or not isinstance(call_id, str):
+        return
+    if await openai_tool_items.has_call(conn, principal, conversation_id, call_id):
+        return
+    await conversation_manager.require_owned(conn, principal, conversation_id)
+    raise InvalidParameterError(
+        f"No {call_type} found for {item.type} with call_id '{echo(call_id)}' in this "
+        f"conversation: add the {call_type} item first.",
+        param=f"{param}[{index}].call_id",
+    )
 
 
 async def create_conversation(
@@ -167,7 +213,7 @@ async def add_items(
     uow: UnitOfWork,
     principal: Principal,
     conversation_id: str,
-    items: Sequence[MessageItemIn],
+    items: Sequence[ItemIn],
     include: frozenset[str],
     *,
     settings: ConversationSettings,
@@ -226,7 +272,9 @@ async def _item_seq(
     A deleted item still has its seq (its row is a tombstone), so a client that deletes items
     while paging keeps its place.
     """
-    parsed_item = parse_public_id(item_id, ITEM_PREFIX)
+    parsed_item = await _message_of(
+        conn, principal, parse_conversation_id(conversation_id), item_id
+    )
     seq = None
     if parsed_item is not None:
         seq = (
@@ -252,10 +300,10 @@ async def get_item(
     conversation_id: str,
     item_id: str,
     include: frozenset[str],
-) -> MessageItemOut:
+) -> MessageItemOut | OpaqueItemOut:
     """One item of one of the caller's conversations."""
     parsed = parse_conversation_id(conversation_id)
-    parsed_item = parse_public_id(item_id, ITEM_PREFIX)
+    parsed_item = await _message_of(conn, principal, parsed, item_id)
     try:
         if parsed_item is None:
             await conversation_manager.require_owned(conn, principal, parsed)
@@ -275,7 +323,7 @@ async def delete_item(
 ) -> ConversationObject:
     """Delete an item; answers with the conversation, as OpenAI does."""
     parsed = parse_conversation_id(conversation_id)
-    parsed_item = parse_public_id(item_id, ITEM_PREFIX)
+    parsed_item = await _message_of(uow.conn, principal, parsed, item_id)
     try:
         if parsed_item is None:
             await conversation_manager.require_owned(uow.conn, principal, parsed)
@@ -287,3 +335,61 @@ async def delete_item(
     except MessageNotFoundError as exc:
         raise item_not_found(item_id) from exc
     return render_conversation(conversation)
+
+
+async def _message_of(
+    conn: AsyncConnection, principal: Principal, conversation_id: uuid.UUID, item_id: str
+) -> uuid.UUID | None:
+    """The message behind an item id: one the client gave, else ``msg_<hex>``."""
+    found = await openai_tool_items.find_by_client_id(conn, principal, conversation_id, item_id)
+    return found if found is not None else parse_public_id(item_id, ITEM_PREFIX)
+
+
+async def list_conversations(
+    conn: AsyncConnection,
+    principal: Principal,
+    *,
+    after: str | None,
+    limit: int,
+    order: Literal["asc", "desc"],
+) -> ConversationListOut:
+    """A page of the caller's conversations; ``after`` is the last id of the previous page."""
+    table = conversations_table
+    where: list[ColumnElement[bool]] = [
+        table.c.tenant_id == principal.tenant_id,
+        table.c.user_id == principal.user_id,
+        table.c.deleted_at.is_(None),
+    ]
+    if after is not None:
+        cursor = parse_public_id(after, CONVERSATION_PREFIX)
+        if cursor is None:
+            raise InvalidParameterError(
+                f"Invalid 'after': '{echo(after)}' is not a conversation id.", param="after"
+            )
+        where.append(table.c.id > cursor if order == "asc" else table.c.id < cursor)
+    rows = (
+        (
+            await conn.execute(
+                select(table.c.id, table.c.created_at, table.c.metadata)
+                .where(*where)
+                .order_by(table.c.id.asc() if order == "asc" else table.c.id.desc())
+                .limit(limit + 1)
+            )
+        )
+        .mappings()
+        .all()
+    )
+    data = [
+        ConversationObject(
+            id=conversation_public_id(uuid.UUID(str(row["id"]))),
+            created_at=int(row["created_at"].timestamp()),
+            metadata=row["metadata"] or {},
+        )
+        for row in rows[:limit]
+    ]
+    return ConversationListOut(
+        data=data,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+        has_more=len(rows) > limit,
+    )

@@ -1,7 +1,9 @@
 """The OpenAI shapes of our objects: public ids (``conv_…``, ``msg_…``), items, conversations.
 
 A message item's content parts are stored as the client sent them and rendered back verbatim;
-a message written through another API renders as one text part.
+a message written through another API renders as one text part. An item keeps the id the client
+gave it (``metadata.openai_item_id``); an item sent without one reads back as ``msg_<32 hex>``.
+Items of other types are drafted and rendered by ``services.openai_tool_items``.
 """
 
 import re
@@ -20,11 +22,16 @@ from conversation_service.models.openai_compat import (
     INPUT_PART_TYPES,
     OUTPUT_PART_TYPES,
     ConversationObject,
-    ItemListOut,
     MessageItemIn,
     MessageItemOut,
 )
+from conversation_service.models.openai_items import ItemListOut, OpaqueItemOut
 from conversation_service.services.message_store import MessageDraft
+from conversation_service.services.openai_tool_items import (
+    ITEM_ID_KEY,
+    is_tool_item,
+    render_tool_item,
+)
 
 CONVERSATION_PREFIX = "conv_"
 ITEM_PREFIX = "msg_"
@@ -115,6 +122,8 @@ def draft_from_item(item: MessageItemIn) -> MessageDraft:
         role = Role(item.role)
     if item.phase is not None:
         metadata["openai_phase"] = item.phase
+    if item.id is not None:
+        metadata[ITEM_ID_KEY] = item.id
     return MessageDraft(
         role=role,
         content="\n".join(item.texts()),
@@ -124,14 +133,20 @@ def draft_from_item(item: MessageItemIn) -> MessageDraft:
     )
 
 
-def render_item(message: MessageOut, include: frozenset[str] = frozenset()) -> MessageItemOut:
-    """The ``message`` item of a stored message, whichever API wrote it."""
+def render_item(
+    message: MessageOut, include: frozenset[str] = frozenset()
+) -> MessageItemOut | OpaqueItemOut:
+    """The item of a stored message, whichever API wrote it."""
+    client_id = message.metadata.get(ITEM_ID_KEY)
+    item_id = client_id if isinstance(client_id, str) else item_public_id(message.id)
+    if is_tool_item(message):
+        return render_tool_item(message, item_id, include)
     role: Literal["user", "assistant", "system", "developer", "tool"] = message.role.value
     if message.role is Role.SYSTEM and message.metadata.get("openai_role") == "developer":
         role = "developer"
     phase = message.metadata.get("openai_phase")
     return MessageItemOut(
-        id=item_public_id(message.id),
+        id=item_id,
         role=role,
         status=_STATUS_OUT[message.status],
         content=_render_parts(message, include),
@@ -157,7 +172,7 @@ def _render_parts(message: MessageOut, include: frozenset[str]) -> list[dict[str
     return rendered
 
 
-def item_list(items: Sequence[MessageItemOut], *, has_more: bool) -> ItemListOut:
+def item_list(items: Sequence[MessageItemOut | OpaqueItemOut], *, has_more: bool) -> ItemListOut:
     """A ``list`` of items."""
     return ItemListOut(
         data=list(items),
