@@ -13,10 +13,8 @@ from typing import Any
 import openai
 import pytest
 
-# openai-agents 0.24 pins websockets<17 and the dev extras pin websockets>=17.4, so it is installed
-# beside them with --no-deps (see the README); without it these tests skip, they never half-run.
-pytest.importorskip("agents")
-
+# openai-agents 0.24 declares websockets<17 and the dev extras pin websockets>=17.4, so
+# ``make install`` puts it beside them with --no-deps (see the Makefile).
 from agents import Agent, ModelSettings, Runner, Usage, function_tool, set_tracing_disabled
 from agents.items import ModelResponse, TResponseInputItem
 from agents.memory import OpenAIConversationsSession
