@@ -134,15 +134,14 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     document_webhooks(app)
     # Rate limits (services.rate_limits): per user and tenant on the public API, per service key
-    # on the internal one; each dependency authenticates first.
-    per_user = [Depends(limited.limit_user)]
-    per_key = [Depends(limited.limit_internal)]
+    # on the internal one, counted by the credential dependencies (routes.deps) after they
+    # authenticate; SSE and /v1 routers count through their own dependencies.
     too_many = problems(429)
-    app.include_router(conversations.router, dependencies=per_user, responses=too_many)
-    app.include_router(messages.router, dependencies=per_user, responses=too_many)
-    app.include_router(sessions.router, dependencies=per_user, responses=too_many)
-    app.include_router(internal.router, dependencies=per_key, responses=too_many)
-    app.include_router(streaming_routes.router, dependencies=per_key, responses=too_many)
+    app.include_router(conversations.router, responses=too_many)
+    app.include_router(messages.router, responses=too_many)
+    app.include_router(sessions.router, responses=too_many)
+    app.include_router(internal.router, responses=too_many)
+    app.include_router(streaming_routes.router, responses=too_many)
     app.include_router(
         event_routes.router,
         dependencies=[Depends(limited.limit_stream_user)],
@@ -150,11 +149,11 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
     )
     app.include_router(ws_routes.router)
     app.include_router(health.router)
-    app.include_router(jobs.public, dependencies=per_user, responses=too_many)
-    app.include_router(jobs.internal, dependencies=per_key, responses=too_many)
-    app.include_router(api_keys.router, dependencies=per_key, responses=too_many)
-    app.include_router(users.public, dependencies=per_user, responses=too_many)
-    app.include_router(users.internal, dependencies=per_key, responses=too_many)
+    app.include_router(jobs.public, responses=too_many)
+    app.include_router(jobs.internal, responses=too_many)
+    app.include_router(api_keys.router, responses=too_many)
+    app.include_router(users.public, responses=too_many)
+    app.include_router(users.internal, responses=too_many)
     app.include_router(
         openai_compat.router,
         prefix=settings.openai_prefix,

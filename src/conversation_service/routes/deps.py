@@ -16,10 +16,14 @@ from conversation_service.services.unit_of_work import UnitOfWork
 log = logging.getLogger(__name__)
 
 
-async def get_resources(request: Request) -> Resources:
-    """The resources the lifespan built."""
+def _resources(request: Request) -> Resources:
     resources: Resources = request.app.state.resources
     return resources
+
+
+async def get_resources(request: Request) -> Resources:
+    """The resources the lifespan built."""
+    return _resources(request)
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
@@ -28,12 +32,12 @@ ResourcesDep = Annotated[Resources, Depends(get_resources)]
 _READ_METHODS = frozenset({"GET", "HEAD"})
 
 
-async def unit_of_work(request: Request, resources: ResourcesDep) -> AsyncIterator[UnitOfWork]:
+async def unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
     """The request's unit of work: writes get one transaction, committed when the handler
     returns (rolled back if it raises), then the jobs and events the use case recorded are
     handed on. Function scope makes both happen before the response is sent, so a client never
     sees a 2xx for work that did not commit. Reads run in autocommit."""
-    units = resources.units
+    units = _resources(request).units
     opened = units.read() if request.method in _READ_METHODS else units.write()
     async with opened as uow:
         yield uow
@@ -42,9 +46,9 @@ async def unit_of_work(request: Request, resources: ResourcesDep) -> AsyncIterat
 UoW = Annotated[UnitOfWork, Depends(unit_of_work, scope="function")]
 
 
-async def write_unit_of_work(resources: ResourcesDep) -> AsyncIterator[UnitOfWork]:
+async def write_unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
     """A write unit of work whatever the method (a GET that records activity)."""
-    async with resources.units.write() as uow:
+    async with _resources(request).units.write() as uow:
         yield uow
 
 
@@ -56,27 +60,48 @@ _service_bearer = HTTPBearer(
 )
 
 
+# Route templates (any mount prefix) whose POST appends one message.
+_APPEND_SUFFIXES = ("/conversations/{conversation_id}/messages",)
+
+
+def _is_append(request: Request) -> bool:
+    if request.method != "POST":
+        return False
+    template = getattr(request.scope.get("route"), "path", "")
+    return isinstance(template, str) and template.endswith(_APPEND_SUFFIXES)
+
+
 async def current_user(
-    resources: ResourcesDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The user a valid bearer JWT names, or 401."""
+    """The user a valid bearer JWT names (401 otherwise), counted against the user's and the
+    tenant's rate limits, and the message quota on an append.
+
+    One flat dependency: a refused credential spends nobody's quota, and the hot routes solve
+    one dependency for both checks.
+    """
     if credentials is None:
         raise UnauthorizedError("missing bearer token")
-    return resources.verifier.verify(credentials.credentials)
+    resources = _resources(request)
+    user = resources.verifier.verify(credentials.credentials)
+    await resources.limiter.check_user(user, message=_is_append(request))
+    return user
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
 
 
 async def internal_service(
-    resources: ResourcesDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_service_bearer)],
 ) -> None:
-    """Accept only a configured orchestrator service key."""
+    """Accept only a configured orchestrator service key, counted against its rate limit."""
     if credentials is None:
         raise UnauthorizedError("missing service key")
+    resources = _resources(request)
     verify_service_key(credentials.credentials, resources.internal_keys)
+    await resources.limiter.check_internal(credentials.credentials)
 
 
 async def idempotency_key(
