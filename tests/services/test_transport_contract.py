@@ -369,3 +369,23 @@ async def test_conversation_writes_leave_the_same_through_the_public_api_and_v1(
         "conversation.deleted",
     ]
     assert [event for event, _ in left["events"]] == ["conversation.updated"]
+
+
+async def test_an_agent_message_naming_its_agent_leaves_the_same_through_rest_and_the_websocket(
+    app: FastAPI, client: httpx.AsyncClient, redis: Redis, base_url: str
+) -> None:
+    body = {"role": "assistant", "content": "Billing here.", "agent_id": "billing-agent"}
+
+    async def rest(cid: str) -> None:
+        created = await client.post(
+            f"/internal/v1/conversations/{cid}/messages", json=body, headers=SERVICE
+        )
+        assert created.status_code == 201, created.text
+
+    async def websocket(cid: str) -> None:
+        await _agent_ws(base_url, [{"type": "create", "conversation_id": cid, **body}])
+
+    left = await _compare(app, client, redis, {"rest": rest, "websocket": websocket})
+    assert [message["agent_id"] for message in left["messages"]] == ["billing-agent"]
+    # Event payloads are masked (hex digits zeroed) for the comparison.
+    assert [data["message"]["agent_id"] for _, data in left["events"]] == ["0illing-0g0nt"]
