@@ -19,6 +19,7 @@ from conversation_service.routes import (
     conversations,
     health,
     internal,
+    internal_conversations,
     jobs,
     messages,
     openai_compat,
@@ -142,6 +143,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
     app.include_router(messages.router, dependencies=per_user, responses=too_many)
     app.include_router(sessions.router, dependencies=per_user, responses=too_many)
     app.include_router(internal.router, dependencies=per_key, responses=too_many)
+    app.include_router(internal_conversations.router, dependencies=per_key, responses=too_many)
     app.include_router(streaming_routes.router, dependencies=per_key, responses=too_many)
     app.include_router(
         event_routes.router,

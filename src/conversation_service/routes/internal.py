@@ -129,6 +129,7 @@ async def patch_tracked_context(
     conversation_id: uuid.UUID,
     body: TrackedContextPatch,
     uow: UoW,
+    resources: ResourcesDep,
     response: Response,
     if_match: Annotated[
         str | None,
@@ -148,6 +149,7 @@ async def patch_tracked_context(
         body.model_dump(mode="json", exclude_unset=True),
         if_match=_parse_if_match(if_match),
         changed_by=changed_by,
+        settings=resources.settings,
     )
     response.headers["ETag"] = f'"{tracked.version}"'
     return tracked
