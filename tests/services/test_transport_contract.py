@@ -389,3 +389,22 @@ async def test_an_agent_message_naming_its_agent_leaves_the_same_through_rest_an
     assert [message["agent_id"] for message in left["messages"]] == ["billing-agent"]
     # Event payloads are masked (hex digits zeroed) for the comparison.
     assert [data["message"]["agent_id"] for _, data in left["events"]] == ["0illing-0g0nt"]
+
+
+async def test_creating_a_conversation_leaves_the_same_through_the_public_and_internal_api(
+    app: FastAPI, client: httpx.AsyncClient, redis: Redis, caller: Caller
+) -> None:
+    body = {"agent_id": "agent-1", "title": "Hello", "workflow_id": "wf"}
+    public = await client.post("/api/v1/conversations", json=body)
+    internal = await client.post(
+        "/internal/v1/conversations",
+        json={**body, "tenant": caller.tenant, "user": caller.user},
+        headers=SERVICE,
+    )
+    assert (public.status_code, internal.status_code) == (201, 201), internal.text
+    by_public = await left_behind(app, redis, public.json()["id"])
+    by_internal = await left_behind(app, redis, internal.json()["id"])
+    assert by_internal == by_public
+    assert [event for event, _ in by_public["callbacks"]] == ["conversation.created"]
+    shown = {k: v for k, v in internal.json().items() if k != "messages"}
+    assert _mask(shown) == _mask(public.json())
