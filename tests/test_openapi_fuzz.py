@@ -289,8 +289,6 @@ def server_errors(log_path: Path, limit: int = 20) -> str:
     return "\n".join(f"{path}: {cause}" for cause, path in list(causes.items())[:limit])
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(RUN_TIMEOUT + 60)
 @contextmanager
 def fresh_database(backend: str, tmp_path: Path) -> Iterator[str]:
     """A database nobody else uses: a new SQLite file, or a new PostgreSQL database."""
@@ -315,6 +313,8 @@ def fresh_database(backend: str, tmp_path: Path) -> Iterator[str]:
         asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(RUN_TIMEOUT + 60)
 @pytest.mark.parametrize(
     "backend",
     [

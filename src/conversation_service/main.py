@@ -19,6 +19,7 @@ from conversation_service.routes import (
     conversations,
     health,
     internal,
+    internal_conversations,
     jobs,
     messages,
     openai_compat,
@@ -141,6 +142,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
     app.include_router(messages.router, responses=too_many)
     app.include_router(sessions.router, responses=too_many)
     app.include_router(internal.router, responses=too_many)
+    app.include_router(internal_conversations.router, responses=too_many)
     app.include_router(streaming_routes.router, responses=too_many)
     app.include_router(
         event_routes.router,

@@ -369,3 +369,42 @@ async def test_conversation_writes_leave_the_same_through_the_public_api_and_v1(
         "conversation.deleted",
     ]
     assert [event for event, _ in left["events"]] == ["conversation.updated"]
+
+
+async def test_an_agent_message_naming_its_agent_leaves_the_same_through_rest_and_the_websocket(
+    app: FastAPI, client: httpx.AsyncClient, redis: Redis, base_url: str
+) -> None:
+    body = {"role": "assistant", "content": "Billing here.", "agent_id": "billing-agent"}
+
+    async def rest(cid: str) -> None:
+        created = await client.post(
+            f"/internal/v1/conversations/{cid}/messages", json=body, headers=SERVICE
+        )
+        assert created.status_code == 201, created.text
+
+    async def websocket(cid: str) -> None:
+        await _agent_ws(base_url, [{"type": "create", "conversation_id": cid, **body}])
+
+    left = await _compare(app, client, redis, {"rest": rest, "websocket": websocket})
+    assert [message["agent_id"] for message in left["messages"]] == ["billing-agent"]
+    # Event payloads are masked (hex digits zeroed) for the comparison.
+    assert [data["message"]["agent_id"] for _, data in left["events"]] == ["0illing-0g0nt"]
+
+
+async def test_creating_a_conversation_leaves_the_same_through_the_public_and_internal_api(
+    app: FastAPI, client: httpx.AsyncClient, redis: Redis, caller: Caller
+) -> None:
+    body = {"agent_id": "agent-1", "title": "Hello", "workflow_id": "wf"}
+    public = await client.post("/api/v1/conversations", json=body)
+    internal = await client.post(
+        "/internal/v1/conversations",
+        json={**body, "tenant": caller.tenant, "user": caller.user},
+        headers=SERVICE,
+    )
+    assert (public.status_code, internal.status_code) == (201, 201), internal.text
+    by_public = await left_behind(app, redis, public.json()["id"])
+    by_internal = await left_behind(app, redis, internal.json()["id"])
+    assert by_internal == by_public
+    assert [event for event, _ in by_public["callbacks"]] == ["conversation.created"]
+    shown = {k: v for k, v in internal.json().items() if k != "messages"}
+    assert _mask(shown) == _mask(public.json())

@@ -51,7 +51,10 @@ class Conversation(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(128))
     user_id: Mapped[str] = mapped_column(String(128))
+    # The agent holding the conversation now (handoffs move it); ``agents`` lists every agent
+    # that ever held it, in order (null on rows older than revision 0005: ``[agent_id]``).
     agent_id: Mapped[str] = mapped_column(String(128))
+    agents: Mapped[list[str] | None] = mapped_column(JSONType)
     workflow_id: Mapped[str | None] = mapped_column(String(128))
     title: Mapped[str | None] = mapped_column(String(500))
     status: Mapped[str] = mapped_column(String(16))
@@ -77,6 +80,9 @@ class Conversation(Base):
         Index("ix_conversations_owner_agent", "tenant_id", "user_id", "agent_id", "id"),
         Index("ix_conversations_owner_status", "tenant_id", "user_id", "status", "id"),
         Index("ix_conversations_owner_updated", "tenant_id", "user_id", "updated_at", "id"),
+        Index("ix_conversations_owner_workflow", "tenant_id", "user_id", "workflow_id", "id"),
+        # The orchestrator's listing of a tenant's workflow conversations.
+        Index("ix_conversations_tenant_workflow", "tenant_id", "workflow_id", "id"),
     )
 
 
@@ -92,6 +98,8 @@ class Message(Base):
     tenant_id: Mapped[str] = mapped_column(String(128))
     seq: Mapped[int] = mapped_column(BigInteger)
     role: Mapped[str] = mapped_column(String(16))
+    # The agent that wrote an assistant or tool message (null for user and system messages).
+    agent_id: Mapped[str | None] = mapped_column(String(128))
     content: Mapped[str] = mapped_column(Text)
     content_parts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     status: Mapped[str] = mapped_column(String(16))

@@ -55,6 +55,7 @@ class EventType(StrEnum):
     MESSAGE_UPDATED = "message.updated"
     MESSAGE_DELETED = "message.deleted"
     CONVERSATION_UPDATED = "conversation.updated"
+    CONVERSATION_AGENT_CHANGED = "conversation.agent_changed"
     SESSION_STARTED = "session.started"
     SESSION_ENDED = "session.ended"
     SUMMARY_UPDATED = "summary.updated"

@@ -65,7 +65,8 @@ class ConversationOut(BaseModel):
 
     id: uuid.UUID
     user_id: str
-    agent_id: str
+    agent_id: str = Field(description="The agent holding the conversation now.")
+    agents: list[str] = Field(description="Every agent that held it, first to latest.")
     workflow_id: str | None
     title: str | None
     status: ConversationStatus

@@ -73,6 +73,11 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "user", "assistant", "tool"]
     content: str
+    name: str | None = Field(
+        default=None,
+        description="The agent that wrote an assistant message (or, with "
+        "``for_agent``, the other agent a ``user`` message quotes).",
+    )
     tool_call_id: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
 

@@ -89,6 +89,10 @@ class MessageOut(BaseModel):
     conversation_id: uuid.UUID
     seq: int
     role: Role
+    agent_id: str | None = Field(
+        default=None,
+        description="The agent that wrote an assistant or tool message (null for others).",
+    )
     content: str
     content_parts: list[dict[str, Any]] | None
     status: MessageStatus

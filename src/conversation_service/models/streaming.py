@@ -6,7 +6,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, TypeAdapter
 
 from conversation_service.config import constants
-from conversation_service.models.common import FreeJson, InputModel, Metadata, SafeText
+from conversation_service.models.common import (
+    FreeJson,
+    Identifier,
+    InputModel,
+    Metadata,
+    SafeText,
+)
 from conversation_service.models.message import MessageOut, MessageStatus, Role
 
 MAX_DELTA_CHARS = 16_384
@@ -31,6 +37,11 @@ class AgentMessageCreate(InputModel):
     status: Literal[MessageStatus.STREAMING, MessageStatus.COMPLETED] = MessageStatus.COMPLETED
     metadata: Metadata = Field(default_factory=dict)
     parent_id: uuid.UUID | None = None
+    agent_id: Identifier | None = Field(
+        default=None,
+        description="The agent writing it (assistant and tool messages); default: the "
+        "conversation's current agent.",
+    )
 
 
 class DeltaIn(InputModel):

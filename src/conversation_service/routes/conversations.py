@@ -48,6 +48,9 @@ async def list_conversations(
     agent_id: Annotated[
         str | None, Query(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")
     ] = None,
+    workflow_id: Annotated[
+        str | None, Query(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")
+    ] = None,
     status_: Annotated[ConversationStatus | None, Query(alias="status")] = None,
     tag: Tag | None = None,
     created_after: IsoDateTime | None = None,
@@ -60,6 +63,7 @@ async def list_conversations(
     """List the caller's conversations, newest first; filter with ``metadata.<key>=<value>``."""
     filters = ConversationFilters(
         agent_id=agent_id,
+        workflow_id=workflow_id,
         status=status_,
         tag=tag,
         metadata=_metadata_filters(request),

@@ -134,3 +134,30 @@ async def idempotency_key(
 
 
 IdempotencyKey = Annotated[str | None, Depends(idempotency_key, scope="function")]
+
+# The in-process holder of the orchestrator's keys (its records are scoped per tenant).
+_ORCHESTRATOR_KEYS = Principal(tenant_id="~internal", user_id="~orchestrator")
+
+
+async def service_idempotency_key(
+    resources: ResourcesDep,
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Retry-safe key: a repeat with the same body returns the first response.",
+            min_length=1,
+            max_length=MAX_IDEMPOTENCY_KEY_CHARS,
+            pattern=r"^[\x20-\x7e]+$",
+        ),
+    ] = None,
+) -> AsyncIterator[str | None]:
+    """The orchestrator's Idempotency-Key, held in-process until the request has committed."""
+    if key is None:
+        yield None
+        return
+    with resources.in_flight.hold(_ORCHESTRATOR_KEYS, key):
+        yield key
+
+
+ServiceIdempotencyKey = Annotated[str | None, Depends(service_idempotency_key, scope="function")]

@@ -24,11 +24,8 @@ from conversation_service.routes.deps import ResourcesDep, UoW, internal_service
 from conversation_service.routes.errors import problems
 from conversation_service.routes.messages import JSONBytesResponse
 from conversation_service.services import context_tracker, conversation_manager, sessions
-from conversation_service.services.memory_manager import (
-    WindowRequest,
-    context_window,
-    openai_view,
-)
+from conversation_service.services.context_view import openai_view
+from conversation_service.services.memory_manager import WindowRequest, context_window
 
 router = APIRouter(
     prefix="/internal/v1", tags=["internal"], dependencies=[Depends(internal_service)]
@@ -54,13 +51,25 @@ async def get_context(
     last_n: Annotated[int | None, Query(ge=1, le=1000)] = None,
     encoding: Encoding | None = None,
     format_: Annotated[Literal["native", "openai"], Query(alias="format")] = "native",
+    for_agent: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=128,
+            pattern=r"^[^\x00-\x1f]+$",
+            description="With format=openai: other agents' messages become quoted user "
+            "messages instead of this agent's own turns.",
+        ),
+    ] = None,
 ) -> Response:
     """The context window for the agent's next turn (policy defaults, overridable here)."""
     request = WindowRequest(
         strategy=strategy, max_tokens=max_tokens, last_n=last_n, encoding=encoding
     )
     window = await context_window(uow.conn, conversation_id, request)
-    return JSONBytesResponse(openai_view(window) if format_ == "openai" else window)
+    if format_ == "openai":
+        return JSONBytesResponse(openai_view(window, for_agent=for_agent))
+    return JSONBytesResponse(window)
 
 
 @router.get("/sessions/{session_id}/context", responses=problems(401, 404, 422))
@@ -120,6 +129,7 @@ async def patch_tracked_context(
     conversation_id: uuid.UUID,
     body: TrackedContextPatch,
     uow: UoW,
+    resources: ResourcesDep,
     response: Response,
     if_match: Annotated[
         str | None,
@@ -139,6 +149,7 @@ async def patch_tracked_context(
         body.model_dump(mode="json", exclude_unset=True),
         if_match=_parse_if_match(if_match),
         changed_by=changed_by,
+        settings=resources.settings,
     )
     response.headers["ETag"] = f'"{tracked.version}"'
     return tracked

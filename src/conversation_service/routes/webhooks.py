@@ -11,6 +11,7 @@ from typing import Any, Literal
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
+from conversation_service.models.handoff import AgentChangedData
 from conversation_service.models.message import MessageOut
 
 
@@ -64,6 +65,33 @@ class ConversationLifecycleEvent(BaseModel):
     data: dict[str, Any] = Field(description="The conversation (id, agent_id, user_id, status…).")
 
 
+class AgentChangedEvent(BaseModel):
+    """``conversation.agent_changed``."""
+
+    type: Literal["conversation.agent_changed"]
+    timestamp: datetime
+    data: AgentChangedData
+
+
+class WorkflowStepData(BaseModel):
+    """A tracked context's ``workflow_step`` changed."""
+
+    conversation_id: str
+    workflow_id: str | None
+    old_step: str | None
+    new_step: str | None
+    version: int = Field(description="The tracked context's version after the change.")
+    changed_by: str
+
+
+class WorkflowStepChangedEvent(BaseModel):
+    """``workflow.step_changed``."""
+
+    type: Literal["workflow.step_changed"]
+    timestamp: datetime
+    data: WorkflowStepData
+
+
 def document_webhooks(app: FastAPI) -> None:
     """Add every callback payload to ``app.webhooks`` (OpenAPI ``webhooks``)."""
 
@@ -82,3 +110,11 @@ def document_webhooks(app: FastAPI) -> None:
     @app.webhooks.post("conversation.lifecycle")
     def conversation_lifecycle(body: ConversationLifecycleEvent) -> None:
         """A conversation was created, archived or deleted."""
+
+    @app.webhooks.post("conversation.agent_changed")
+    def conversation_agent_changed(body: AgentChangedEvent) -> None:
+        """Another agent took the conversation over (a handoff)."""
+
+    @app.webhooks.post("workflow.step_changed")
+    def workflow_step_changed(body: WorkflowStepChangedEvent) -> None:
+        """The conversation's tracked ``workflow_step`` changed (old and new step)."""

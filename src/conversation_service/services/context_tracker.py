@@ -3,6 +3,10 @@
 Every change writes a new version (who, when, the patch, the resulting document), so the history
 can be read back. ``If-Match`` with a stale version is refused (412) and changes nothing; the
 UPDATE itself re-checks the version, so two writers racing on the same version cannot both win.
+
+A change of ``workflow_step`` is a workflow event: ``context.updated`` then carries
+``workflow_step: {"old", "new"}``, and the orchestrator gets a signed ``workflow.step_changed``
+callback (when a callback URL is configured).
 """
 
 import uuid
@@ -12,6 +16,7 @@ from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import tracked_context_versions_table as versions
 from conversation_service.db.tables import tracked_contexts_table as tracked
 from conversation_service.errors import (
@@ -26,6 +31,7 @@ from conversation_service.models.context import (
     TrackedContextOut,
     TrackedContextVersionOut,
 )
+from conversation_service.services import callbacks
 from conversation_service.services.conversation_manager import (
     get_conversation_for_service,
     tenant_of,
@@ -68,11 +74,13 @@ async def patch_tracked_context(
     *,
     if_match: int | None,
     changed_by: str,
+    settings: ConversationSettings | None = None,
 ) -> TrackedContextOut:
     """Apply a JSON merge patch (``if_match`` must name the current version when given) and
-    publish ``context.updated``."""
+    publish ``context.updated`` (a ``workflow_step`` change also sends ``workflow.step_changed``
+    to the orchestrator when ``settings`` configure a callback URL)."""
     conn = uow.conn
-    await get_conversation_for_service(conn, conversation_id)  # 404 unless live
+    conversation = await get_conversation_for_service(conn, conversation_id)  # 404 unless live
     tenant_id = await tenant_of(conn, conversation_id)
     current = await get_tracked_context(conn, conversation_id)
     if if_match is not None and if_match != current.version:
@@ -129,9 +137,31 @@ async def patch_tracked_context(
         updated_at=now,
         updated_by=changed_by,
     )
-    uow.publish(
-        conversation_id, EventType.CONTEXT_UPDATED, {"tracked_context": out.model_dump(mode="json")}
-    )
+    event: dict[str, Any] = {"tracked_context": out.model_dump(mode="json")}
+    old_step, new_step = current.data.get("workflow_step"), document.get("workflow_step")
+    if old_step != new_step:
+        step = {"old": old_step, "new": new_step}
+        event["workflow_step"] = step
+        if settings is not None and settings.orchestrator_callback_url:
+            spec = await callbacks.record_callback(
+                conn,
+                settings,
+                tenant_id=tenant_id,
+                conversation_id=conversation_id,
+                event_type="workflow.step_changed",
+                data={
+                    "conversation_id": str(conversation_id),
+                    "workflow_id": conversation.workflow_id,
+                    "old_step": old_step,
+                    "new_step": new_step,
+                    "version": version,
+                    "changed_by": changed_by,
+                },
+                url=settings.orchestrator_callback_url,
+                priority=conversation.priority.value,
+            )
+            await uow.record([spec])
+    uow.publish(conversation_id, EventType.CONTEXT_UPDATED, event)
     return out
 
 

@@ -33,6 +33,7 @@ COLUMNS = (
     conversations.c.id,
     conversations.c.user_id,
     conversations.c.agent_id,
+    conversations.c.agents,
     conversations.c.workflow_id,
     conversations.c.title,
     conversations.c.status,
@@ -56,6 +57,7 @@ class ConversationFilters:
     """Filters of ``GET /conversations``; all are ANDed."""
 
     agent_id: str | None = None
+    workflow_id: str | None = None
     status: ConversationStatus | None = None
     tag: str | None = None
     metadata: tuple[tuple[str, str], ...] = ()
@@ -76,6 +78,7 @@ def to_out(m: RowMapping) -> ConversationOut:
         id=m["id"],
         user_id=m["user_id"],
         agent_id=m["agent_id"],
+        agents=m["agents"] or [m["agent_id"]],
         workflow_id=m["workflow_id"],
         title=m["title"],
         status=m["status"],
@@ -136,16 +139,39 @@ async def list_conversations(
     codec: CursorCodec,
 ) -> Page[ConversationOut]:
     """The caller's conversations, newest first, one keyset page at a time."""
+    return await list_in_tenant(
+        conn,
+        principal.tenant_id,
+        principal.user_id,
+        filters,
+        limit=limit,
+        cursor=cursor,
+        codec=codec,
+    )
+
+
+async def list_in_tenant(
+    conn: AsyncConnection,
+    tenant_id: str,
+    user_id: str | None,
+    filters: ConversationFilters,
+    *,
+    limit: int,
+    cursor: str | None,
+    codec: CursorCodec,
+) -> Page[ConversationOut]:
+    """One tenant's conversations (one user's when ``user_id`` is given), newest first, one
+    keyset page at a time: the user's list and the orchestrator's share it."""
     c = conversations.c
-    where: list[ColumnElement[bool]] = [
-        c.tenant_id == principal.tenant_id,
-        c.user_id == principal.user_id,
-        c.deleted_at.is_(None),
-    ]
+    where: list[ColumnElement[bool]] = [c.tenant_id == tenant_id, c.deleted_at.is_(None)]
+    if user_id is not None:
+        where.append(c.user_id == user_id)
     if cursor is not None:
         where.append(c.id < _decode_cursor(codec, cursor))
     if filters.agent_id is not None:
         where.append(c.agent_id == filters.agent_id)
+    if filters.workflow_id is not None:
+        where.append(c.workflow_id == filters.workflow_id)
     if filters.status is not None:
         where.append(c.status == filters.status.value)
     if filters.created_after is not None:

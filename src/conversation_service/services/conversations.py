@@ -79,6 +79,7 @@ async def create_conversation(
             tenant_id=principal.tenant_id,
             user_id=principal.user_id,
             agent_id=data.agent_id,
+            agents=[data.agent_id],
             workflow_id=data.workflow_id,
             title=data.title,
             status=ConversationStatus.ACTIVE.value,

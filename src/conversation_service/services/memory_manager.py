@@ -10,7 +10,7 @@ the newest summary, the current session's context and the tracked context, one f
 always-included messages, and one per chunk of recent ones. The session context comes from its
 durable copy, which every write updates in the same transaction as it updates the Redis hot
 copy, so no Redis call is needed. There is one rendering of a window (``context_window``); the
-``format=openai`` view is derived from it (``openai_view``).
+``format=openai`` view is derived from it (``services.context_view.openai_view``).
 """
 
 import uuid
@@ -45,7 +45,7 @@ from conversation_service.models.memory import (
     MemoryPolicy,
     MemoryStrategy,
 )
-from conversation_service.services import message_store, summaries
+from conversation_service.services import message_store
 from conversation_service.services.sessions import TTL as SESSION_TTL
 from conversation_service.utils.clock import utcnow
 from conversation_service.utils.memory_window import (
@@ -214,7 +214,7 @@ async def context_window(
     conn: AsyncConnection, conversation_id: uuid.UUID, request: WindowRequest, *, chunk: int = CHUNK
 ) -> dict[str, Any]:
     """The window, summary, session context and tracked context of a conversation (JSON-ready,
-    in the ``ConversationMemory`` shape); ``openai_view`` derives the chat-completions form."""
+    in the ``ConversationMemory`` shape); ``context_view.openai_view`` derives the chat form."""
     window = await _load(conn, conversation_id, request, utcnow(), chunk)
     summary = window.summary
     return {
@@ -241,48 +241,6 @@ async def context_window(
         "session_context": window.session_context,
         "session_id": str(window.session_id) if window.session_id else None,
         "tracked_context": window.tracked,
-    }
-
-
-def openai_view(window: dict[str, Any]) -> dict[str, Any]:
-    """A context window as chat-completions messages (``OpenAIContext``): the summary joins the
-    leading system block, never the middle."""
-    chat = [_chat_message(message) for message in window["messages"]]
-    summary = window["summary"]
-    if summary is not None:
-        leading = next((i for i, m in enumerate(chat) if m["role"] != "system"), len(chat))
-        chat.insert(
-            leading,
-            {
-                "role": "system",
-                "content": summaries.SUMMARY_PREFIX + summary["text"],
-                "tool_call_id": None,
-                "tool_calls": None,
-            },
-        )
-    head = {key: window[key] for key in _OPENAI_HEAD}
-    return {**head, "messages": chat}
-
-
-_OPENAI_HEAD = (
-    "conversation_id",
-    "strategy",
-    "encoding",
-    "budget",
-    "token_count",
-    "truncated",
-    "cut_seq",
-)
-
-
-def _chat_message(message: dict[str, Any]) -> dict[str, Any]:
-    metadata = message["metadata"] or {}
-    role = message["role"]
-    return {
-        "role": role,
-        "content": message["content"],
-        "tool_call_id": metadata.get("tool_call_id") if role == "tool" else None,
-        "tool_calls": metadata.get("tool_calls") if role == "assistant" else None,
     }
 
 

@@ -15,10 +15,12 @@ from datetime import datetime
 from typing import Any, Final, NoReturn
 
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
     Integer,
     RowMapping,
     bindparam,
+    case,
     insert,
     literal_column,
     select,
@@ -51,6 +53,7 @@ MESSAGE_COLUMNS = (
     messages.c.conversation_id,
     messages.c.seq,
     messages.c.role,
+    messages.c.agent_id,
     messages.c.content,
     messages.c.content_parts,
     messages.c.status,
@@ -79,6 +82,7 @@ def message_json(m: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
         "conversation_id": m["conversation_id"],
         "seq": m["seq"],
         "role": m["role"],
+        "agent_id": m["agent_id"],
         "content": m["content"],
         "content_parts": m["content_parts"],
         "status": m["status"],
@@ -111,6 +115,13 @@ class MessageDraft:
     metadata: dict[str, Any] = field(default_factory=dict)
     status: MessageStatus = MessageStatus.COMPLETED
     parent_id: uuid.UUID | None = None
+    # Who wrote an assistant or tool message; None: the conversation's current agent.
+    agent_id: str | None = None
+
+    @property
+    def inherits_agent(self) -> bool:
+        """Whether the insert sets ``agent_id`` to the conversation's current agent."""
+        return self.agent_id is None and self.role in (Role.ASSISTANT, Role.TOOL)
 
 
 def user_draft(data: MessageCreate) -> MessageDraft:
@@ -152,6 +163,7 @@ async def row_for(
         "conversation_id": conversation_id,
         "tenant_id": principal.tenant_id,
         "role": draft.role.value,
+        "agent_id": draft.agent_id,
         "content": draft.content,
         "content_parts": draft.content_parts,
         "status": draft.status.value,
@@ -197,8 +209,10 @@ async def insert_message(
             return Inserted(message=replay, replayed=True)
     now = utcnow()
     values = await row_for(principal, conversation_id, draft, new_id(), now, idempotency_key)
-    seq = await _insert_with_next_seq(conn, principal, conversation_id, values, now)
-    message = message_json({**values, **UNPROCESSED, "seq": seq})
+    seq, agent_id = await _insert_with_next_seq(
+        conn, principal, conversation_id, values, now, inherit_agent=draft.inherits_agent
+    )
+    message = message_json({**values, **UNPROCESSED, "seq": seq, "agent_id": agent_id})
     if scope is not None:
         await idempotency.record_response(
             conn, scope, conversation_id=conversation_id, status_code=201, response=message
@@ -225,8 +239,11 @@ async def count_message_tokens(role: str, content: str) -> dict[str, int]:
 
 
 def is_always_included(role: str, metadata: dict[str, Any]) -> bool:
-    """System messages and messages pinned in metadata are in every context window."""
-    return role == Role.SYSTEM.value or metadata.get("pinned") is True
+    """System messages and messages pinned in metadata are in every context window; a handoff
+    line is a system message of history, not an instruction, so it ages out like any turn."""
+    if metadata.get("pinned") is True:
+        return True
+    return role == Role.SYSTEM.value and metadata.get("type") != "handoff"
 
 
 INSERT_COLUMNS = (
@@ -234,6 +251,7 @@ INSERT_COLUMNS = (
     "conversation_id",
     "tenant_id",
     "role",
+    "agent_id",
     "content",
     "content_parts",
     "status",
@@ -269,27 +287,39 @@ def bump_statement() -> Any:
             updated_at=bindparam("b_now", type_=messages.c.created_at.type),
             last_message_at=bindparam("b_now", type_=messages.c.created_at.type),
         )
-        .returning(conversations.c.last_seq)
+        .returning(conversations.c.last_seq, conversations.c.agent_id)
     )
 
 
-def append_statement(seq: ColumnElement[int]) -> Any:
+def append_statement(seq: ColumnElement[int], current_agent: ColumnElement[str]) -> Any:
     """INSERT … SELECT of the message in the ``m_<column>`` parameters, with ``seq``.
 
-    With ``bump_statement().cte("bumped").c.last_seq`` it is the whole append in one statement
-    on PostgreSQL; on SQLite ``seq`` is a parameter holding what the bump returned.
+    With the columns of ``bump_statement().cte("bumped")`` it is the whole append in one
+    statement on PostgreSQL. ``agent_id`` is the conversation's current agent (read under the
+    same row lock) when ``m_inherit_agent`` is true.
     """
     # Bind names must not be column names: a parameter dict whose keys match columns would
     # also become SET clauses of the CTE's UPDATE.
+    agent = case(
+        (bindparam("m_inherit_agent", type_=Boolean()), current_agent),
+        else_=bindparam("m_agent_id", type_=messages.c.agent_id.type),
+    )
     source = select(
-        *(bindparam(f"m_{name}", type_=messages.c[name].type) for name in INSERT_COLUMNS), seq
+        *(
+            agent if name == "agent_id" else bindparam(f"m_{name}", type_=messages.c[name].type)
+            for name in INSERT_COLUMNS
+        ),
+        seq,
     )
     return insert(messages).from_select([*INSERT_COLUMNS, "seq"], source)
 
 
 # Built once: every append reuses the compiled form from SQLAlchemy's statement cache.
 _BUMP = bump_statement()
-_PG_APPEND = append_statement(bump_statement().cte("bumped").c.last_seq).returning(messages.c.seq)
+_BUMPED = bump_statement().cte("bumped")
+_PG_APPEND = append_statement(_BUMPED.c.last_seq, _BUMPED.c.agent_id).returning(
+    messages.c.seq, messages.c.agent_id
+)
 _INSERT = insert(messages)
 
 
@@ -299,7 +329,9 @@ async def _insert_with_next_seq(
     conversation_id: uuid.UUID,
     values: dict[str, Any],
     now: Any,
-) -> int:
+    *,
+    inherit_agent: bool,
+) -> tuple[int, str | None]:
     params = {
         "b_conversation_id": conversation_id,
         "b_tenant_id": principal.tenant_id,
@@ -307,17 +339,19 @@ async def _insert_with_next_seq(
         "b_tokens": values["token_count"],
         "b_now": now,
     }
-    seq: int | None
     if conn.dialect.name == "postgresql":
         row_params = {f"m_{name}": values[name] for name in INSERT_COLUMNS}
-        seq = (await conn.execute(_PG_APPEND, {**params, **row_params})).scalar_one_or_none()
-    else:
-        seq = (await conn.execute(_BUMP, params)).scalar_one_or_none()
-        if seq is not None:
-            await conn.execute(_INSERT, {**values, "seq": seq})
-    if seq is None:
+        row_params["m_inherit_agent"] = inherit_agent
+        row = (await conn.execute(_PG_APPEND, {**params, **row_params})).one_or_none()
+        if row is None:
+            await _explain_refused_append(conn, principal, conversation_id)
+        return int(row.seq), row.agent_id
+    bumped = (await conn.execute(_BUMP, params)).one_or_none()
+    if bumped is None:
         await _explain_refused_append(conn, principal, conversation_id)
-    return int(seq)
+    agent_id = bumped.agent_id if inherit_agent else values["agent_id"]
+    await conn.execute(_INSERT, {**values, "seq": bumped.last_seq, "agent_id": agent_id})
+    return int(bumped.last_seq), agent_id
 
 
 async def _explain_refused_append(

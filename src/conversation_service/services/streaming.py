@@ -103,6 +103,7 @@ async def create_agent_message(
         metadata=data.metadata,
         status=MessageStatus(data.status),
         parent_id=data.parent_id,
+        agent_id=data.agent_id if data.role in (Role.ASSISTANT, Role.TOOL) else None,
     )
     result = await append(uow, principal, conversation_id, draft, settings=settings)
     message_id = result.message["id"]
