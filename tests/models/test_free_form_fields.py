@@ -16,11 +16,19 @@ from pydantic import AfterValidator, BaseModel
 
 from conversation_service import models as schemas
 from conversation_service.models import streaming
-from conversation_service.models.common import InputModel, check_json, check_metadata
+from conversation_service.models.common import (
+    InputModel,
+    check_json,
+    check_json_document,
+    check_metadata,
+)
 
-CHECKS = (check_json, check_metadata)
+CHECKS = (check_json, check_json_document, check_metadata)
 # Models that accept extra keys and check them all at once in a model validator.
 EXTRAS_CHECKED = {"ContentPart"}
+# Models whose model validator sends the whole item, every field and extra key, through
+# ``check_json_document`` (the /v1 tool items, kept whole).
+DOCUMENT_CHECKED = {"ToolItemIn"}
 
 
 def _checked(metadata: list[Any] | tuple[Any, ...]) -> bool:
@@ -46,6 +54,8 @@ def _unchecked(annotation: Any, metadata: list[Any] | tuple[Any, ...], where: st
 def unchecked_fields(model: type[BaseModel]) -> list[str]:
     """``Model.field`` for each free-form field of ``model`` (or a nested model) not checked."""
     found: list[str] = []
+    if any(base.__name__ in DOCUMENT_CHECKED for base in model.__mro__):
+        return found
     if model.model_config.get("extra") == "allow" and model.__name__ not in EXTRAS_CHECKED:
         found.append(f"{model.__name__} (extra keys)")
     for name, field in model.model_fields.items():

@@ -246,6 +246,7 @@ def test_tool_items_are_chat_tool_calls_and_tool_messages_in_one_history(
     assert output == {
         "role": "tool",
         "content": "sunny",
+        "name": None,
         "tool_call_id": "call_1",
         "tool_calls": None,
     }

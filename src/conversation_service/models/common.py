@@ -80,18 +80,29 @@ def check_json(value: T) -> T:
     keys and strings, NaN and Infinity, integers beyond 64 bits, and more than
     ``MAX_METADATA_BYTES`` once encoded. The error says where inside the value it failed.
     """
+    encoded = _checked_encoding(value)
+    if len(encoded) > constants.MAX_METADATA_BYTES:
+        raise ValueError(f"larger than {constants.MAX_METADATA_BYTES} bytes once encoded")
+    return value
+
+
+def check_json_document(value: T) -> T:
+    """``check_json`` without its size bound, for whole documents a client stores (a ``/v1``
+    item, whose tool output may be long): the request body limit bounds them."""
+    _checked_encoding(value)
+    return value
+
+
+def _checked_encoding(value: Any) -> bytes:
     try:
         _check_json_value(value, 1)
     except _UnstorableError as exc:
         where = "".join(reversed(exc.path))
         raise ValueError(f"{exc.reason} (at {where})" if where else exc.reason) from None
     try:
-        encoded = orjson.dumps(value)
+        return orjson.dumps(value)
     except orjson.JSONEncodeError as exc:  # anything the walk above does not know of
         raise ValueError(f"not storable as JSON: {exc}") from exc
-    if len(encoded) > constants.MAX_METADATA_BYTES:
-        raise ValueError(f"larger than {constants.MAX_METADATA_BYTES} bytes once encoded")
-    return value
 
 
 def check_metadata(value: dict[str, Any]) -> dict[str, Any]:

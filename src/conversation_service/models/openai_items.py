@@ -12,7 +12,6 @@ carrying one, so it is refused.
 
 from typing import Annotated, Any, Literal, Self
 
-import orjson
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -25,7 +24,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from conversation_service.models.common import InputModel
+from conversation_service.models.common import InputModel, check_json_document
 from conversation_service.models.openai_compat import (
     MAX_ITEMS_PER_REQUEST,
     ConversationObject,
@@ -52,9 +51,8 @@ class ToolItemIn(BaseModel):
 
     @model_validator(mode="after")
     def _storable(self) -> Self:
-        # PostgreSQL's JSON cannot hold U+0000 anywhere in a document.
-        if b"\\u0000" in orjson.dumps(self.model_dump(mode="json")):
-            raise ValueError("an item cannot contain the character U+0000")
+        # The whole item, unknown fields included, through the one check of free-form JSON.
+        check_json_document(self.model_dump())
         return self
 
     def as_json(self) -> dict[str, Any]:

@@ -120,7 +120,7 @@ async def hand_off(
         agents=took_part,
         reason=data.reason,
         context=data.context,
-        message_id=line.message["id"],
+        message_id=str(line.message["id"]),
     ).model_dump(mode="json")
     uow.publish(conversation_id, EventType.CONVERSATION_AGENT_CHANGED, changed)
     if settings.orchestrator_callback_url:
