@@ -159,3 +159,22 @@ async def test_a_last_event_id_that_is_not_an_event_id_is_ignored(
         _, subscribed = await stream.next()
     assert subscribed["type"] == "subscribed"
     assert subscribed["data"]["after"] != "yesterday"  # live from the log's head
+
+
+async def test_an_event_id_beyond_64_bits_is_refused_as_after_and_ignored_as_last_event_id(
+    base_url: str, client: httpx.AsyncClient, caller: Caller
+) -> None:
+    # The shape of an event id, but Redis stream ids are two unsigned 64-bit numbers.
+    too_big = "94012176560075768832-85"
+    cid = (await create_conversation(client))["id"]
+    async with httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT) as http:
+        refused = await http.get(
+            f"/api/v1/conversations/{cid}/events", params={"after": too_big}, headers=caller.headers
+        )
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "after" in refused.text
+    async with sse(base_url, cid, caller, headers={"Last-Event-ID": too_big}) as stream:
+        _, subscribed = await stream.next()
+    assert subscribed["type"] == "subscribed"
+    assert subscribed["data"]["after"] != too_big

@@ -66,6 +66,7 @@ class EventType(StrEnum):
 
 EventId = tuple[int, int]
 _EVENT_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+MAX_EVENT_ID_PART: Final = 2**64 - 1
 
 
 def events_key(conversation_id: uuid.UUID | str) -> str:
@@ -91,7 +92,11 @@ def parse_event_id(value: str | bytes | None) -> EventId | None:
     match = _EVENT_ID.match(text)
     if match is None:
         return None
-    return int(match.group(1)), int(match.group(2))
+    ms, seq = int(match.group(1)), int(match.group(2))
+    # Redis stream ids are two unsigned 64-bit numbers; anything larger names no event.
+    if ms > MAX_EVENT_ID_PART or seq > MAX_EVENT_ID_PART:
+        return None
+    return ms, seq
 
 
 def format_event_id(event_id: EventId) -> str:

@@ -3,9 +3,10 @@
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, Field, TypeAdapter
 
 from conversation_service.config import constants
+from conversation_service.events.log import parse_event_id
 from conversation_service.models.common import (
     FreeJson,
     Identifier,
@@ -20,8 +21,18 @@ MAX_DELTAS_PER_REQUEST = 500
 MAX_DELTA_INDEX = 10_000_000
 EVENT_ID_PATTERN = r"^\d{1,20}-\d{1,20}$"
 
+
+def check_event_id(value: str | None) -> str | None:
+    """Refuse an id of the event id's shape that Redis cannot hold (parts beyond 64 bits)."""
+    if value is not None and parse_event_id(value) is None:
+        raise ValueError("not an event id: each part is at most 18446744073709551615")
+    return value
+
+
 EventIdText = Annotated[
-    str, Field(pattern=EVENT_ID_PATTERN, description='An event id, e.g. "1764000000000-0"')
+    str,
+    Field(pattern=EVENT_ID_PATTERN, description='An event id, e.g. "1764000000000-0"'),
+    AfterValidator(check_event_id),
 ]
 
 

@@ -6,23 +6,23 @@ events carry an ``id:`` line so the browser's ``EventSource`` resumes with ``Las
 ``Authorization`` header on ``EventSource`` either, may pass the JWT as ``?token=``.
 """
 
-import re
 import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator
 
 from conversation_service.errors import UnauthorizedError
-from conversation_service.models.streaming import EVENT_ID_PATTERN
+from conversation_service.events.log import parse_event_id
+from conversation_service.models.streaming import EVENT_ID_PATTERN, check_event_id
 from conversation_service.routes.deps import ResourcesDep, WriteUoW
 from conversation_service.routes.errors import problems
 from conversation_service.services import subscriptions
 from conversation_service.services.auth import Principal
 from conversation_service.websocket import handlers
 
-_EVENT_ID = re.compile(EVENT_ID_PATTERN)
 router = APIRouter(prefix="/api/v1/conversations/{conversation_id}", tags=["events"])
 _bearer = HTTPBearer(auto_error=False, description="User JWT (HS256 or RS256) with sub and tenant")
 
@@ -83,13 +83,15 @@ async def conversation_events(
         ),
     ] = None,
     after: Annotated[
-        str | None, Query(pattern=EVENT_ID_PATTERN, description="Resume after this event id")
+        str | None,
+        Query(pattern=EVENT_ID_PATTERN, description="Resume after this event id"),
+        AfterValidator(check_event_id),
     ] = None,
 ) -> StreamingResponse:
     """Live events of a conversation as Server-Sent Events, resumable by event id."""
     await subscriptions.authorize_subscription(uow.conn, user, conversation_id)
     await subscriptions.record_viewer_activity(uow, user, conversation_id, "sse")
-    if last_event_id is not None and not _EVENT_ID.match(last_event_id):
+    if parse_event_id(last_event_id) is None:
         last_event_id = None
     return StreamingResponse(
         handlers.sse_frames(resources, conversation_id, last_event_id or after),
