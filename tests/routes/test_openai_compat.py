@@ -11,7 +11,9 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -72,11 +74,9 @@ class Live:
         return AsyncOpenAI(api_key=key, base_url=f"{self.base_url}/v1", max_retries=0, timeout=20)
 
 
-@pytest.fixture(scope="module")
-def live(
-    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Live]:
-    """``conversation-service serve`` on the backend under test (its log stays in the tmp dir)."""
+@contextmanager
+def serve_live(database_url: str, redis_url: str, cwd: Path) -> Iterator[Live]:
+    """``conversation-service serve`` on a migrated ``database_url`` (its log stays in ``cwd``)."""
     env = {
         "CONVERSATION_ENVIRONMENT": "test",
         "CONVERSATION_DATABASE_URL": database_url,
@@ -85,8 +85,17 @@ def live(
         "CONVERSATION_INTERNAL_API_KEYS": INTERNAL_KEY,
     }
     run_cli(["migrate"], env)
-    with live_server(env, cwd=tmp_path_factory.mktemp("openai-live")) as base_url:
+    with live_server(env, cwd=cwd) as base_url:
         yield Live(base_url=base_url, env=env)
+
+
+@pytest.fixture(scope="module")
+def live(
+    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Live]:
+    """``conversation-service serve`` on the backend under test."""
+    with serve_live(database_url, redis_url, tmp_path_factory.mktemp("openai-live")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

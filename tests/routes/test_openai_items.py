@@ -19,8 +19,7 @@ from openai.types.conversations.conversation_item import ConversationItem
 
 from conversation_service.services.auth import issue_token
 from tests.conftest import INTERNAL_KEY, JWT_SECRET
-from tests.live_server import live_server, run_cli
-from tests.routes.test_openai_compat import Key, Live
+from tests.routes.test_openai_compat import Key, Live, serve_live
 
 pytestmark = pytest.mark.slow
 
@@ -95,16 +94,8 @@ def live(
     database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Live]:
     """``conversation-service serve`` on the backend under test."""
-    env = {
-        "CONVERSATION_ENVIRONMENT": "test",
-        "CONVERSATION_DATABASE_URL": database_url,
-        "CONVERSATION_REDIS_URL": redis_url,
-        "CONVERSATION_JWT_SECRET": JWT_SECRET,
-        "CONVERSATION_INTERNAL_API_KEYS": INTERNAL_KEY,
-    }
-    run_cli(["migrate"], env)
-    with live_server(env, cwd=tmp_path_factory.mktemp("openai-items")) as base_url:
-        yield Live(base_url=base_url, env=env)
+    with serve_live(database_url, redis_url, tmp_path_factory.mktemp("openai-items")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

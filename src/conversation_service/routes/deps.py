@@ -104,19 +104,22 @@ async def internal_service(
     await resources.limiter.check_internal(credentials.credentials)
 
 
+IdempotencyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Retry-safe key: a repeat with the same body returns the first response.",
+        min_length=1,
+        max_length=MAX_IDEMPOTENCY_KEY_CHARS,
+        pattern=r"^[\x20-\x7e]+$",
+    ),
+]
+
+
 async def idempotency_key(
     resources: ResourcesDep,
     user: CurrentUser,
-    key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Retry-safe key: a repeat with the same body returns the first response.",
-            min_length=1,
-            max_length=MAX_IDEMPOTENCY_KEY_CHARS,
-            pattern=r"^[\x20-\x7e]+$",
-        ),
-    ] = None,
+    key: IdempotencyHeader = None,
 ) -> AsyncIterator[str | None]:
     """Validate the Idempotency-Key and hold it in-process until the request has committed.
 
@@ -141,16 +144,7 @@ _ORCHESTRATOR_KEYS = Principal(tenant_id="~internal", user_id="~orchestrator")
 
 async def service_idempotency_key(
     resources: ResourcesDep,
-    key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Retry-safe key: a repeat with the same body returns the first response.",
-            min_length=1,
-            max_length=MAX_IDEMPOTENCY_KEY_CHARS,
-            pattern=r"^[\x20-\x7e]+$",
-        ),
-    ] = None,
+    key: IdempotencyHeader = None,
 ) -> AsyncIterator[str | None]:
     """The orchestrator's Idempotency-Key, held in-process until the request has committed."""
     if key is None:
