@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import conversations_table as conversations
@@ -232,11 +232,3 @@ async def delete_message(
         )
     )
     uow.publish(conversation_id, EventType.MESSAGE_DELETED, {"message_id": str(message_id)})
-
-
-async def tenant_of(uow: UnitOfWork, conversation_id: uuid.UUID) -> str | None:
-    """The tenant of a conversation (None if it does not exist)."""
-    tenant = await uow.conn.scalar(
-        select(conversations.c.tenant_id).where(conversations.c.id == conversation_id)
-    )
-    return None if tenant is None else str(tenant)

@@ -48,7 +48,8 @@ from conversation_service.models.message import MessageOut, MessageStatus, Role
 from conversation_service.models.streaming import AgentMessageCreate, StreamComplete
 from conversation_service.services import message_store
 from conversation_service.services.auth import Principal
-from conversation_service.services.messages import append, processing_job, tenant_of
+from conversation_service.services.conversation_manager import tenant_of
+from conversation_service.services.messages import append, processing_job
 from conversation_service.services.unit_of_work import UnitOfWork, Units
 from conversation_service.utils.clock import utcnow
 from conversation_service.utils.json_merge import merge_patch
@@ -259,11 +260,9 @@ async def complete_message(
         uow.conn, row, content=content, status=MessageStatus.COMPLETED, metadata=metadata
     )
     assert message is not None
-    tenant = await tenant_of(uow, conversation_id)
-    if tenant is not None:
-        await uow.record(
-            [processing_job(settings, tenant, conversation_id, message_id, dedupe=True)]
-        )
+    # The row was read under a join on the live conversation, so its tenant is there.
+    tenant = await tenant_of(uow.conn, conversation_id)
+    await uow.record([processing_job(settings, tenant, conversation_id, message_id, dedupe=True)])
     outcome = StreamOutcome(message, changed=True)
     _announce(uow, store, outcome)
     return outcome

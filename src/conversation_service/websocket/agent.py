@@ -26,7 +26,7 @@ from conversation_service.resources import Resources
 from conversation_service.services import streaming
 from conversation_service.services.auth import verify_service_key
 from conversation_service.utils import jsonio
-from conversation_service.websocket.handlers import bearer, invalid_frame_detail
+from conversation_service.websocket.handlers import bearer, frame_payload, invalid_frame_detail
 from conversation_service.websocket.outbox import CLOSE_MESSAGE_TOO_BIG, CLOSE_UNAUTHENTICATED
 
 MAX_AGENT_FRAME_BYTES: Final = 1_048_576
@@ -50,9 +50,7 @@ class AgentSession:
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     return
-                raw = message.get("text")
-                if raw is None:
-                    raw = message.get("bytes") or b""
+                raw = frame_payload(message)
                 if len(raw) > MAX_AGENT_FRAME_BYTES:
                     await self.websocket.close(CLOSE_MESSAGE_TOO_BIG, "frame too big")
                     return

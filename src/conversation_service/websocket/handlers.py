@@ -42,9 +42,9 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 from fastapi import WebSocket
 from pydantic import ValidationError
@@ -106,6 +106,15 @@ def _error(code: str, status: int, detail: str, conversation_id: uuid.UUID | Non
     )
 
 
+def frame_payload(message: Mapping[str, Any]) -> str | bytes:
+    """The text or bytes of a received WebSocket message (empty bytes when it has neither)."""
+    text: str | None = message.get("text")
+    if text is not None:
+        return text
+    data: bytes = message.get("bytes") or b""
+    return data
+
+
 def _frame_size(raw: str | bytes) -> int:
     if isinstance(raw, bytes) or len(raw) * 4 <= MAX_CLIENT_FRAME_BYTES:
         return len(raw)
@@ -159,9 +168,7 @@ class ClientSession:
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                raw = message.get("text")
-                if raw is None:
-                    raw = message.get("bytes") or b""
+                raw = frame_payload(message)
                 if _frame_size(raw) > MAX_CLIENT_FRAME_BYTES:
                     self.outbox.close(
                         CLOSE_MESSAGE_TOO_BIG,
