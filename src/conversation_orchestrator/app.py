@@ -155,18 +155,18 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        http = ServiceClient.build_http(
+        service = ServiceClient.connect(
             settings.service_url,
             settings.service_key.get_secret_value(),
             settings.request_timeout_seconds,
         )
-        runner = ReplyRunner(ServiceClient(http), settings)
+        runner = ReplyRunner(service, settings)
         app.state.runner = runner
         try:
             yield
         finally:
             await runner.shutdown()
-            await http.aclose()
+            await service.aclose()
 
     app = FastAPI(
         title="Reference Agent Orchestrator",
