@@ -64,12 +64,14 @@ def _none(body: Any) -> None:
     return None
 
 
-def _body(kind: type[BaseModel], value: BaseModel | Mapping[str, Any] | None, **fields: Any) -> Any:
-    """``value`` (a model or a mapping) or ``fields``, validated by ``kind``, as JSON."""
+def _body(
+    schema: type[BaseModel], value: BaseModel | Mapping[str, Any] | None, /, **fields: Any
+) -> Any:
+    """``value`` (a model or a mapping) and ``fields``, validated by ``schema``, as JSON."""
     if isinstance(value, BaseModel):
         model = value
     else:
-        model = kind.model_validate({**(value or {}), **fields})
+        model = schema.model_validate({**(value or {}), **fields})
     return model.model_dump(mode="json", exclude_unset=True, by_alias=True)
 
 

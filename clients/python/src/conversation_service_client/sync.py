@@ -198,10 +198,12 @@ class ConversationServiceClient:
     def agent_conversation(self, conversation_id: Id) -> models.ConversationOut:
         return self.send(calls.agent_conversation(conversation_id))
 
-    def iter_all_conversations(self, **filters: Any) -> Iterator[models.ConversationOut]:
-        """Every conversation matching ``filters`` (tenant, user, workflow_id…), any user."""
+    def iter_all_conversations(
+        self, tenant: str, **filters: Any
+    ) -> Iterator[models.ConversationOut]:
+        """Every conversation of ``tenant`` matching ``filters`` (user, workflow_id…)."""
         return self._pages(
-            lambda cursor: calls.list_all_conversations(cursor, **filters),
+            lambda cursor: calls.list_all_conversations(cursor, tenant=tenant, **filters),
             lambda p: p.next_cursor,
         )
 
