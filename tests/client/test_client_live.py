@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -110,9 +111,11 @@ def test_problems_are_typed_exceptions(client: ConversationServiceClient, live: 
         client.append_message(conversation.id, "other", idempotency_key="key-1")
     assert reused.value.status == 422
     assert reused.value.code == "idempotency-key-reused"
-    with ConversationServiceClient(live.base_url, token="not-a-jwt") as stranger:
-        with pytest.raises(UnauthorizedError):
-            stranger.get_conversation(conversation.id)
+    with (
+        ConversationServiceClient(live.base_url, token="not-a-jwt") as stranger,
+        pytest.raises(UnauthorizedError),
+    ):
+        stranger.get_conversation(conversation.id)
     with pytest.raises(ConversationServiceError, match="service_key"):
         ConversationServiceClient(live.base_url, token="x").agent_conversation(conversation.id)
 
@@ -230,7 +233,7 @@ def test_blocking_stream_resumes_after_the_last_event_id(
     assert [contents(e)[0] for e in following] == ["b", "c"]
 
 
-def signed(secret: str, payload: dict[str, object], at: datetime) -> tuple[dict[str, str], bytes]:
+def signed(secret: str, payload: dict[str, Any], at: datetime) -> tuple[dict[str, str], bytes]:
     body = json.dumps(payload)
     msg_id = f"msg_{uuid.uuid4().hex}"
     signature = Webhook(secret).sign(msg_id, at, body)

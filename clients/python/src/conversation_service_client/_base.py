@@ -59,9 +59,15 @@ class Credentials:
 
 
 def should_retry(call: Call[Any], attempt: int, policy: RetryPolicy, status: int | None) -> bool:
-    """Whether a failed attempt (``status`` None: no answer) is tried again."""
+    """Whether a failed attempt (``status`` None: no answer) is tried again.
+
+    A 409 to a call with an ``Idempotency-Key`` means an earlier attempt whose answer was lost
+    is still being processed (``idempotency-key-in-flight``): the retry gets its answer.
+    """
     if not call.retry or attempt + 1 >= policy.attempts:
         return False
+    if status == 409 and "Idempotency-Key" in call.headers:
+        return True
     return status is None or status in RETRY_STATUSES
 
 

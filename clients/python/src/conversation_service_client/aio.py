@@ -2,7 +2,7 @@
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -176,8 +176,11 @@ class AsyncConversationServiceClient:
         after: str | None = None,
         transports: tuple[Transport, ...] = ("websocket", "sse"),
         max_reconnects: int | None = None,
-    ) -> AsyncIterator[Event]:
-        """The conversation's events after ``after`` (None: from now on), across disconnects."""
+    ) -> AsyncGenerator[Event, None]:
+        """The conversation's events after ``after`` (None: from now on), across disconnects.
+
+        Endless: stop iterating (or close the generator) to disconnect.
+        """
         token = self.credentials.token
         if token is None:
             raise ValueError("stream() needs the client's token")

@@ -11,7 +11,7 @@ caller sees every event once, in order (the server replays from that id, or send
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Generator
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 from uuid import UUID
@@ -157,7 +157,7 @@ async def astream(
     after: str | None = None,
     transports: tuple[Transport, ...] = ("websocket", "sse"),
     max_reconnects: int | None = None,
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     """Async version of the stream (see the module's docstring)."""
     state = Resume(str(conversation_id), after, list(transports), max_reconnects)
     auth = {"Authorization": f"Bearer {token}"}
@@ -207,7 +207,7 @@ def stream(
     after: str | None = None,
     transports: tuple[Transport, ...] = ("websocket", "sse"),
     max_reconnects: int | None = None,
-) -> Iterator[Event]:
+) -> Generator[Event, None, None]:
     """Blocking version of the stream (see the module's docstring)."""
     state = Resume(str(conversation_id), after, list(transports), max_reconnects)
     auth = {"Authorization": f"Bearer {token}"}

@@ -4,7 +4,7 @@ Generated from ``aio.py`` by ``clients/python/generate_models.py``: edit that fi
 
 import time
 import uuid
-from collections.abc import Iterator, Callable, Mapping, Sequence
+from collections.abc import Generator, Iterator, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -178,8 +178,11 @@ class ConversationServiceClient:
         after: str | None = None,
         transports: tuple[Transport, ...] = ("websocket", "sse"),
         max_reconnects: int | None = None,
-    ) -> Iterator[Event]:
-        """The conversation's events after ``after`` (None: from now on), across disconnects."""
+    ) -> Generator[Event, None, None]:
+        """The conversation's events after ``after`` (None: from now on), across disconnects.
+
+        Endless: stop iterating (or close the generator) to disconnect.
+        """
         token = self.credentials.token
         if token is None:
             raise ValueError("stream() needs the client's token")
