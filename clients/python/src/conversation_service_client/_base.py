@@ -58,17 +58,21 @@ class Credentials:
         return {"Authorization": f"Bearer {secret}", **call.headers}
 
 
-def should_retry(call: Call[Any], attempt: int, policy: RetryPolicy, status: int | None) -> bool:
-    """Whether a failed attempt (``status`` None: no answer) is tried again.
+def should_retry(
+    call: Call[Any], attempt: int, policy: RetryPolicy, response: httpx.Response | None
+) -> bool:
+    """Whether a failed attempt (``response`` None: no answer) is tried again.
 
     A 409 to a call with an ``Idempotency-Key`` means an earlier attempt whose answer was lost
     is still being processed (``idempotency-key-in-flight``): the retry gets its answer.
     """
     if not call.retry or attempt + 1 >= policy.attempts:
         return False
-    if status == 409 and "Idempotency-Key" in call.headers:
+    if response is None:
         return True
-    return status is None or status in RETRY_STATUSES
+    if response.status_code == 409 and "Idempotency-Key" in call.headers:
+        return problem_error(response).code == "idempotency-key-in-flight"
+    return response.status_code in RETRY_STATUSES
 
 
 def answer(call: Call[T], response: httpx.Response) -> T:

@@ -76,7 +76,7 @@ class AsyncConversationServiceClient:
                     raise
                 await asyncio.sleep(policy.delay(attempt, None))
             else:
-                if response.is_error and should_retry(call, attempt, policy, response.status_code):
+                if response.is_error and should_retry(call, attempt, policy, response):
                     await asyncio.sleep(policy.delay(attempt, response))
                 else:
                     return answer(call, response)

@@ -78,7 +78,7 @@ class ConversationServiceClient:
                     raise
                 time.sleep(policy.delay(attempt, None))
             else:
-                if response.is_error and should_retry(call, attempt, policy, response.status_code):
+                if response.is_error and should_retry(call, attempt, policy, response):
                     time.sleep(policy.delay(attempt, response))
                 else:
                     return answer(call, response)
