@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt clients/python/pyproject.toml
 	# in without declared dependencies, then the ones langchain-core and langsmith import.
 	$(BIN)/pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e clients/python
 	$(BIN)/pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) --no-deps 'langchain-core>=1.8,<1.9' langsmith langchain-protocol
-	$(BIN)/pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) jsonpatch pyyaml tenacity requests-toolbelt xxhash zstandard distro sniffio
+	$(BIN)/pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) anyio distro httpx2 jsonpatch orjson packaging pyyaml requests requests-toolbelt sniffio tenacity uuid-utils xxhash zstandard
 	touch $(STAMP)
 
 install: $(STAMP)
