@@ -151,6 +151,24 @@ async def test_orchestrator_calls_stream_a_reply_and_request_a_task(
     assert "sunny and warm" in [m.content for m in openai_window.messages]
 
 
+async def test_workflow_conversation_handoff_and_session_context(
+    aclient: AsyncConversationServiceClient, user: Caller
+) -> None:
+    opened = await aclient.create_workflow_conversation(
+        tenant=user.tenant, user=user.user, agent_id="agent-1", workflow_id="wf-1"
+    )
+    conversation_id = opened.id
+    moved = await aclient.hand_off(conversation_id, "agent-2", reason="billing question")
+    assert (moved.from_agent_id, moved.to_agent_id) == ("agent-1", "agent-2")
+    assert (await aclient.get_conversation(conversation_id)).agent_id == "agent-2"
+    session = await aclient.start_session(conversation_id)
+    await aclient.patch_session_context(session.id, variables={"plan": "pro"})
+    assert (await aclient.session_context(session.id)).variables == {"plan": "pro"}
+    message = await aclient.append_message(conversation_id, "hello")
+    tagged = await aclient.update_message(conversation_id, message.id, metadata={"pinned": True})
+    assert tagged.metadata == {"pinned": True}
+
+
 async def collect(events: AsyncIterator[Event], into: asyncio.Queue[Event]) -> None:
     async for event in events:
         await into.put(event)

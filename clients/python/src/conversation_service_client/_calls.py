@@ -304,3 +304,64 @@ def request_task(cid: Id, body: Any = None, **fields: Any) -> Call[models.JobOut
 def agent_job(job_id: Id) -> Call[models.JobOut]:
     path = f"{INTERNAL}/jobs/{job_id}"
     return Call("GET", path, _model(models.JobOut), internal=True, retry=True)
+
+
+def update_message(cid: Id, mid: Id, body: Any = None, **fields: Any) -> Call[models.MessageOut]:
+    json = _body(models.MessageUpdate, body, **fields)
+    path = f"{PUBLIC}/conversations/{cid}/messages/{mid}"
+    return Call("PATCH", path, _model(models.MessageOut), json=json, retry=True)
+
+
+def create_workflow_conversation(
+    idempotency_key: str, body: Any = None, **fields: Any
+) -> Call[models.WorkflowConversationOut]:
+    return Call(
+        "POST",
+        f"{INTERNAL}/conversations",
+        _model(models.WorkflowConversationOut),
+        json=_body(models.WorkflowConversationCreate, body, **fields),
+        headers={"Idempotency-Key": idempotency_key},
+        internal=True,
+        retry=True,
+    )
+
+
+def hand_off(
+    cid: Id, idempotency_key: str, body: Any = None, **fields: Any
+) -> Call[models.HandoffOut]:
+    return Call(
+        "POST",
+        f"{INTERNAL}/conversations/{cid}/handoff",
+        _model(models.HandoffOut),
+        json=_body(models.HandoffIn, body, **fields),
+        headers={"Idempotency-Key": idempotency_key},
+        internal=True,
+        retry=True,
+    )
+
+
+def session_context(session_id: Id) -> Call[models.SessionContext]:
+    path = f"{INTERNAL}/sessions/{session_id}/context"
+    return Call("GET", path, _model(models.SessionContext), internal=True, retry=True)
+
+
+def patch_session_context(
+    session_id: Id, body: Any = None, **fields: Any
+) -> Call[models.SessionContext]:
+    return Call(
+        "PATCH",
+        f"{INTERNAL}/sessions/{session_id}/context",
+        _model(models.SessionContext),
+        json=_body(models.SessionContextPatch, body, **fields),
+        internal=True,
+    )
+
+
+def callback_delivery(delivery_id: Id) -> Call[models.CallbackDeliveryOut]:
+    path = f"{INTERNAL}/callbacks/{delivery_id}"
+    return Call("GET", path, _model(models.CallbackDeliveryOut), internal=True, retry=True)
+
+
+def redeliver_callback(delivery_id: Id) -> Call[models.RedeliveryOut]:
+    path = f"{INTERNAL}/callbacks/{delivery_id}/redeliver"
+    return Call("POST", path, _model(models.RedeliveryOut), internal=True)

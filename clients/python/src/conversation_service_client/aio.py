@@ -144,6 +144,11 @@ class AsyncConversationServiceClient:
     async def get_message(self, conversation_id: Id, message_id: Id) -> models.MessageOut:
         return await self.send(calls.get_message(conversation_id, message_id))
 
+    async def update_message(
+        self, conversation_id: Id, message_id: Id, body: Any = None, **fields: Any
+    ) -> models.MessageOut:
+        return await self.send(calls.update_message(conversation_id, message_id, body, **fields))
+
     async def delete_message(self, conversation_id: Id, message_id: Id) -> None:
         await self.send(calls.delete_message(conversation_id, message_id))
 
@@ -281,3 +286,38 @@ class AsyncConversationServiceClient:
 
     async def agent_job(self, job_id: Id) -> models.JobOut:
         return await self.send(calls.agent_job(job_id))
+
+    async def create_workflow_conversation(
+        self, *, idempotency_key: str | None = None, **fields: Any
+    ) -> models.WorkflowConversationOut:
+        """A conversation for ``tenant``/``user``, opened by a workflow (one key per retry)."""
+        key = idempotency_key or str(uuid.uuid4())
+        return await self.send(calls.create_workflow_conversation(key, None, **fields))
+
+    async def hand_off(
+        self,
+        conversation_id: Id,
+        to_agent_id: str,
+        *,
+        idempotency_key: str | None = None,
+        **fields: Any,
+    ) -> models.HandoffOut:
+        """Pass the conversation to another agent (one ``Idempotency-Key`` for every retry)."""
+        key = idempotency_key or str(uuid.uuid4())
+        call = calls.hand_off(conversation_id, key, None, to_agent_id=to_agent_id, **fields)
+        return await self.send(call)
+
+    async def session_context(self, session_id: Id) -> models.SessionContext:
+        return await self.send(calls.session_context(session_id))
+
+    async def patch_session_context(
+        self, session_id: Id, body: Any = None, **fields: Any
+    ) -> models.SessionContext:
+        return await self.send(calls.patch_session_context(session_id, body, **fields))
+
+    async def callback_delivery(self, delivery_id: Id) -> models.CallbackDeliveryOut:
+        """A callback's delivery and its attempts (status, latency, error)."""
+        return await self.send(calls.callback_delivery(delivery_id))
+
+    async def redeliver_callback(self, delivery_id: Id) -> models.RedeliveryOut:
+        return await self.send(calls.redeliver_callback(delivery_id))

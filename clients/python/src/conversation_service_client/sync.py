@@ -146,6 +146,11 @@ class ConversationServiceClient:
     def get_message(self, conversation_id: Id, message_id: Id) -> models.MessageOut:
         return self.send(calls.get_message(conversation_id, message_id))
 
+    def update_message(
+        self, conversation_id: Id, message_id: Id, body: Any = None, **fields: Any
+    ) -> models.MessageOut:
+        return self.send(calls.update_message(conversation_id, message_id, body, **fields))
+
     def delete_message(self, conversation_id: Id, message_id: Id) -> None:
         self.send(calls.delete_message(conversation_id, message_id))
 
@@ -283,3 +288,38 @@ class ConversationServiceClient:
 
     def agent_job(self, job_id: Id) -> models.JobOut:
         return self.send(calls.agent_job(job_id))
+
+    def create_workflow_conversation(
+        self, *, idempotency_key: str | None = None, **fields: Any
+    ) -> models.WorkflowConversationOut:
+        """A conversation for ``tenant``/``user``, opened by a workflow (one key per retry)."""
+        key = idempotency_key or str(uuid.uuid4())
+        return self.send(calls.create_workflow_conversation(key, None, **fields))
+
+    def hand_off(
+        self,
+        conversation_id: Id,
+        to_agent_id: str,
+        *,
+        idempotency_key: str | None = None,
+        **fields: Any,
+    ) -> models.HandoffOut:
+        """Pass the conversation to another agent (one ``Idempotency-Key`` for every retry)."""
+        key = idempotency_key or str(uuid.uuid4())
+        call = calls.hand_off(conversation_id, key, None, to_agent_id=to_agent_id, **fields)
+        return self.send(call)
+
+    def session_context(self, session_id: Id) -> models.SessionContext:
+        return self.send(calls.session_context(session_id))
+
+    def patch_session_context(
+        self, session_id: Id, body: Any = None, **fields: Any
+    ) -> models.SessionContext:
+        return self.send(calls.patch_session_context(session_id, body, **fields))
+
+    def callback_delivery(self, delivery_id: Id) -> models.CallbackDeliveryOut:
+        """A callback's delivery and its attempts (status, latency, error)."""
+        return self.send(calls.callback_delivery(delivery_id))
+
+    def redeliver_callback(self, delivery_id: Id) -> models.RedeliveryOut:
+        return self.send(calls.redeliver_callback(delivery_id))
