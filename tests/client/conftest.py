@@ -11,8 +11,6 @@ from conversation_service_client import AsyncConversationServiceClient, Conversa
 from tests.conftest import INTERNAL_KEY, Caller, new_caller
 from tests.routes.test_openai_compat import Live, serve_live
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="package")
 def live(
