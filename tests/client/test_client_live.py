@@ -24,6 +24,7 @@ from conversation_service_client import (
     Event,
     InvalidCallbackError,
     NotFoundError,
+    StreamError,
     UnauthorizedError,
     ValidationError,
     models,
@@ -249,6 +250,19 @@ def test_blocking_stream_resumes_after_the_last_event_id(
     following = [next(e for e in rest if e.type == "message.created") for _ in range(2)]
     rest.close()
     assert [contents(e)[0] for e in following] == ["b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("transport", "error"), [("websocket", StreamError), ("sse", UnauthorizedError)]
+)
+def test_stream_with_a_refused_token_fails_instead_of_retrying(
+    live: Live, transport: Transport, error: type[Exception]
+) -> None:
+    with ConversationServiceClient(live.base_url, token="not-a-jwt") as stranger:
+        # max_reconnects only bounds the test if the stream wrongly retried.
+        events = stranger.stream(uuid.uuid4(), transports=(transport,), max_reconnects=2)
+        with pytest.raises(error, match=r"unauthenticated|401"):
+            next(events)
 
 
 def signed(secret: str, payload: dict[str, Any], at: datetime) -> tuple[dict[str, str], bytes]:
