@@ -3,7 +3,7 @@
 Blocking and async clients: typed answers, problem details as typed exceptions, appends that
 survive a lost answer with one ``Idempotency-Key``, iterators over every paged list, the
 orchestrator's internal calls, the event stream over WebSocket and SSE resuming across
-disconnects, and ``verify_callback`` on the service's own signature.
+disconnects, and ``verify_callback`` on a Standard Webhooks signature (the service signs so).
 """
 
 import asyncio
@@ -277,7 +277,7 @@ def signed(secret: str, payload: dict[str, Any], at: datetime) -> tuple[dict[str
     return headers, body.encode()
 
 
-def test_verify_callback_accepts_the_services_signature_and_refuses_forgeries() -> None:
+def test_verify_callback_accepts_a_standard_webhooks_signature_and_refuses_forgeries() -> None:
     secret = "whsec_" + "c2VjcmV0LXNpZ25pbmcta2V5LWZvci10ZXN0cw=="
     payload = {"type": "message.created", "data": {"conversation_id": str(uuid.uuid4())}}
     now = datetime.now(UTC)
