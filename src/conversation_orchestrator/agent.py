@@ -4,7 +4,10 @@ It stands where a real orchestrator calls a model, and it exists to show that th
 service hands over is enough to hold a conversation: it greets, learns the user's name (and
 stores it in the tracked context), answers "what's my name?", refers to an earlier turn, quotes
 the conversation summary when one exists, and answers in the language of the user's message.
-Everything is deterministic, so tests can assert on what it says.
+``demo-assistant`` hands the conversation over to ``support-agent`` when the user asks for
+support (``Reply.handoff_to``), and ``support-agent`` greets the user by the name it finds in the
+context it reads (``greet_after_handoff``). Everything is deterministic, so tests can assert on
+what it says.
 """
 
 import re
@@ -16,6 +19,7 @@ from conversation_service.analysis.language import detect_language
 
 LANGUAGES: Final = frozenset({"en", "es"})
 MODEL_NAME: Final = "demo-agent/1"
+SUPPORT_AGENT: Final = "support-agent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,7 @@ class Reply:
     language: str
     learned_name: str | None = None
     used: tuple[str, ...] = field(default=())  # which parts of the context it used
+    handoff_to: str | None = None  # the agent to hand the conversation to after this reply
 
 
 # -- reading the context ----------------------------------------------------------------------
@@ -109,6 +114,9 @@ _RECALL_QUESTION = re.compile(
     r"|\bqu[eé] te (?:dije|cont[eé]|pregunt[eé])\b|\b(?:te acuerdas|recuerdas)\b"
 )
 _WORD = re.compile(r"[^\W\d_]+")
+_SUPPORT_REQUEST = re.compile(
+    r"(?i)\b(?:support|help ?desk|customer service|soporte|atenci[oó]n al cliente)\b"
+)
 
 
 def _word_set(text: str) -> frozenset[str]:
@@ -140,6 +148,11 @@ _STOPWORDS = _word_set(
     tienes todo todos unas unos días tardes noches antes hace está están
     """
 )
+
+
+def wants_support(text: str) -> bool:
+    """Whether the user asks for support ("I need support", "quiero hablar con soporte")."""
+    return _SUPPORT_REQUEST.search(text) is not None
 
 
 def find_name(text: str) -> str | None:
@@ -270,6 +283,11 @@ _PHRASES: Final[Mapping[str, Mapping[str, str]]] = {
             "Anything else on your mind?"
         ),
         "close": "What else can I help you with?",
+        "handoff": "I'm handing you over to {agent}, who will take it from here.",
+        "taking_over": (
+            "Hi{name}, I'm {agent}. {previous} told me you need support, and I've read our "
+            "conversation so far. How can I help?"
+        ),
         "and": "and",
     },
     "es": {
@@ -295,9 +313,24 @@ _PHRASES: Final[Mapping[str, Mapping[str, str]]] = {
             "Un agente real lo respondería con un modelo, usando este mismo contexto. ¿Algo más?"
         ),
         "close": "¿En qué más puedo ayudarte?",
+        "handoff": "Te paso con {agent}, que seguirá contigo a partir de aquí.",
+        "taking_over": (
+            "Hola{name}, soy {agent}. {previous} me ha dicho que necesitas soporte y he leído "
+            "nuestra conversación. ¿En qué puedo ayudarte?"
+        ),
         "and": "y",
     },
 }
+
+
+def _remembered_name(turn: Turn) -> str | None:
+    """The user's name as the context holds it: tracked context, earlier turns, the summary."""
+    remembered = turn.known_name or next(
+        (name for name in map(find_name, reversed(turn.earlier)) if name), None
+    )
+    if remembered is None and turn.summary:
+        remembered = find_name(turn.summary)
+    return remembered
 
 
 def compose_reply(turn: Turn, agent: AgentCard) -> Reply:
@@ -305,11 +338,13 @@ def compose_reply(turn: Turn, agent: AgentCard) -> Reply:
     language = choose_language(turn.text, turn.language_hints)
     say = _PHRASES[language]
     learned = find_name(turn.text)
-    remembered = turn.known_name or next(
-        (name for name in map(find_name, reversed(turn.earlier)) if name), None
-    )
-    if remembered is None and turn.summary:
-        remembered = find_name(turn.summary)
+    remembered = _remembered_name(turn)
+    if agent.style != "support" and wants_support(turn.text):
+        # Only the support agent answers support questions: say so, then hand over.
+        support = DEMO_AGENTS[SUPPORT_AGENT].name(language)
+        salutation = f", {learned or remembered}" if learned or remembered else ""
+        text = " ".join((say["ack1"].format(name=salutation), say["handoff"].format(agent=support)))
+        return Reply(text=text, language=language, learned_name=learned, handoff_to=SUPPORT_AGENT)
     name = learned or remembered
     used: list[str] = []
     parts: list[str] = []
@@ -360,6 +395,19 @@ def compose_reply(turn: Turn, agent: AgentCard) -> Reply:
     if name and name == remembered and "name" not in used:
         used.append("name")
     return Reply(text=" ".join(parts), language=language, learned_name=learned, used=tuple(used))
+
+
+def greet_after_handoff(turn: Turn, agent: AgentCard, previous: AgentCard) -> Reply:
+    """What ``agent`` says on taking the conversation over from ``previous``: it greets the
+    user by the name the context holds and says it has read the conversation."""
+    language = choose_language(turn.text, turn.language_hints)
+    name = _remembered_name(turn) or find_name(turn.text)
+    text = _PHRASES[language]["taking_over"].format(
+        name=f" {name}" if name else "",
+        agent=agent.name(language),
+        previous=previous.name(language),
+    )
+    return Reply(text=text, language=language, used=("name",) if name else ())
 
 
 _TOKEN = re.compile(r"\s*\S+")
