@@ -311,6 +311,11 @@ def test_items_name_their_agent_in_metadata_only_when_asked(
         asked[-1]["id"], conversation_id=conversation.id, include=["item.metadata"]
     )
     assert one.http_response.json()["metadata"] == {"agent_id": "support-agent"}
+    added = sdk.conversations.items.with_raw_response.create(
+        conversation.id, items=[EVERY_ITEM[4]], include=["item.metadata"]
+    )
+    (call,) = added.http_response.json()["data"]
+    assert call["metadata"] == {"agent_id": "support-agent"}  # the agent holding it now
 
 
 def test_an_item_cannot_name_its_agent(sdk: OpenAI) -> None:
