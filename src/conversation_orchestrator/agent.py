@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from conversation_orchestrator.phrases import PHRASES
 from conversation_service.analysis.language import detect_language
 
 LANGUAGES: Final = frozenset({"en", "es"})
@@ -258,71 +259,6 @@ def _quote(text: str, language: str) -> str:
     return f"«{text}»" if language == "es" else f"“{text}”"
 
 
-_PHRASES: Final[Mapping[str, Mapping[str, str]]] = {
-    "en": {
-        "hello": "Hi{name}! I'm {agent}.",
-        "hello_support": "Hi{name}, thanks for contacting support. I'm {agent}.",
-        "ack0": "Got it{name}.",
-        "ack1": "Thanks{name}.",
-        "ack2": "Understood{name}.",
-        "learned": "Nice to meet you, {name} — I'll remember your name.",
-        "your_name": "Your name is {name}; you told me earlier.",
-        "no_name": "You haven't told me your name yet.",
-        "asking": "You're asking about {topics}.",
-        "telling": "You're telling me about {topics}.",
-        "earlier": "Earlier you mentioned {quote}.",
-        "earlier_again": "Earlier you mentioned {quote}, and {word} comes up again now.",
-        "recall": "So far you've told me {quotes}.",
-        "summary": "From the summary of our conversation: {quote}.",
-        "intro": (
-            "I'm a built-in demo agent without a language model, so my answers are simple, "
-            "but I remember what you tell me. What would you like to talk about?"
-        ),
-        "question_close": (
-            "A real agent would answer that with a model, using this same context. "
-            "Anything else on your mind?"
-        ),
-        "close": "What else can I help you with?",
-        "handoff": "I'm handing you over to {agent}, who will take it from here.",
-        "taking_over": (
-            "Hi{name}, I'm {agent}. {previous} told me you need support, and I've read our "
-            "conversation so far. How can I help?"
-        ),
-        "and": "and",
-    },
-    "es": {
-        "hello": "¡Hola{name}! Soy {agent}.",
-        "hello_support": "Hola{name}, gracias por contactar con soporte. Soy {agent}.",
-        "ack0": "Entendido{name}.",
-        "ack1": "Gracias{name}.",
-        "ack2": "De acuerdo{name}.",
-        "learned": "Encantado de conocerte, {name}; recordaré tu nombre.",
-        "your_name": "Te llamas {name}; me lo dijiste antes.",
-        "no_name": "Todavía no me has dicho tu nombre.",
-        "asking": "Me preguntas sobre {topics}.",
-        "telling": "Me hablas de {topics}.",
-        "earlier": "Antes mencionaste {quote}.",
-        "earlier_again": "Antes mencionaste {quote}, y ahora vuelve a salir {word}.",
-        "recall": "Hasta ahora me has dicho {quotes}.",
-        "summary": "Según el resumen de nuestra conversación: {quote}.",
-        "intro": (
-            "Soy un agente de demostración sin modelo de lenguaje: mis respuestas son sencillas, "
-            "pero recuerdo lo que me cuentas. ¿De qué te gustaría hablar?"
-        ),
-        "question_close": (
-            "Un agente real lo respondería con un modelo, usando este mismo contexto. ¿Algo más?"
-        ),
-        "close": "¿En qué más puedo ayudarte?",
-        "handoff": "Te paso con {agent}, que seguirá contigo a partir de aquí.",
-        "taking_over": (
-            "Hola{name}, soy {agent}. {previous} me ha dicho que necesitas soporte y he leído "
-            "nuestra conversación. ¿En qué puedo ayudarte?"
-        ),
-        "and": "y",
-    },
-}
-
-
 def _remembered_name(turn: Turn) -> str | None:
     """The user's name as the context holds it: tracked context, earlier turns, the summary."""
     remembered = turn.known_name or next(
@@ -336,7 +272,7 @@ def _remembered_name(turn: Turn) -> str | None:
 def compose_reply(turn: Turn, agent: AgentCard) -> Reply:
     """The agent's answer to ``turn``, in the language of the user's message."""
     language = choose_language(turn.text, turn.language_hints)
-    say = _PHRASES[language]
+    say = PHRASES[language]
     learned = find_name(turn.text)
     remembered = _remembered_name(turn)
     if agent.style != "support" and wants_support(turn.text):
@@ -402,7 +338,7 @@ def greet_after_handoff(turn: Turn, agent: AgentCard, previous: AgentCard) -> Re
     user by the name the context holds and says it has read the conversation."""
     language = choose_language(turn.text, turn.language_hints)
     name = _remembered_name(turn) or find_name(turn.text)
-    text = _PHRASES[language]["taking_over"].format(
+    text = PHRASES[language]["taking_over"].format(
         name=f" {name}" if name else "",
         agent=agent.name(language),
         previous=previous.name(language),
