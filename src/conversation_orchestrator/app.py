@@ -111,15 +111,17 @@ class ReplyRunner:
                         conversation_id,
                         {"entities": {"user_name": reply.learned_name}, "active_agent": agent.id},
                     )
-                await self._stream(
+                replied = await self._stream(
                     conversation_id, str(message["id"]), agent, reply, started, streaming
                 )
                 if reply.handoff_to is not None:
-                    await self._hand_over(conversation_id, message, agent, reply, streaming)
+                    replied = await self._hand_over(
+                        conversation_id, message, agent, reply, streaming
+                    )
             self.stats.replies_completed += 1
             log.info(
                 "reply completed",
-                extra={"conversation_id": conversation_id, "message_id": streaming.message_id},
+                extra={"conversation_id": conversation_id, "message_id": replied},
             )
         except asyncio.CancelledError:
             self.stats.replies_failed += 1
@@ -138,7 +140,7 @@ class ReplyRunner:
         reply: Reply,
         started: float,
         streaming: _Streaming,
-    ) -> None:
+    ) -> str:
         """Create the reply (its author: the conversation's current agent), stream it token by
         token and complete it; ``streaming`` names it while it is open, so a failure fails it."""
         created = await self.service.create_message(
@@ -157,7 +159,8 @@ class ReplyRunner:
             streaming.message_id,
             metadata={"latency_ms": latency_ms, "chunks": len(chunks)},
         )
-        streaming.message_id = None
+        replied, streaming.message_id = streaming.message_id, None
+        return replied
 
     async def _hand_over(
         self,
@@ -166,7 +169,7 @@ class ReplyRunner:
         agent: AgentCard,
         reply: Reply,
         streaming: _Streaming,
-    ) -> None:
+    ) -> str:
         """Hand the conversation to ``reply.handoff_to``; that agent reads the context (now with
         the handoff in it) and greets the user by name."""
         target = DEMO_AGENTS[str(reply.handoff_to)]
@@ -181,7 +184,7 @@ class ReplyRunner:
         context = await self.service.context(conversation_id)
         greeting = greet_after_handoff(build_turn(context, message), target, agent)
         parent_id = str(handoff["message"]["id"])  # the handoff line comes before the greeting
-        await self._stream(conversation_id, parent_id, target, greeting, started, streaming)
+        return await self._stream(conversation_id, parent_id, target, greeting, started, streaming)
 
     async def _fail(self, conversation_id: str, message_id: str | None, error: str) -> None:
         if message_id is None:
