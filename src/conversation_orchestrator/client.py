@@ -99,3 +99,26 @@ class ServiceClient:
             conversation_id, message_id, error[:2000] or "failed"
         )
         return result.model_dump(mode="json")
+
+    async def handoff(
+        self,
+        conversation_id: str | uuid.UUID,
+        to_agent_id: str,
+        *,
+        from_agent_id: str,
+        reason: str,
+        context: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``POST /conversations/{id}/handoff``: another agent takes the conversation over.
+
+        Retried with one ``Idempotency-Key``: a repeat returns the first answer instead of the
+        409 that ``from_agent_id`` would give once the handoff is applied.
+        """
+        moved = await self.client.hand_off(
+            conversation_id,
+            to_agent_id,
+            from_agent_id=from_agent_id,
+            reason=reason,
+            context=context,
+        )
+        return moved.model_dump(mode="json")

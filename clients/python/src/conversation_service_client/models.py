@@ -559,6 +559,10 @@ class Role2(StrEnum):
     developer = "developer"
 
 
+class ItemMetadata(BaseModel):
+    agent_id: Annotated[str | None, Field(title="Agent Id")]
+
+
 class Status5(StrEnum):
     pending = "pending"
     queued = "queued"
@@ -663,6 +667,12 @@ class MessageItemOut(BaseModel):
     status: Annotated[Status6, Field(title="Status")]
     content: Annotated[list[dict[str, Any]], Field(title="Content")]
     phase: Annotated[Phase | None, Field(title="Phase")] = None
+    metadata: Annotated[
+        ItemMetadata | None,
+        Field(
+            description="Who wrote the item; returned with `include=item.metadata` only."
+        ),
+    ] = None
 
 
 class MessageStatus(StrEnum):
