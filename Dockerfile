@@ -13,8 +13,9 @@ WORKDIR /src
 # README* and not README.md: pyproject names it, and a missing readme should not break COPY.
 COPY pyproject.toml constraints.txt README* ./
 COPY src ./src
+# With the telemetry extra, so OTEL_* variables can turn traces on (off, it is never imported).
 RUN /opt/venv/bin/pip install --upgrade pip \
-    && /opt/venv/bin/pip install -c constraints.txt .
+    && /opt/venv/bin/pip install -c constraints.txt '.[telemetry]'
 
 FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH \
