@@ -81,3 +81,30 @@ async def test_a_worker_drains_jobs_left_on_unprefixed_queues(own_env: QueueEnv)
 def test_every_task_path_names_a_task_of_this_service() -> None:
     assert all(path.startswith("conversation_service.queue.tasks.") for path in TASK_PATHS.values())
     assert set(TASK_PATHS) == set(JobKind)
+
+
+async def test_the_sweep_redispatches_a_job_an_old_api_left_on_an_unprefixed_queue(
+    own_env: QueueEnv,
+) -> None:
+    redis = SyncRedis.from_url(own_env.settings.effective_redis_url())
+    cid = (await create_conversation(own_env.client))["id"]
+    await own_env.client.post(f"/api/v1/conversations/{cid}/messages", json={"content": "hi"})
+    [row] = await own_env.jobs(conversation_id=uuid.UUID(cid), kind="process_message")
+    await own_env.wait_dispatched(row["id"])
+    prefixed = Queue(queue_name("conversation", "high"), connection=redis)
+    legacy = Queue("high", connection=redis)
+    job = prefixed.fetch_job(f"process_message-{row['id'].hex}")
+    assert job is not None
+    prefixed.remove(job)
+    legacy.enqueue_job(job)  # as an API of an earlier release would have
+
+    async def redispatched() -> str | None:
+        [now] = await own_env.jobs(id=row["id"])
+        rq_id: str | None = now["rq_job_id"]
+        return rq_id if rq_id and rq_id in prefixed.get_job_ids() else None
+
+    rq_id = await own_env.wait_until(redispatched, what="the sweep to re-dispatch the job")
+    assert rq_id.endswith("-s1"), "a new id: the stale copy can no longer claim the row"
+    legacy.remove(job)
+    job.delete()
+    redis.close()

@@ -284,7 +284,7 @@ class OutboxRelay:
             spec = spec_from_row(row)
             current = row.rq_job_id or spec.rq_job_id()
             if row.status != JobStatus.STARTED.value and await asyncio.to_thread(
-                self._waiting_in_rq, current
+                self._waiting_in_rq, current, spec.queue
             ):
                 continue
             exhausted = row.status == JobStatus.STARTED.value and row.attempts >= row.max_attempts
@@ -320,13 +320,17 @@ class OutboxRelay:
             await self.dispatch(todo, rq_ids)
         return len(todo)
 
-    def _waiting_in_rq(self, rq_id: str) -> bool:
-        """Whether RQ holds this job in a queue, where a worker will take it (blocking)."""
+    def _waiting_in_rq(self, rq_id: str, level: str) -> bool:
+        """Whether RQ holds this job in its queue, where a worker will take it (blocking).
+
+        A job on another queue (an unprefixed one an earlier release used) counts as lost.
+        """
         try:
             job = RQJob.fetch(rq_id, connection=self.dispatcher.redis)
         except NoSuchJobError:
             return False
-        return job.get_status(refresh=False) == RQJobStatus.QUEUED
+        queue = self.dispatcher.queues[level].name
+        return job.get_status(refresh=False) == RQJobStatus.QUEUED and job.origin == queue
 
 
 def _text(value: bytes | str) -> str:
