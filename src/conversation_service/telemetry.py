@@ -85,10 +85,16 @@ class Telemetry:
         """Telemetry as ``environ`` configures it, or None when traces are off."""
         if not enabled(environ):
             return None
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        except ImportError as exc:
+            raise RuntimeError(
+                "OTEL_* variables turn traces on, but the telemetry extra is not installed: "
+                "pip install 'conversation-service[telemetry]' (or unset them)"
+            ) from exc
 
         # The standard variables name the service when they say so; else ``service``.
         named = bool(environ.get("OTEL_SERVICE_NAME")) or "service.name=" in environ.get(
