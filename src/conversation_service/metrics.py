@@ -137,7 +137,7 @@ class JobMetrics(EventMetrics):
         super().__init__(registry or CollectorRegistry())
         self.jobs = Counter(
             "conversation_jobs_total",
-            "Job runs by kind and outcome (finished, retried, failed, skipped, not_claimed).",
+            "Job runs by kind and outcome (finished, retried, failed, skipped).",
             ["kind", "outcome"],
             registry=self.registry,
         )
