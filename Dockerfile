@@ -13,10 +13,11 @@ WORKDIR /src
 # README* and not README.md: pyproject names it, and a missing readme should not break COPY.
 COPY pyproject.toml constraints.txt README* ./
 COPY src ./src
-# The Python client: the reference orchestrator (`conversation-service dev`) talks through it.
+# The Python client (the reference orchestrator of `conversation-service dev` talks through it),
+# and the telemetry extra, so OTEL_* variables can turn traces on (off, it is never imported).
 COPY clients/python ./clients/python
 RUN /opt/venv/bin/pip install --upgrade pip \
-    && /opt/venv/bin/pip install -c constraints.txt . ./clients/python
+    && /opt/venv/bin/pip install -c constraints.txt '.[telemetry]' ./clients/python
 
 FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH \

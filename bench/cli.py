@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--baseline-ref",
         metavar="REF",
-        help="git commit the 'hot' scenario compares with, run from its own worktree and venv "
-        "under .bench-baseline/ (default: the merge-base of HEAD and main; 'none' to skip)",
+        help="git commit the 'hot' and 'telemetry' scenarios compare with, run from its own "
+        "worktree and venv under .bench-baseline/ (default: the merge-base of HEAD and main; "
+        "'none' to skip)",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     return parser
@@ -129,7 +130,7 @@ async def _run_backends(
 ) -> int:
     scenarios = list(dict.fromkeys(args.scenario)) if args.scenario else list(SCENARIOS)
     baseline = None
-    if "hot" in scenarios and args.baseline_ref != "none":
+    if {"hot", "telemetry"} & set(scenarios) and args.baseline_ref != "none":
         ref = args.baseline_ref or await baselines.default_ref()
         baseline = await baselines.prepare(ref, _log)
 

@@ -384,7 +384,7 @@ async def queue_latency(ctx: BenchContext) -> list[Result]:
         dispatcher = Dispatcher(redis, settings)
         high_queue = queue_for(JobKind.PROCESS_MESSAGE, urgent=True)
         low_queue = queue_for(JobKind.ANALYZE_SENTIMENT, "low")
-        low_key = Queue(low_queue, connection=redis).key
+        low_key = dispatcher.queues[low_queue].key
         highs = iter(
             job_spec(JobKind.PROCESS_MESSAGE, high_queue, ctx, high_conversation, message)
             for message in high_ids

@@ -27,6 +27,7 @@ from bench.raw import RawConnection, RawPool
 from bench.report import Result, Target
 from bench.stats import Measurement, Operation, closed_loop, median_of
 from bench.streaming import SCENARIOS as STREAMING_SCENARIOS
+from bench.telemetry import SCENARIOS as TELEMETRY_SCENARIOS
 
 CONCURRENT_CLIENTS = 16
 POOL_SIZE = 8
@@ -272,4 +273,5 @@ SCENARIOS: dict[str, Scenario] = {
     **QUEUE_SCENARIOS,
     **OUTBOX_SCENARIOS,
     **HOT_SCENARIOS,
+    **TELEMETRY_SCENARIOS,
 }

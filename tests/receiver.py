@@ -31,6 +31,7 @@ class Received:
     event_type: str
     body: dict[str, Any]
     verified: bool
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,7 +68,7 @@ def _app(state: Receiver) -> Starlette:
             verified = False
         body = orjson.loads(raw)
         state.received.append(
-            Received(headers.get("webhook-id", ""), body.get("type", ""), body, verified)
+            Received(headers.get("webhook-id", ""), body.get("type", ""), body, verified, headers)
         )
         if state.delay:
             await asyncio.sleep(state.delay)

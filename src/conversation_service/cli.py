@@ -277,6 +277,7 @@ def _worker(settings: ConversationSettings, args: argparse.Namespace) -> int:
 
     from conversation_service.embedded import start_embedded_redis
     from conversation_service.observability import configure_logging
+    from conversation_service.queue.names import drain_legacy_queues, queue_name, queue_names
     from conversation_service.queue.worker import (
         HIGH,
         JobWorker,
@@ -318,18 +319,24 @@ def _worker(settings: ConversationSettings, args: argparse.Namespace) -> int:
     url = settings.effective_redis_url()
     # --fork: plain RQ work horses, each job on a fresh loop with resources of its own.
     worker_class = Worker if args.fork else JobWorker
+    prefix = settings.queue_prefix
+    names = queue_names(prefix, queues)
     try:
+        with Redis.from_url(url) as redis:
+            # Jobs an earlier release left on the unprefixed queues (README, "Queue names").
+            drain_legacy_queues(redis, prefix)
         if pool > 1:
             run_pool(
                 url,
-                queues,
+                names,
                 processes=pool,
                 reserve_high=reserve,
                 burst=args.burst,
                 worker_class=worker_class,
+                high=queue_name(prefix, HIGH),
             )
         else:
-            run_worker(worker_class(queues, connection=Redis.from_url(url)), burst=args.burst)
+            run_worker(worker_class(names, connection=Redis.from_url(url)), burst=args.burst)
     finally:
         if embedded is not None:
             embedded.stop()

@@ -1,7 +1,8 @@
 """Application factory: ``create_app(settings)`` builds everything in its lifespan."""
 
 import asyncio
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import httpx
@@ -11,6 +12,7 @@ from redis import Redis as SyncRedis
 from conversation_service import __version__
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.engine import assert_migrated, create_engine, read_engine
+from conversation_service.metrics import ServiceMetrics
 from conversation_service.observability import Metrics, RequestContextMiddleware
 from conversation_service.queue.producer import Dispatcher, OutboxRelay
 from conversation_service.resources import Resources, cursor_key
@@ -41,6 +43,7 @@ from conversation_service.services.idempotency import InFlightGate
 from conversation_service.services.rate_limits import RateLimiter, RateLimitMetrics
 from conversation_service.services.retention import RetentionScheduler
 from conversation_service.services.unit_of_work import Units
+from conversation_service.telemetry import Telemetry
 from conversation_service.utils.cursors import CursorCodec
 from conversation_service.utils.memory_utils import preload_encoders
 from conversation_service.utils.redis_client import async_redis
@@ -58,11 +61,18 @@ which answers in OpenAI's error shape.
 """
 
 
-def create_app(settings: ConversationSettings | None = None) -> FastAPI:
-    """Build the ASGI app; resources are created in the lifespan and disposed after it."""
+def create_app(
+    settings: ConversationSettings | None = None, *, environ: Mapping[str, str] | None = None
+) -> FastAPI:
+    """Build the ASGI app; resources are created in the lifespan and disposed after it.
+
+    ``environ`` holds the ``OTEL_*`` variables that configure traces (default: the process's).
+    """
     settings = settings or ConversationSettings()
     metrics = Metrics()
     limit_metrics = RateLimitMetrics(metrics.registry)
+    operations = ServiceMetrics(metrics.registry)
+    telemetry = Telemetry.from_environ(os.environ if environ is None else environ)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -75,7 +85,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
             settings.effective_redis_url(), socket_connect_timeout=1.0, socket_timeout=2.0
         )
         relay = OutboxRelay(engine, redis, Dispatcher(rq_redis, settings), settings)
-        realtime = Realtime(settings, engine, redis)
+        realtime = Realtime(settings, engine, redis, on_published=operations.event_published)
         retention = RetentionScheduler(engine, relay, settings)
         # Agent validation's client: short timeouts, never follows redirects.
         agent_http = httpx.AsyncClient(timeout=settings.agent_validation_timeout_seconds)
@@ -89,6 +99,10 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
             if settings.orchestrator_url
             else None
         )
+        if telemetry is not None:
+            telemetry.instrument_engine(engine)
+            telemetry.instrument_redis(redis)
+            telemetry.instrument_http(agent_http)
         try:
             await assert_migrated(engine)
             # Token tables load now, not on the first append (0.2-0.4 s).
@@ -109,6 +123,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
                 relay=relay,
                 limiter=RateLimiter(settings, redis, metrics=limit_metrics),
                 agents=agents,
+                operations=operations,
             )
             relay.start()
             retention.start()
@@ -122,12 +137,14 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
             rq_redis.close()
             await redis.aclose()
             await engine.dispose()
+            if telemetry is not None:
+                telemetry.shutdown()
 
     app = FastAPI(
         title="Conversation Service",
         version=__version__,
-        # Prometheus (/metrics) is the service's telemetry; FastAPI's OpenTelemetry hooks would
-        # ask the global providers on every request.
+        # FastAPI's own OpenTelemetry hooks would ask the global providers on every request;
+        # traces, when on, come from the official instrumentation (conversation_service.telemetry).
         telemetry={"tracing": False, "metrics": False, "logs": False},
         description=DESCRIPTION,
         lifespan=lifespan,
@@ -175,4 +192,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
         access_log=settings.access_log,
         prefixed=[(settings.openai_prefix, openai_compat.router.routes)],
     )
+    if telemetry is not None:
+        # Outermost, so the server span covers every middleware and the request id's log line.
+        telemetry.instrument_app(app)
     return app

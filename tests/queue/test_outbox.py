@@ -8,6 +8,7 @@ from redis import Redis as SyncRedis
 from rq import Queue
 from rq.job import Job as RQJob
 
+from conversation_service.queue.names import queue_name
 from conversation_service.services.outbox import JobKind, JobSpec, queue_for
 from tests.conftest import create_conversation
 from tests.queue.conftest import QueueEnv
@@ -30,7 +31,10 @@ async def test_append_records_jobs_and_relay_queues_them_on_high(queue_env: Queu
     assert any(r["queue"] == "high" for r in callback_rows)  # message.created is urgent
 
     await queue_env.wait_dispatched(rows[0]["id"])
-    high = Queue("high", connection=SyncRedis.from_url(queue_env.settings.effective_redis_url()))
+    high = Queue(
+        queue_name("conversation", "high"),
+        connection=SyncRedis.from_url(queue_env.settings.effective_redis_url()),
+    )
     assert rows[0]["id"].hex in " ".join(high.job_ids)
 
 
@@ -86,7 +90,10 @@ async def test_the_relay_path_leaves_a_job_already_in_rq_alone(
     await relay.enqueue_fresh([spec])
     rq = relay.dispatcher.redis
     assert (
-        rq.lrange(Queue(spec.queue, connection=rq).key, 0, -1).count(spec.rq_job_id().encode()) == 1
+        rq.lrange(Queue(queue_name("conversation", spec.queue), connection=rq).key, 0, -1).count(
+            spec.rq_job_id().encode()
+        )
+        == 1
     )
     await queue_env.run_worker()
     jobs = {j["kind"]: j for j in await queue_env.jobs(message_id=uuid.UUID(message["id"]))}
@@ -120,7 +127,7 @@ async def test_the_relay_writes_the_job_rq_enqueue_call_writes(queue_env: QueueE
         }
         assert [job.args for job in jobs] == [(str(fresh.id),), (str(dispatched.id),)]
         assert jobs[0].func_name == jobs[1].func_name
-        queued = rq.lrange(Queue(fresh.queue, connection=rq).key, 0, -1)
+        queued = rq.lrange(Queue(queue_name("conversation", fresh.queue), connection=rq).key, 0, -1)
         assert all(queued.count(job.id.encode()) == 1 for job in jobs)
     finally:
         for job in jobs:
@@ -138,7 +145,7 @@ async def test_the_relay_reloads_its_script_when_redis_lost_it(queue_env: QueueE
     rows = await queue_env.jobs(message_id=uuid.UUID(message["id"]))
     await queue_env.wait_dispatched(*(r["id"] for r in rows))
     row = next(r for r in rows if r["kind"] == "process_message")
-    queued = rq.lrange(Queue(row["queue"], connection=rq).key, 0, -1)
+    queued = rq.lrange(Queue(queue_name("conversation", row["queue"]), connection=rq).key, 0, -1)
     assert queued.count(_processing_spec(row).rq_job_id().encode()) == 1
     assert (await relay.redis.script_exists(relay._unique_enqueue.sha)) == [True]
 

@@ -10,7 +10,7 @@ from redis import Redis as SyncRedis
 from rq import Queue
 from rq.registry import FailedJobRegistry
 
-from conversation_service.services.outbox import QUEUES
+from conversation_service.queue.names import queue_names
 from tests.conftest import create_conversation
 from tests.queue.conftest import QueueEnv
 
@@ -18,7 +18,10 @@ from tests.queue.conftest import QueueEnv
 def failed_in_rq(env: QueueEnv) -> int:
     redis = SyncRedis.from_url(env.settings.effective_redis_url())
     try:
-        return sum(FailedJobRegistry(queue=Queue(name, connection=redis)).count for name in QUEUES)
+        return sum(
+            FailedJobRegistry(queue=Queue(name, connection=redis)).count
+            for name in queue_names("conversation")
+        )
     finally:
         redis.close()
 

@@ -147,16 +147,18 @@ async def test_a_pool_keeps_a_process_for_high_and_replaces_it_when_it_dies(
             lambda: (found := live()) and len(found) == 3 and found,
             what="three pool workers",
         )
-        reserved = [pid for pid, queues in workers.items() if queues == ["high"]]
+        reserved = [pid for pid, queues in workers.items() if queues == ["conversation-high"]]
         assert len(reserved) == 1
         assert sorted(q for pid, q in workers.items() if pid not in reserved) == [
-            ["high", "default", "low"],
-            ["high", "default", "low"],
+            ["conversation-high", "conversation-default", "conversation-low"],
+            ["conversation-high", "conversation-default", "conversation-low"],
         ]
         _kill_with_children(reserved[0])
         replaced = await queue_env.wait_until(
             lambda: [
-                pid for pid, queues in live().items() if queues == ["high"] and pid != reserved[0]
+                pid
+                for pid, queues in live().items()
+                if queues == ["conversation-high"] and pid != reserved[0]
             ],
             what="a new reserved worker",
         )

@@ -88,3 +88,12 @@ async def test_metrics_keep_counting_the_same_label_set(client: httpx.AsyncClien
     for _ in range(3):
         await client.get("/health/live")
     assert await counts() == [count + 3 for count in before]
+
+
+async def test_metrics_say_which_dependency_is_down(app_without_redis: FastAPI) -> None:
+    transport = httpx.ASGITransport(app=app_without_redis)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/metrics")
+    assert response.status_code == 200, "a scrape answers while Redis is down"
+    assert 'conversation_dependency_up{dependency="redis"} 0.0' in response.text
+    assert 'conversation_dependency_up{dependency="database"} 1.0' in response.text

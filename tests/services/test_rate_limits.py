@@ -103,6 +103,9 @@ async def test_a_user_over_the_request_limit_gets_429_and_other_users_do_not(
         assert (await client.get("/api/v1/conversations", headers=bob.headers)).status_code == 200
         # Liveness, readiness and metrics are never limited.
         assert (await client.get("/health/ready")).status_code == 200
+        # Operators see the refusals by scope.
+        metrics = (await client.get("/metrics")).text
+        assert 'rate_limit_rejections_total{scope="requests"} 2.0' in metrics
 
 
 async def test_the_tenant_quota_counts_every_user_of_the_tenant(

@@ -134,6 +134,13 @@ class ConversationSettings(BaseSettings):
     retention_purge_after_days: int | None = Field(default=None, ge=1)
     retention_interval_seconds: float = Field(default=3600.0, gt=0)
 
+    # Operations (README "Telemetry and metrics"): the RQ queues are named
+    # ``{queue_prefix}-high|default|low`` (empty: the bare names of earlier releases), and a
+    # ``conversation-service worker`` serves its Prometheus metrics on worker_metrics_port (a pool
+    # on consecutive ports, one a process). Traces are configured by the standard OTEL_* variables.
+    queue_prefix: str = Field(default="conversation", max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$")
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
     @field_validator(
         "rate_limit_messages",
         "rate_limit_requests",

@@ -22,7 +22,7 @@ durable fact; a client that missed an event gets it on its next resume or snapsh
 import logging
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
@@ -209,8 +209,11 @@ class EventPublisher:
         maxlen: int = EVENT_STREAM_MAXLEN,
         ttl: int = EVENT_STREAM_TTL,
         partial_ttl: int = PARTIAL_TTL,
+        on_published: Callable[[str, int], None] | None = None,
     ) -> None:
         self.redis = redis
+        # Told the type and count of what was published (the process's events counter).
+        self.on_published = on_published
         self.maxlen = maxlen
         self.ttl = ttl
         self.partial_ttl = partial_ttl
@@ -224,6 +227,8 @@ class EventPublisher:
         event_id = await self._publish(
             keys=[events_key(cid)], args=[live_channel(cid), tail, self.maxlen, self.ttl]
         )
+        if self.on_published is not None:
+            self.on_published(event_type, 1)
         return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
     async def publish_safely(
@@ -250,6 +255,8 @@ class EventPublisher:
         cid = str(conversation_id)
         frame = build_frame(None, event_tail(event_type, cid, data))
         await self.redis.publish(live_channel(cid), "- " + frame)
+        if self.on_published is not None:
+            self.on_published(event_type, 1)
 
     async def publish_deltas(
         self, conversation_id: uuid.UUID | str, message_id: uuid.UUID | str, deltas: Sequence[Delta]
@@ -272,6 +279,8 @@ class EventPublisher:
             raise StreamNotOpenError(mid)
         if status == -2:
             raise StreamOwnerMismatchError(mid)
+        if self.on_published is not None:
+            self.on_published(EventType.MESSAGE_DELTA.value, sum(1 for item in result[1:] if item))
         return [
             (item.decode() if isinstance(item, bytes) else str(item)) or None for item in result[1:]
         ]

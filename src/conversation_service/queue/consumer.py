@@ -9,6 +9,7 @@ its own (see ``queue.runtime`` for why, and why that is safe).
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -71,7 +72,12 @@ async def run_job(
 ) -> dict[str, Any]:
     """Run one job on resources of its own (a NullPool engine, its own Redis clients)."""
     async with job_resources(settings or ConversationSettings()) as resources:
-        return await run_job_with(resources, job_id, core, rq_job_id=rq_job_id)
+        try:
+            return await run_job_with(resources, job_id, core, rq_job_id=rq_job_id)
+        finally:
+            if resources.telemetry is not None:
+                # A work horse ends with os._exit: its spans must leave before.
+                resources.telemetry.flush()
 
 
 async def run_job_with(
@@ -87,7 +93,30 @@ async def run_job_with(
     if row is None:
         log.info("job already done or running elsewhere; skipped", extra={"job_id": job_id})
         return {"skipped": True}
-    context = JobContext(job=row, settings=settings, engine=engine, redis=resources.redis)
+    telemetry, metrics = resources.telemetry, resources.metrics
+    context = JobContext(
+        job=row,
+        settings=settings,
+        engine=engine,
+        redis=resources.redis,
+        metrics=metrics,
+        instrument_http=telemetry.instrument_http if telemetry is not None else None,
+    )
+    started = time.perf_counter()
+    outcome = ["failed"]
+    try:
+        with telemetry.job_span(row) if telemetry is not None else contextlib.nullcontext():
+            return await _run_claimed(resources, context, core, outcome)
+    finally:
+        if metrics is not None:
+            metrics.job_ran(row["kind"], outcome[0], time.perf_counter() - started)
+
+
+async def _run_claimed(
+    resources: JobResources, context: JobContext, core: Core, outcome: list[str]
+) -> dict[str, Any]:
+    """Run a claimed job's core and record its end; ``outcome[0]`` says how it ended."""
+    settings, engine, row = resources.settings, resources.engine, context.job
     # Stopped (and awaited) before the job's result is recorded, so a renewal in flight returns
     # its pooled connection first.
     heartbeat = asyncio.create_task(_renew_lease(engine, row["id"], settings))
@@ -99,13 +128,17 @@ async def run_job_with(
         if reason is not None:
             # Not a failure: never retried, no task.failed, nothing in RQ's failed registry.
             await _record_skipped(engine, row, reason)
+            outcome[0] = "skipped"
             return {"skipped": reason}
         if await _record_failure(resources, row, exc):
             error = f"{type(exc).__name__}: {exc}"[:500]
             await _notify(context, resources, "task.failed", {"status": "failed", "error": error})
+        else:
+            outcome[0] = "retried"
         raise
     await stop_tasks(heartbeat)
     await _record_success(engine, row["id"], result)
+    outcome[0] = "finished"
     await _notify(context, resources, "task.completed", {"status": "finished", "result": result})
     return result
 

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis import Redis as SyncRedis
@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import jobs_table as jobs
+from conversation_service.queue.names import queue_name
 from conversation_service.services.outbox import (
     QUEUES,
     TASK_PATHS,
@@ -52,7 +53,10 @@ class Dispatcher:
     def __init__(self, redis: SyncRedis, settings: ConversationSettings) -> None:
         self.redis = redis
         self.settings = settings
-        self.queues = {name: Queue(name, connection=redis) for name in QUEUES}
+        self.queues = {
+            level: Queue(queue_name(settings.queue_prefix, level), connection=redis)
+            for level in QUEUES
+        }
 
     def dispatch(
         self, spec: JobSpec, attempt: int = 0, *, rq_id: str | None = None, delay: float = 0
@@ -200,6 +204,36 @@ class OutboxRelay:
             lambda: [self.dispatcher.dispatch(spec, rq_id=ids.get(str(spec.id))) for spec in specs]
         )
 
+    async def queue_backlog(self) -> tuple[dict[str, int], dict[str, float]]:
+        """Per priority level: jobs waiting in RQ, and the age of the oldest (seconds).
+
+        RQ appends to a queue's list and workers pop from its head, so the head is the oldest;
+        its age is read from the job's ``enqueued_at``. Two round trips for all three queues.
+        """
+        queues = self.dispatcher.queues
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues.values():
+                pipe.llen(queue.key)
+                pipe.lindex(queue.key, 0)
+            replies = await pipe.execute()
+        depth = {level: int(replies[2 * i]) for i, level in enumerate(queues)}
+        heads = {level: replies[2 * i + 1] for i, level in enumerate(queues)}
+        waiting = {level: head for level, head in heads.items() if head is not None}
+        ages = dict.fromkeys(queues, 0.0)
+        if waiting:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for head in waiting.values():
+                    pipe.hget(RQJob.key_for(_text(head)), "enqueued_at")
+                stamps = await pipe.execute()
+            now = utcnow()
+            for level, stamp in zip(waiting, stamps, strict=True):
+                if stamp:
+                    enqueued = datetime.fromisoformat(_text(stamp).replace("Z", "+00:00"))
+                    if enqueued.tzinfo is None:
+                        enqueued = enqueued.replace(tzinfo=UTC)
+                    ages[level] = max((now - enqueued).total_seconds(), 0.0)
+        return depth, ages
+
     async def _sweep_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.outbox_sweep_interval)
@@ -250,7 +284,7 @@ class OutboxRelay:
             spec = spec_from_row(row)
             current = row.rq_job_id or spec.rq_job_id()
             if row.status != JobStatus.STARTED.value and await asyncio.to_thread(
-                self._waiting_in_rq, current
+                self._waiting_in_rq, current, spec.queue
             ):
                 continue
             exhausted = row.status == JobStatus.STARTED.value and row.attempts >= row.max_attempts
@@ -286,10 +320,18 @@ class OutboxRelay:
             await self.dispatch(todo, rq_ids)
         return len(todo)
 
-    def _waiting_in_rq(self, rq_id: str) -> bool:
-        """Whether RQ holds this job in a queue, where a worker will take it (blocking)."""
+    def _waiting_in_rq(self, rq_id: str, level: str) -> bool:
+        """Whether RQ holds this job in its queue, where a worker will take it (blocking).
+
+        A job on another queue (an unprefixed one an earlier release used) counts as lost.
+        """
         try:
             job = RQJob.fetch(rq_id, connection=self.dispatcher.redis)
         except NoSuchJobError:
             return False
-        return job.get_status(refresh=False) == RQJobStatus.QUEUED
+        queue = self.dispatcher.queues[level].name
+        return job.get_status(refresh=False) == RQJobStatus.QUEUED and job.origin == queue
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -29,9 +29,12 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from conversation_service import telemetry
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.engine import create_engine
+from conversation_service.metrics import JobMetrics
 from conversation_service.queue.producer import Dispatcher
+from conversation_service.telemetry import Telemetry
 from conversation_service.utils.redis_client import async_redis
 
 log = logging.getLogger(__name__)
@@ -48,16 +51,27 @@ class JobResources:
     engine: AsyncEngine
     redis: Redis
     dispatcher: Dispatcher
+    # The worker process's metrics (None outside a worker runtime) and traces (None when off).
+    metrics: JobMetrics | None = None
+    telemetry: Telemetry | None = None
 
 
-def _open(settings: ConversationSettings, *, pooled: bool) -> JobResources:
+def _open(
+    settings: ConversationSettings, *, pooled: bool, metrics: JobMetrics | None = None
+) -> JobResources:
     url = settings.effective_redis_url()
-    return JobResources(
+    resources = JobResources(
         settings=settings,
         engine=create_engine(settings, null_pool=not pooled),
         redis=async_redis(url, socket_connect_timeout=2),
         dispatcher=Dispatcher(SyncRedis.from_url(url, socket_connect_timeout=2), settings),
+        metrics=metrics,
+        telemetry=telemetry.for_process(),
     )
+    if resources.telemetry is not None:
+        resources.telemetry.instrument_engine(resources.engine)
+        resources.telemetry.instrument_redis(resources.redis)
+    return resources
 
 
 async def _close(resources: JobResources) -> None:
@@ -84,6 +98,8 @@ class WorkerRuntime:
     def __init__(self, settings: ConversationSettings) -> None:
         self.settings = settings
         self.pid = os.getpid()
+        # Outlives the loops and pools a runtime discards: counters never restart in a process.
+        self.metrics = JobMetrics()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._resources: JobResources | None = None
 
@@ -125,7 +141,7 @@ class WorkerRuntime:
         if self._loop is None or self._resources is None:
             # Not made the thread's current loop: jobs reach it as the running loop only.
             self._loop = asyncio.new_event_loop()
-            self._resources = _open(self.settings, pooled=True)
+            self._resources = _open(self.settings, pooled=True, metrics=self.metrics)
         return self._loop, self._resources
 
     @staticmethod

@@ -19,25 +19,29 @@ second signal to a busy worker would cut its job short).
 """
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import signal
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
+from prometheus_client import start_http_server
 from redis import Redis
 from rq import SimpleWorker, Worker
 from rq.exceptions import StopRequested
 from rq.worker import BaseWorker, WorkerStatus
 
 from conversation_service.config.settings import ConversationSettings
+from conversation_service.metrics import JobMetrics
 from conversation_service.queue import runtime
 from conversation_service.services.outbox import QUEUES
 
+log = logging.getLogger(__name__)
 HIGH = QUEUES[0]
 # While a pool stops, a process that is still alive after this long, not running a job, is
 # signalled again (the first signal may have been lost in its fork).
@@ -45,17 +49,47 @@ RESIGNAL_SECONDS = 5.0
 POLL_SECONDS = 0.5
 
 
+# This process's place in its pool (0 for a lone worker): it serves its metrics on the
+# configured port plus this, so the processes of a pool never compete for one port.
+_slot = 0
+
+
 class JobWorker(SimpleWorker):
     """A ``SimpleWorker`` whose jobs share one event loop and pool (see ``queue.runtime``)."""
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         """RQ's work loop, inside this process's job runtime (closed when the loop ends)."""
-        with runtime.installed(ConversationSettings()):
+        settings = ConversationSettings()
+        with (
+            runtime.installed(settings) as worker_runtime,
+            _serving_metrics(worker_runtime.metrics, settings.worker_metrics_port),
+        ):
             return bool(super().work(*args, **kwargs))
 
 
+@contextlib.contextmanager
+def _serving_metrics(metrics: JobMetrics, port: int | None) -> Iterator[None]:
+    """Serve ``metrics`` on ``port + slot`` while the block runs (nothing when unset)."""
+    if port is None:
+        yield
+        return
+    try:
+        server, thread = start_http_server(port + _slot, registry=metrics.registry)
+    except OSError as exc:
+        # Jobs matter more than their metrics: run without them, loudly.
+        log.error("worker metrics not served", extra={"port": port + _slot, "error": str(exc)})
+        yield
+        return
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
 def listening_order(queues: Iterable[str]) -> list[str]:
-    """``queues`` in priority order (high, default, low); an unknown name is a ``ValueError``."""
+    """Levels in priority order (high, default, low); an unknown name is a ``ValueError``."""
     wanted = set(queues)
     unknown = wanted - set(QUEUES)
     if unknown or not wanted:
@@ -82,8 +116,10 @@ def run_worker(worker: BaseWorker, *, burst: bool) -> None:
 
 
 def _work(
-    url: str, queues: list[str], name: str, worker_class: type[BaseWorker], burst: bool
+    url: str, queues: list[str], name: str, worker_class: type[BaseWorker], burst: bool, slot: int
 ) -> None:
+    global _slot
+    _slot = slot
     # In the forked process: a Redis connection of its own, never the pool's.
     run_worker(worker_class(queues, name=name, connection=Redis.from_url(url)), burst=burst)
 
@@ -110,7 +146,7 @@ class _Pool:
         running: dict[int, tuple[BaseProcess, str]] = {}
         for slot, queues in enumerate(plan):
             if not self.stopping:
-                running[slot] = self._spawn(queues)
+                running[slot] = self._spawn(slot, queues)
         while running:
             time.sleep(POLL_SECONDS)
             for slot, (process, _) in list(running.items()):
@@ -119,16 +155,16 @@ class _Pool:
                 process.join()
                 del running[slot]
                 if not self.burst and not self.stopping:
-                    running[slot] = self._spawn(plan[slot])  # a reserved one stays reserved
+                    running[slot] = self._spawn(slot, plan[slot])  # a reserved one stays reserved
             if self.stopping:
                 self._signal(running.values())
         self.redis.close()
 
-    def _spawn(self, queues: list[str]) -> tuple[BaseProcess, str]:
+    def _spawn(self, slot: int, queues: list[str]) -> tuple[BaseProcess, str]:
         name = uuid.uuid4().hex
         process = multiprocessing.get_context("fork").Process(
             target=_work,
-            args=(self.url, queues, name, self.worker_class, self.burst),
+            args=(self.url, queues, name, self.worker_class, self.burst, slot),
             name=f"rq worker {name}",
         )
         process.start()
@@ -160,14 +196,16 @@ def run_pool(
     reserve_high: int = 0,
     burst: bool = False,
     worker_class: type[BaseWorker] = JobWorker,
+    high: str = HIGH,
 ) -> None:
     """Run ``processes`` workers, ``reserve_high`` of them on ``high`` only, until stopped.
 
-    A process that dies is replaced (not with ``burst``: then the pool ends with the last one).
+    ``queues`` and ``high`` are RQ queue names (``queue.names``). A process that dies is
+    replaced (not with ``burst``: then the pool ends with the last one).
     """
     if not 0 <= reserve_high < processes:
         raise ValueError("reserve_high must leave at least one process for every queue")
-    if reserve_high and HIGH not in queues:
+    if reserve_high and high not in queues:
         raise ValueError("processes reserved for high need the pool to serve high")
-    plan = [[HIGH]] * reserve_high + [list(queues)] * (processes - reserve_high)
+    plan = [[high]] * reserve_high + [list(queues)] * (processes - reserve_high)
     _Pool(url, worker_class, burst=burst).run(plan)

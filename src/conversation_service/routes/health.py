@@ -9,8 +9,10 @@ from sqlalchemy import text
 
 from conversation_service.config.constants import READINESS_TIMEOUT
 from conversation_service.errors import ServiceUnavailableError
+from conversation_service.metrics import Backlog
 from conversation_service.routes.deps import ResourcesDep
 from conversation_service.routes.errors import problems
+from conversation_service.services import outbox
 
 router = APIRouter(tags=["health"])
 
@@ -58,5 +60,22 @@ async def _check_redis(resources: ResourcesDep) -> tuple[str, str]:
 
 @router.get("/metrics", response_class=Response)
 async def metrics(resources: ResourcesDep) -> Response:
-    """Prometheus metrics of this process."""
+    """Prometheus metrics of this process, with the queues' and the outbox's backlog."""
+    checks = await asyncio.gather(
+        _check_database(resources), _check_redis(resources), _read_backlog(resources)
+    )
+    resources.operations.set_dependencies((name, ok == "ok") for name, ok in checks[:2])
     return Response(generate_latest(resources.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _read_backlog(resources: ResourcesDep) -> tuple[str, str]:
+    """Set the backlog gauges; a dependency that does not answer leaves them as they were."""
+    try:
+        async with asyncio.timeout(READINESS_TIMEOUT):
+            async with resources.engine.connect() as conn:
+                rows, row_ages = await outbox.backlog(conn)
+            depth, ages = await resources.relay.queue_backlog()
+    except Exception as exc:
+        return "backlog", f"unavailable ({type(exc).__name__})"
+    resources.operations.set_backlog(Backlog(depth, ages, rows, row_ages))
+    return "backlog", "ok"

@@ -9,7 +9,7 @@ the service cannot be steered to call arbitrary addresses.
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -26,6 +26,13 @@ from conversation_service.services.outbox import JobKind, JobSpec, queue_for
 from conversation_service.utils.clock import new_id, utcnow
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
+
+
+class AttemptObserver(Protocol):
+    """Told of each delivery attempt (the worker's callback metrics)."""
+
+    def __call__(self, outcome: str, latency_ms: float, attempt: int, *, final: bool) -> None:
+        """One attempt ended with ``outcome``; ``final`` when the delivery ended too."""
 
 
 class CallbackNotFoundError(NotFoundError):
@@ -149,10 +156,13 @@ async def deliver(
     client: httpx.AsyncClient,
     *,
     final: bool = False,
+    observe: AttemptObserver | None = None,
 ) -> dict[str, Any]:
     """Send one attempt and record it; raise ``CallbackFailedError`` when worth retrying.
 
-    On the ``final`` attempt a retryable failure marks the delivery failed instead.
+    On the ``final`` attempt a retryable failure marks the delivery failed instead. ``observe``
+    is told the attempt's outcome (delivered, retrying, failed, refused), its latency, its
+    number and whether the delivery ended with it.
     """
     async with engine.connect() as conn:
         row = (
@@ -190,6 +200,10 @@ async def deliver(
                 delivered_at=utcnow() if outcome.delivered else None,
             )
         )
+    if observe is not None:
+        refused = outcome.error is not None and outcome.error.startswith("refused")
+        label = "refused" if refused else "retrying" if retry_later else status
+        observe(label, outcome.latency_ms, attempt_no, final=not retry_later)
     if retry_later:
         raise CallbackFailedError(outcome.error or f"HTTP {outcome.status_code}")
     return {

@@ -5,16 +5,18 @@ runs its use cases in ``ctx.units()``: their outbox jobs follow the job (dispatc
 their events go to the conversation's log after each commit.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from redis.asyncio import Redis
 from sqlalchemy import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.events.log import EventPublisher
+from conversation_service.metrics import JobMetrics
 from conversation_service.services.outbox import JobSpec
 from conversation_service.services.unit_of_work import Units
 
@@ -40,6 +42,10 @@ class JobContext:
     engine: AsyncEngine
     redis: Redis
     followups: list[JobSpec] = field(default_factory=list)
+    # The worker's metrics (None outside a worker process) and, with traces on, what
+    # instruments an HTTP client so its requests are spans that carry ``traceparent``.
+    metrics: JobMetrics | None = None
+    instrument_http: Callable[[httpx.AsyncClient], None] | None = None
 
     @property
     def args(self) -> dict[str, Any]:
@@ -53,4 +59,5 @@ class JobContext:
 
     def units(self) -> Units:
         """Units of work for the job's use cases."""
-        return Units(self.engine, self, EventPublisher(self.redis))
+        published = self.metrics.event_published if self.metrics is not None else None
+        return Units(self.engine, self, EventPublisher(self.redis, on_published=published))

@@ -11,12 +11,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conversation_service.db.tables import jobs_table as jobs
+from conversation_service.telemetry import trace_carrier
 from conversation_service.utils.clock import new_id, utcnow
 
 QUEUES = ("high", "default", "low")
@@ -138,7 +139,8 @@ JOB_COLUMNS: Final = (
 
 
 def row_values(spec: JobSpec, now: datetime) -> dict[str, Any]:
-    """The ``jobs`` row of a spec, status pending."""
+    """The ``jobs`` row of a spec, status pending (with the current trace when traces are on)."""
+    carrier = trace_carrier()
     return {
         "id": spec.id,
         "tenant_id": spec.tenant_id,
@@ -146,7 +148,7 @@ def row_values(spec: JobSpec, now: datetime) -> dict[str, Any]:
         "message_id": spec.message_id,
         "kind": spec.kind.value,
         "queue": spec.queue,
-        "args": spec.args,
+        "args": {**spec.args, **carrier} if carrier else spec.args,
         "status": JobStatus.PENDING.value,
         "attempts": 0,
         "max_attempts": spec.max_attempts,
@@ -195,3 +197,35 @@ def spec_from_row(row: Any) -> JobSpec:
         dedupe_key=row.dedupe_key,
         id=row.id,
     )
+
+
+async def backlog(conn: AsyncConnection) -> tuple[dict[str, int], dict[str, float]]:
+    """Rows no worker has taken, by status, and the age of the oldest of each (seconds).
+
+    ``pending``: recorded, waiting for a worker (the relay leaves dispatched rows pending), aged
+    from creation; ``queued``: retries and re-dispatches, aged from the time they were due.
+    """
+    now = utcnow()
+    due = func.coalesce(jobs.c.dispatched_at, jobs.c.updated_at)
+    rows = (
+        await conn.execute(
+            select(
+                jobs.c.status,
+                func.count(),
+                func.min(jobs.c.created_at),
+                func.min(due),
+            )
+            .where(jobs.c.status.in_((JobStatus.PENDING.value, JobStatus.QUEUED.value)))
+            .group_by(jobs.c.status)
+        )
+    ).all()
+    counts = {JobStatus.PENDING.value: 0, JobStatus.QUEUED.value: 0}
+    ages = {JobStatus.PENDING.value: 0.0, JobStatus.QUEUED.value: 0.0}
+    for status, count, oldest_created, oldest_due in rows:
+        counts[status] = int(count)
+        since = oldest_created if status == JobStatus.PENDING.value else oldest_due
+        if since is not None:
+            if since.tzinfo is None:  # SQLite hands back naive UTC
+                since = since.replace(tzinfo=now.tzinfo)
+            ages[status] = max((now - since).total_seconds(), 0.0)
+    return counts, ages

@@ -362,9 +362,12 @@ async def deliver_callback(ctx: JobContext) -> dict[str, Any]:
     delivery_id = uuid.UUID(ctx.args["delivery_id"])
     final = ctx.job["attempts"] >= ctx.job["max_attempts"]
     async with httpx.AsyncClient(follow_redirects=False) as client:
+        if ctx.instrument_http is not None:
+            ctx.instrument_http(client)
+        observe = ctx.metrics.callback_attempted if ctx.metrics is not None else None
         try:
             return await callbacks.deliver(
-                ctx.engine, ctx.settings, delivery_id, client, final=final
+                ctx.engine, ctx.settings, delivery_id, client, final=final, observe=observe
             )
         except callbacks.CallbackFailedError as exc:
             raise RetryableJobError(str(exc)) from exc

@@ -335,7 +335,7 @@ class ConnectionManager:
             if subscription.pending is not None:
                 subscription.pending.append((event_id, id_text, frame))
             else:
-                subscription.deliver(event_id, id_text, frame)
+                subscription.deliver(event_id, id_text, frame, live=True)
         if event_id is not None and channel in self._awaited:
             for wanted, future in self._awaited[channel]:
                 if wanted <= event_id and not future.done():

@@ -53,6 +53,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from conversation_service.errors import NotFoundError, ServiceError, UnauthorizedError
 from conversation_service.events.log import EventType, control_frame
+from conversation_service.metrics import ServiceMetrics
 from conversation_service.models.streaming import (
     CLIENT_FRAMES,
     PingFrame,
@@ -130,7 +131,7 @@ def invalid_frame_detail(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}" if where else str(first["msg"])
 
 
-async def _pump(websocket: WebSocket, outbox: Outbox) -> None:
+async def _pump(websocket: WebSocket, outbox: Outbox, metrics: ServiceMetrics) -> None:
     """Send what the outbox holds (a heartbeat after silence); close when it asks to."""
     send = websocket.send
     try:
@@ -140,6 +141,8 @@ async def _pump(websocket: WebSocket, outbox: Outbox) -> None:
                 break
             for frame in frames or (_HEARTBEAT,):
                 await send({"type": "websocket.send", "text": frame})
+            if outbox.written_live_ms:
+                metrics.written(outbox.written_live_ms)
         if websocket.application_state is WebSocketState.CONNECTED:
             await websocket.close(outbox.close_code or 1000, outbox.close_reason)
     except (WebSocketDisconnect, RuntimeError, OSError):
@@ -162,7 +165,9 @@ class ClientSession:
         """Receive and handle frames until the client leaves; then release everything."""
         hub = self.resources.live
         hub.register(self.outbox)
-        writer = asyncio.create_task(_pump(self.websocket, self.outbox))
+        metrics = self.resources.operations
+        metrics.connection_opened("websocket")
+        writer = asyncio.create_task(_pump(self.websocket, self.outbox, metrics))
         try:
             while True:
                 message = await self.websocket.receive()
@@ -184,6 +189,7 @@ class ClientSession:
                 hub.unsubscribe(subscription)
             self.subscriptions.clear()
             hub.unregister(self.outbox)
+            metrics.connection_closed("websocket")
             if not writer.done():
                 self.outbox.close(1000)
                 writer.cancel()
@@ -294,6 +300,8 @@ async def sse_frames(
     hub = resources.live
     outbox = SSEOutbox()
     hub.register(outbox)
+    metrics = resources.operations
+    metrics.connection_opened("sse")
     subscription: Subscription | None = None
     try:
         yield "retry: 2000\n\n"
@@ -308,7 +316,11 @@ async def sse_frames(
             if frames is None:
                 return
             yield "".join(frames) if frames else ": keep-alive\n\n"
+            # Resumed once the server took the chunk for the socket.
+            if outbox.written_live_ms:
+                metrics.written(outbox.written_live_ms)
     finally:
         if subscription is not None:
             hub.unsubscribe(subscription)
         hub.unregister(outbox)
+        metrics.connection_closed("sse")

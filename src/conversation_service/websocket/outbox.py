@@ -43,12 +43,14 @@ class Outbox:
     __slots__ = (
         "_deadline",
         "_frames",
+        "_live_ms",
         "_room",
         "_timer",
         "_waiter",
         "close_code",
         "close_reason",
         "limit",
+        "written_live_ms",
     )
 
     def __init__(self, limit: int = OUTBOX_LIMIT) -> None:
@@ -60,6 +62,10 @@ class Outbox:
         self.limit = limit
         self.close_code: int | None = None
         self.close_reason = ""
+        # Publication time (epoch ms, from the event id) of the oldest live frame queued, and
+        # of the oldest live frame in the batch the writer took last: the fan-out lag metric.
+        self._live_ms = 0
+        self.written_live_ms = 0
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -76,6 +82,11 @@ class Outbox:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def mark_live(self, published_ms: int) -> None:
+        """The frame just put is a live event published at ``published_ms``."""
+        if not self._live_ms:
+            self._live_ms = published_ms
+
     def render(self, frame: str, event_id: str | None) -> str:
         """What goes on the wire for one frame (the WebSocket sends the frame itself)."""
         return frame
@@ -86,6 +97,7 @@ class Outbox:
             self.close_code = code
             self.close_reason = reason
         self._frames.clear()
+        self._live_ms = 0
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -124,8 +136,11 @@ class Outbox:
                 frames = [queued.popleft()]
             else:
                 frames = [queued.popleft() for _ in range(min(len(queued), BATCH))]
+            # The batch holds the oldest live frame; a later one starts the next batch's clock.
+            self.written_live_ms, self._live_ms = self._live_ms, 0
             self._room.set()
             return frames
+        self.written_live_ms = 0
         return None if self.close_code is not None else []
 
     async def wait_for_room(self, room: int) -> None:
@@ -165,13 +180,22 @@ class Subscription:
     resync: bool = False
     broken: bool = False
 
-    def deliver(self, event_id: EventId | None, id_text: str | None, frame: str) -> None:
-        """Hand a frame to the outbox unless its event was already handed over (by id)."""
+    def deliver(
+        self, event_id: EventId | None, id_text: str | None, frame: str, *, live: bool = False
+    ) -> None:
+        """Hand a frame to the outbox unless its event was already handed over (by id).
+
+        ``live``: it came straight from the pub/sub fan-out (its lag is measured).
+        """
         if event_id is not None:
             last = self.last
             if last is not None and event_id <= last:
                 return
             self.last = event_id
+            if live:
+                self.outbox.put(frame, id_text)
+                self.outbox.mark_live(event_id[0])
+                return
         self.outbox.put(frame, id_text)
 
     def go_live(self) -> None:

@@ -1,6 +1,7 @@
 """The realtime parts the app lifespan starts and stops: publisher, live hub, idle sweeper."""
 
 import asyncio
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,10 +19,17 @@ from conversation_service.websocket.connection_manager import ConnectionManager
 class Realtime:
     """Event publisher, this process's live hub and the idle-stream sweeper."""
 
-    def __init__(self, settings: ConversationSettings, engine: AsyncEngine, redis: Redis) -> None:
+    def __init__(
+        self,
+        settings: ConversationSettings,
+        engine: AsyncEngine,
+        redis: Redis,
+        *,
+        on_published: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.engine = engine
-        self.events = EventPublisher(redis)
+        self.events = EventPublisher(redis, on_published=on_published)
         self.store = StreamStore(redis)
         self.live = ConnectionManager(
             redis_url=settings.effective_redis_url(),
