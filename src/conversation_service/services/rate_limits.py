@@ -50,10 +50,9 @@ import math
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from limits import RateLimitItem
-from limits.aio.storage import RedisStorage
 from limits.aio.strategies import (
     FixedWindowRateLimiter,
     MovingWindowRateLimiter,
@@ -69,6 +68,11 @@ from conversation_service.services.connection_slots import (
     UNAVAILABLE,
     ConnectionSlot,
 )
+from conversation_service.services.limit_storage import (
+    FIXED_WINDOW_BATCH,
+    limits_storage,
+    run_batch,
+)
 from conversation_service.services.quotas import (
     Quota,
     RateLimitedError,
@@ -76,6 +80,7 @@ from conversation_service.services.quotas import (
     digest,
     refusal,
 )
+from conversation_service.utils.redis_client import as_cluster
 
 log = logging.getLogger(__name__)
 
@@ -98,24 +103,12 @@ DISABLED: Final = "disabled"
 DEGRADED: Final = "degraded (fail-open)"
 
 
-# ``limits``' own fixed-window script (incr_expire.lua) applied to every key of a request in one
-# call: same keys, same counts, same expiry, so ``limits``' window stats and ``clear`` read and
-# reset them. ARGV: each key's expiry, then each key's increment (its lease). Returns count and
-# TTL (ms) per key.
-_FIXED_WINDOW_BATCH = """
-local out = {}
-local n = #KEYS
-for i, key in ipairs(KEYS) do
-  local current = redis.call('INCRBY', key, ARGV[n + i])
-  if current == tonumber(ARGV[n + i]) then redis.call('EXPIRE', key, ARGV[i]) end
-  out[2 * i - 1] = current
-  out[2 * i] = redis.call('PTTL', key)
-end
-return out
-"""
+def ws_slots_key(user: str) -> str:
+    """The lease set of a user's WebSockets, tagged by the user it counts."""
+    return WS_KEY_PREFIX + "{" + user + "}"
 
 
-_STRATEGIES: dict[str, Callable[[RedisStorage], Strategy]] = {
+_STRATEGIES: dict[str, Callable[[Any], Strategy]] = {
     "fixed-window": FixedWindowRateLimiter,
     "sliding-window-counter": SlidingWindowCounterRateLimiter,
     "moving-window": MovingWindowRateLimiter,
@@ -151,15 +144,11 @@ class RateLimiter:
     ) -> None:
         self.enabled = settings.rate_limit_enabled
         self.redis = redis
-        self.storage = RedisStorage(
-            "async+" + settings.effective_redis_url(),
-            implementation="redispy",
-            key_prefix=KEY_PREFIX,
-            connection_pool=redis.connection_pool,  # type: ignore[arg-type]
-        )
+        self.cluster = as_cluster(redis)
+        self.storage = limits_storage(settings, redis, KEY_PREFIX)
         self.strategy = _STRATEGIES[settings.rate_limit_strategy](self.storage)
         self.batched = isinstance(self.strategy, FixedWindowRateLimiter)
-        self.batch_script = redis.register_script(_FIXED_WINDOW_BATCH)
+        self.batch_script = redis.register_script(FIXED_WINDOW_BATCH)
         self.requests = Quota.parse("requests", settings.rate_limit_requests)
         self.tenant = Quota.parse("tenant", settings.rate_limit_tenant)
         self.messages = Quota.parse("messages", settings.rate_limit_messages)
@@ -298,9 +287,12 @@ class RateLimiter:
         """Fixed window: refill the short blocks in one script call (a block holds ``cost``)."""
         now = self._clock()
         sizes = [max(cost, _block_size(hits[index][1])) for index in empty]
-        raw = await self.batch_script(
-            keys=[keys[index] for index in empty],
-            args=[*(hits[index][1].get_expiry() for index in empty), *sizes],
+        raw = await run_batch(
+            self.batch_script,
+            self.cluster,
+            [keys[index] for index in empty],
+            [hits[index][1].get_expiry() for index in empty],
+            sizes,
         )
         if len(self._blocks) > MAX_LOCAL_LEASES:
             self._blocks = {k: b for k, b in self._blocks.items() if b.until > now}
@@ -337,7 +329,7 @@ class RateLimiter:
                 for item in quota.items:
                     self._blocks.pop(self._key(item, (scope, user)), None)
                     await self.strategy.clear(item, scope, user)
-            await self.redis.delete(WS_KEY_PREFIX + user)
+            await self.redis.delete(ws_slots_key(user))
         except UNAVAILABLE as exc:
             log.warning("rate limit counters not cleared", extra={"error": str(exc)[:200]})
 
@@ -348,7 +340,7 @@ class RateLimiter:
         slot = ConnectionSlot(
             self.redis,
             self.lease_script,
-            WS_KEY_PREFIX + digest(principal.tenant_id, principal.user_id),
+            ws_slots_key(digest(principal.tenant_id, principal.user_id)),
             self.ws_connections,
         )
         if not self.enabled or self._skipping():
