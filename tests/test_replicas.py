@@ -22,8 +22,8 @@ from websockets.exceptions import ConnectionClosed
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.engine import create_engine
-from conversation_service.events.log import OPEN_STREAMS_KEY, EventPublisher
-from conversation_service.events.store import StreamStore
+from conversation_service.events.log import OPEN_STREAMS_KEY, EventPublisher, events_key
+from conversation_service.events.store import StreamStore, index_member
 from conversation_service.services.stream_expiry import sweep_idle_streams
 from conversation_service.services.unit_of_work import Units
 from tests.conftest import INTERNAL_KEY, JWT_SECRET, Caller, make_settings, new_caller, reset_schema
@@ -210,12 +210,12 @@ async def test_the_idle_sweep_ends_a_stream_once_across_replicas(
                     return bool((await http.get(url)).json()["status"] == "incomplete")
 
                 async def forgotten() -> bool:
-                    return await redis.zscore(OPEN_STREAMS_KEY, mid) is None
+                    return await redis.zscore(OPEN_STREAMS_KEY, index_member(cid, mid)) is None
 
                 await wait_until(ended)
                 await wait_until(forgotten)
                 message = (await http.get(url)).json()
-                events = await redis.xrange(f"cs:events:{cid}")
+                events = await redis.xrange(events_key(cid))
                 late = await http.post(
                     f"/internal/v1/conversations/{cid}/messages/{mid}/deltas",
                     json={"deltas": [{"index": 1, "text": "late"}]},

@@ -9,7 +9,13 @@ import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from conversation_service.events.log import OPEN_STREAMS_KEY, Delta, events_key, read_after
+from conversation_service.events.log import (
+    OPEN_STREAMS_KEY,
+    Delta,
+    events_key,
+    partial_key,
+    read_after,
+)
 from conversation_service.events.store import Partial, StreamStore
 from conversation_service.services import streaming
 from conversation_service.services.stream_expiry import sweep_idle_streams
@@ -139,7 +145,7 @@ async def test_deltas_survive_a_lost_stream_state_while_the_database_says_stream
 ) -> None:
     cid = (await create_conversation(client))["id"]
     mid = (await start_reply(client, cid))["id"]
-    await redis.delete(f"cs:partial:{mid}")  # as if Redis had restarted without the key
+    await redis.delete(partial_key(cid, mid))  # as if Redis had restarted without the key
     ids = await post_deltas(client, cid, mid, [(0, "still ")])
     assert ids[0] is not None
     await post_deltas(client, cid, mid, [(1, "here")])
@@ -232,10 +238,10 @@ async def test_a_sweep_keeps_the_partial_reply_of_a_stream_its_database_does_not
     await asyncio.sleep(0.05)
     try:
         await sweep_idle_streams(resources.units, store, idle_seconds=0.01)
-        assert await store.peek(mid) == Partial(str(cid), "still here")
+        assert await store.peek(cid, mid) == Partial(str(cid), "still here")
         assert await resources.events.publish_deltas(cid, mid, [Delta(2, "!")]) != [None]
     finally:
-        await store.close(mid)
+        await store.close(cid, mid)
 
 
 async def test_a_sweep_forgets_an_open_stream_entry_whose_deltas_are_gone(
@@ -284,4 +290,4 @@ async def test_a_streaming_message_in_an_archived_conversation_is_refused(
         _url(str(uuid.uuid4())), json={"role": "assistant"}, headers=SERVICE
     )
     assert missing.status_code == 404
-    assert events_key(cid).endswith(cid)
+    assert "{" + cid + "}" in events_key(cid)
