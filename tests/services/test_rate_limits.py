@@ -36,6 +36,7 @@ from conversation_service.services.rate_limits import (
     RateLimiter,
     RateLimitMetrics,
 )
+from conversation_service.utils.redis_client import async_redis
 from tests.conftest import INTERNAL_KEY, Caller, create_conversation, make_settings, new_caller
 
 # Leaves no pending jobs behind for the queue tests' workers.
@@ -50,6 +51,8 @@ async def limited_app(settings: ConversationSettings, **limits: Any) -> AsyncIte
     # the request a test expects refused. Fail-open tests use a dead Redis: no slower for it.
     values = {
         "redis_url": settings.effective_redis_url(),
+        "redis_mode": settings.redis_mode,
+        "queue_redis_url": settings.queue_redis_url,
         "rate_limit_check_timeout": 5.0,
         **limits,
     }
@@ -282,8 +285,14 @@ async def limiter_redis(
     settings: ConversationSettings, **limits: str
 ) -> AsyncIterator[tuple[ConversationSettings, Redis]]:
     """Settings with ``limits`` and a client of their Redis, for limiters built by the test."""
-    limited = make_settings(settings.database_url, settings.effective_redis_url(), **limits)
-    redis = Redis.from_url(limited.effective_redis_url())
+    limited = make_settings(
+        settings.database_url,
+        settings.effective_redis_url(),
+        redis_mode=settings.redis_mode,
+        queue_redis_url=settings.queue_redis_url,
+        **limits,
+    )
+    redis = async_redis(limited.effective_redis_url(), cluster=limited.redis_cluster)
     try:
         yield limited, redis
     finally:
