@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from redis import Redis as SyncRedis
+from redis.cluster import ClusterNode
 from redis.cluster import RedisCluster as SyncRedisCluster
 
 from conversation_service.config.settings import ConversationSettings
@@ -103,8 +104,9 @@ class LocalCluster:
         _wait(lambda: SyncRedis(port=port).ping(), f"node {port} answering")
 
     def client(self) -> SyncRedisCluster:
-        """A synchronous cluster client (close it)."""
-        return SyncRedisCluster.from_url(self.url)
+        """A synchronous cluster client that starts from the running nodes (close it)."""
+        running = [port for port, process in self.processes.items() if process.poll() is None]
+        return SyncRedisCluster(startup_nodes=[ClusterNode("127.0.0.1", p) for p in running])
 
     def state_ok(self) -> bool:
         """Every running node says ``cluster_state:ok``."""
@@ -113,6 +115,17 @@ class LocalCluster:
             for port, process in self.processes.items()
             if process.poll() is None
         )
+
+    def replicas_synced(self) -> bool:
+        """Every running replica has finished its sync with its primary (a replica that never
+        synced would not be promoted)."""
+        roles = [
+            SyncRedis(port=port).info("replication")
+            for port, process in self.processes.items()
+            if process.poll() is None
+        ]
+        replicas = [info for info in roles if info["role"] == "slave"]
+        return len(replicas) == 3 and all(i["master_link_status"] == "up" for i in replicas)
 
     def primary_of(self, key: str) -> int:
         """The port of the primary that owns ``key``'s slot (as the cluster says now)."""
@@ -123,6 +136,21 @@ class LocalCluster:
             return int(node.port)
         finally:
             client.close()
+
+    def wait_failover(self, key: str, old_primary: int, timeout: float) -> float:
+        """Block until ``key``'s slot has a primary other than ``old_primary`` and the cluster
+        is ok; returns the monotonic time it saw that."""
+        _wait(
+            lambda: self.primary_of(key) != old_primary and self.state_ok(),
+            "a replica promoted",
+            timeout,
+        )
+        return time.monotonic()
+
+    def wait_healed(self) -> None:
+        """Block until the cluster is ok with every replica in sync again."""
+        _wait(self.state_ok, "cluster_state:ok")
+        _wait(self.replicas_synced, "replicas in sync")
 
     def kill(self, port: int) -> None:
         """SIGKILL the node (a crash: no shutdown, no failover handshake)."""
@@ -162,6 +190,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
             timeout=60,
         )  # fmt: skip
         _wait(cluster.state_ok, "cluster_state:ok")
+        _wait(cluster.replicas_synced, "replicas in sync")
         yield cluster
     finally:
         cluster.stop()

@@ -36,7 +36,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from conversation_service.utils import jsonio
-from conversation_service.utils.redis_client import as_cluster
+from conversation_service.utils.redis_client import as_cluster, run_replicated
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +245,11 @@ class EventPublisher:
         """Append an event and publish it live; returns its id (raises on Redis errors)."""
         cid = str(conversation_id)
         tail = event_tail(event_type, cid, data)
-        event_id = await self._publish(
-            keys=[events_key(cid)], args=[live_channel(cid), tail, self.maxlen, self.ttl]
+        event_id = await run_replicated(
+            self.redis,
+            self._publish,
+            [events_key(cid)],
+            [live_channel(cid), tail, self.maxlen, self.ttl],
         )
         return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
@@ -291,7 +294,9 @@ class EventPublisher:
         for delta in deltas:
             data = {"message_id": mid, "index": delta.index, "text": delta.text}
             args.extend((delta.index, delta.text, event_tail(EventType.MESSAGE_DELTA, cid, data)))
-        result = await self._deltas(keys=[events_key(cid), partial_key(cid, mid)], args=args)
+        result = await run_replicated(
+            self.redis, self._deltas, [events_key(cid), partial_key(cid, mid)], args
+        )
         status = int(result[0])
         if status == -1:
             raise StreamNotOpenError(mid)
