@@ -16,7 +16,7 @@ from conversation_service.events.log import (
     partial_key,
     read_after,
 )
-from conversation_service.events.store import Partial, StreamStore
+from conversation_service.events.store import Partial, StreamStore, index_member
 from conversation_service.services import streaming
 from conversation_service.services.stream_expiry import sweep_idle_streams
 from tests.conftest import create_conversation
@@ -253,6 +253,29 @@ async def test_a_sweep_forgets_an_open_stream_entry_whose_deltas_are_gone(
     await redis.zadd(OPEN_STREAMS_KEY, {orphan: 0})
     await sweep_idle_streams(resources.units, store, idle_seconds=0.01)
     assert await redis.zscore(OPEN_STREAMS_KEY, orphan) is None
+
+
+async def test_a_sweep_puts_back_an_active_stream_whose_index_entry_is_stale(
+    app: FastAPI, client: httpx.AsyncClient, redis: Redis
+) -> None:
+    # The open-streams index is written apart from the deltas (they live in the conversation's
+    # slot): an index score older than the last delta must never end a live stream.
+    resources = app.state.resources
+    store = StreamStore(redis)
+    cid = (await create_conversation(client))["id"]
+    mid = (await start_reply(client, cid))["id"]
+    await post_deltas(client, cid, mid, [(0, "still talking")])
+    member = index_member(cid, mid)
+    await redis.zadd(OPEN_STREAMS_KEY, {member: 0})  # as if refreshed last in 1970
+    every = await redis.zcard(OPEN_STREAMS_KEY) + 1
+    await sweep_idle_streams(resources.units, store, idle_seconds=600, limit=every)
+    message = (await client.get(f"/api/v1/conversations/{cid}/messages/{mid}")).json()
+    assert message["status"] == "streaming"
+    rescored = await redis.zscore(OPEN_STREAMS_KEY, member)
+    assert rescored is not None
+    assert rescored > 0  # back at its last delta's time
+    await post_deltas(client, cid, mid, [(1, "!")])
+    assert (await complete(client, cid, mid))["content"] == "still talking!"
 
 
 async def test_the_lifespan_sweeper_ends_idle_streams(
