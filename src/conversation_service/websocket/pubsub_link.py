@@ -98,6 +98,8 @@ class ClusterLink:
         self._readers: list[asyncio.Task[None]] = []
         self._replies: asyncio.Queue[Any] = asyncio.Queue()
         self._wanted: set[bytes] = set()
+        # SUNSUBSCRIBEs sent and not yet confirmed, per channel: their confirmations are ours.
+        self._leaving: dict[bytes, int] = {}
         self.client_id: int | None = None
 
     async def open(self, channels: Sequence[bytes]) -> None:
@@ -130,6 +132,7 @@ class ClusterLink:
             self._wanted.add(channel)
         else:
             self._wanted.discard(channel)
+            self._leaving[channel] = self._leaving.get(channel, 0) + 1
         node = self._cluster.get_node_from_key(channel.decode())
         connection = self._connections.get(node.name) if node is not None else None
         if connection is None:
@@ -151,8 +154,13 @@ class ClusterLink:
             raise reply
         if isinstance(reply, list) and reply:
             kind = reply[0]
-            if kind == b"sunsubscribe" and reply[1] in self._wanted:
-                raise RedisConnectionError(f"{reply[1]!r} moved to another node")
+            if kind == b"sunsubscribe":
+                channel = reply[1]
+                leaving = self._leaving.pop(channel, 0)
+                if leaving > 1:
+                    self._leaving[channel] = leaving - 1
+                if not leaving and channel in self._wanted:
+                    raise RedisConnectionError(f"{channel!r} moved to another node")
             if kind in _SHARDED:
                 return [_SHARDED[kind], *reply[1:]]
         return reply
