@@ -85,6 +85,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
         rq_redis = SyncRedis.from_url(queue_url, socket_connect_timeout=1.0, socket_timeout=2.0)
         relay = OutboxRelay(engine, queue_redis, Dispatcher(rq_redis, settings), settings)
         realtime = Realtime(settings, engine, redis)
+        limiter = RateLimiter(settings, redis, metrics=limit_metrics)
         retention = RetentionScheduler(engine, relay, settings)
         # Agent validation's client: short timeouts, never follows redirects.
         agent_http = httpx.AsyncClient(timeout=settings.agent_validation_timeout_seconds)
@@ -116,7 +117,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
                 streams=realtime.store,
                 live=realtime.live,
                 relay=relay,
-                limiter=RateLimiter(settings, redis, metrics=limit_metrics),
+                limiter=limiter,
                 agents=agents,
             )
             relay.start()
@@ -129,6 +130,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
             await relay.stop()
             await agent_http.aclose()
             rq_redis.close()
+            await limiter.aclose()
             if queue_redis is not redis:
                 await queue_redis.aclose()
             await redis.aclose()

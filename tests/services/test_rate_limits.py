@@ -480,3 +480,5 @@ async def test_blocks_taken_by_two_replicas_never_exceed_the_limit(
         digest = hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
         stats = await reader.get_window_stats(parse("300/hour"), "i", digest)
         assert stats.remaining == 0
+        for replica in replicas:
+            await replica.aclose()

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from limits import RateLimitItem
+from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.aio.strategies import (
     FixedWindowRateLimiter,
     MovingWindowRateLimiter,
@@ -60,6 +61,7 @@ from limits.aio.strategies import (
 )
 from limits.aio.strategies import RateLimiter as Strategy
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.services.auth import Principal
@@ -165,6 +167,14 @@ class RateLimiter:
         self._probing = False
         self._logged_at = -math.inf
         self.metrics = metrics
+
+    async def aclose(self) -> None:
+        """Close the client ``limits`` opened for itself (cluster mode; else it shares ours)."""
+        bridge = self.storage.bridge
+        if self.cluster is not None and isinstance(bridge, RedispyBridge):
+            client = bridge.get_connection()
+            if isinstance(client, RedisCluster):
+                await client.aclose()
 
     # -- state ------------------------------------------------------------------------------
 
