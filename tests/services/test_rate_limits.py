@@ -312,10 +312,12 @@ async def test_batched_counters_are_the_limits_package_own(
         user = hashlib.blake2b(
             f"{principal.tenant_id}\x1f{principal.user_id}".encode(), digest_size=12
         ).hexdigest()
-        stats = await reader.get_window_stats(parse("10/hour"), "u", user)
+        stats = await reader.get_window_stats(parse("10/hour"), "u", "{" + user + "}")
         assert stats.remaining == 7
         await limiter.forget(principal)
-        assert (await reader.get_window_stats(parse("10/hour"), "u", user)).remaining == 10
+        assert (
+            await reader.get_window_stats(parse("10/hour"), "u", "{" + user + "}")
+        ).remaining == 10
         # Keys are pseudonymous: neither the tenant nor the user id is stored in clear.
         keys = [key.decode() async for key in redis.scan_iter(match="cs:rl:*", count=1000)]
         assert keys
@@ -478,7 +480,7 @@ async def test_blocks_taken_by_two_replicas_never_exceed_the_limit(
         assert refused == 400 - allowed
         reader = FixedWindowRateLimiter(replicas[0].storage)
         digest = hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
-        stats = await reader.get_window_stats(parse("300/hour"), "i", digest)
+        stats = await reader.get_window_stats(parse("300/hour"), "i", "{" + digest + "}")
         assert stats.remaining == 0
         for replica in replicas:
             await replica.aclose()

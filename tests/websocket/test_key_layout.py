@@ -11,7 +11,7 @@ from conversation_service.events.log import (
     partial_key,
     summary_lock_key,
 )
-from conversation_service.services.rate_limits import ws_slots_key
+from conversation_service.services.rate_limits import tag, ws_slots_key
 from conversation_service.services.sessions import context_key
 
 
@@ -32,3 +32,4 @@ def test_per_user_and_per_session_keys_are_tagged_by_what_they_count() -> None:
     session = uuid.uuid4()
     assert context_key(session).endswith("{" + str(session) + "}")
     assert ws_slots_key("abc123").endswith("{abc123}")
+    assert tag("abc123") == "{abc123}"  # rate counters: a user's requests and appends, one slot

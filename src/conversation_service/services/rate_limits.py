@@ -34,7 +34,8 @@ problem details with ``Retry-After`` and the IETF draft ``RateLimit-Limit``,
 ``RateLimit-Remaining``, ``RateLimit-Reset`` and ``RateLimit-Policy`` headers of the limit it hit.
 
 Identifiers are hashed before they become Redis keys, so no tenant or user id is stored in
-Redis by the limiter (``forget`` also clears a user's counters when their data is erased).
+Redis by the limiter (``forget`` also clears a user's counters when their data is erased). The
+hash is the key's hash tag (``{…}``): on a Redis Cluster a user's counters share one slot.
 
 Fail-open: when Redis does not answer (error, or no answer within
 ``settings.rate_limit_check_timeout``, 0.5 s by default), the request is let through,
@@ -105,9 +106,14 @@ DISABLED: Final = "disabled"
 DEGRADED: Final = "degraded (fail-open)"
 
 
+def tag(identifier: str) -> str:
+    """A hash tag: the counters of one user (tenant, service key) share one cluster slot."""
+    return "{" + identifier + "}"
+
+
 def ws_slots_key(user: str) -> str:
     """The lease set of a user's WebSockets, tagged by the user it counts."""
-    return WS_KEY_PREFIX + "{" + user + "}"
+    return WS_KEY_PREFIX + tag(user)
 
 
 _STRATEGIES: dict[str, Callable[[Any], Strategy]] = {
@@ -214,10 +220,10 @@ class RateLimiter:
 
     async def check_user(self, principal: Principal, *, message: bool = False) -> None:
         """Count one public request of ``principal`` (and one append when ``message``)."""
-        user = digest(principal.tenant_id, principal.user_id)
+        user = tag(digest(principal.tenant_id, principal.user_id))
         checks = [
             (self.requests, ("u", user)),
-            (self.tenant, ("t", digest(principal.tenant_id))),
+            (self.tenant, ("t", tag(digest(principal.tenant_id)))),
         ]
         if message:
             checks.append((self.messages, ("m", user)))
@@ -226,12 +232,12 @@ class RateLimiter:
     async def check_messages(self, principal: Principal, count: int) -> None:
         """Count ``count`` appends of ``principal`` at once (a ``/v1`` request adding items)."""
         if count > 0:
-            user = digest(principal.tenant_id, principal.user_id)
+            user = tag(digest(principal.tenant_id, principal.user_id))
             await self._enforce([(self.messages, ("m", user))], cost=count)
 
     async def check_internal(self, service_key: str) -> None:
         """Count one internal request of the service key (never stored in clear)."""
-        await self._enforce([(self.internal, ("i", digest(service_key)))])
+        await self._enforce([(self.internal, ("i", tag(digest(service_key))))])
 
     async def _enforce(
         self, checks: Sequence[tuple[Quota, tuple[str, ...]]], *, cost: int = 1
@@ -337,8 +343,8 @@ class RateLimiter:
         try:
             for quota, scope in ((self.requests, "u"), (self.messages, "m")):
                 for item in quota.items:
-                    self._blocks.pop(self._key(item, (scope, user)), None)
-                    await self.strategy.clear(item, scope, user)
+                    self._blocks.pop(self._key(item, (scope, tag(user))), None)
+                    await self.strategy.clear(item, scope, tag(user))
             await self.redis.delete(ws_slots_key(user))
         except UNAVAILABLE as exc:
             log.warning("rate limit counters not cleared", extra={"error": str(exc)[:200]})
