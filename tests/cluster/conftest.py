@@ -31,11 +31,6 @@ from tests.conftest import POSTGRES_URL, make_settings
 NODE_TIMEOUT_MS = 2000
 START_TIMEOUT = 30.0
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("redis-server") is None or shutil.which("redis-cli") is None,
-    reason="needs redis-server and redis-cli",
-)
-
 
 def _free(port: int) -> bool:
     with socket.socket() as sock:
@@ -173,6 +168,8 @@ class LocalCluster:
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """The session's Redis Cluster, up and ``cluster_state:ok``."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        pytest.skip("the Redis Cluster tests need redis-server and redis-cli (Debian: redis)")
     cluster = LocalCluster(tmp_path_factory.mktemp("redis-cluster"), _ports(6))
     try:
         for port in cluster.ports:
