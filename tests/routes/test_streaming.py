@@ -244,15 +244,36 @@ async def test_a_sweep_keeps_the_partial_reply_of_a_stream_its_database_does_not
         await store.close(cid, mid)
 
 
+@pytest.mark.parametrize("layout", ["message id (before hash tags)", "conversation/message"])
 async def test_a_sweep_forgets_an_open_stream_entry_whose_deltas_are_gone(
-    app: FastAPI, redis: Redis
+    app: FastAPI, redis: Redis, layout: str
 ) -> None:
     resources = app.state.resources
     store = StreamStore(redis)
     orphan = str(uuid.uuid4())
+    if layout == "conversation/message":
+        orphan = index_member(uuid.uuid4(), orphan)
     await redis.zadd(OPEN_STREAMS_KEY, {orphan: 0})
     await sweep_idle_streams(resources.units, store, idle_seconds=0.01)
     assert await redis.zscore(OPEN_STREAMS_KEY, orphan) is None
+
+
+async def test_an_entry_reopened_after_the_sweep_claimed_it_stays_indexed(redis: Redis) -> None:
+    # The index and the hash are written by separate calls: between the sweep's claim and its
+    # "hash gone, drop the entry", the stream may open again. Its new score saves it.
+    store = StreamStore(redis)
+    cid, mid = uuid.uuid4(), uuid.uuid4()
+    member = index_member(cid, mid)
+    await redis.zadd(OPEN_STREAMS_KEY, {member: 0})
+    every = await redis.zcard(OPEN_STREAMS_KEY)
+    claim = await store.claim_idle(idle_ms=1, lease_ms=60_000, limit=every)
+    assert member in claim.members
+    await store.open(cid, mid)
+    try:
+        assert not await store.forget_if_gone(claim, member)
+        assert await redis.zscore(OPEN_STREAMS_KEY, member) is not None
+    finally:
+        await store.close(cid, mid)
 
 
 async def test_a_sweep_puts_back_an_active_stream_whose_index_entry_is_stale(
