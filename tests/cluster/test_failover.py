@@ -1,10 +1,11 @@
 """A primary of the cluster dies mid-stream: its replica takes over and the service carries on.
 
 The conversation's primary (the node owning the slot of ``{<conversation id>}``) is killed
-(SIGKILL: no shutdown, no handshake) while an agent streams a reply to a WebSocket viewer. The
-agent and a user keep writing, retrying a 503 as it tells them to. Afterwards every write that
-was accepted is there, the viewer saw every delta in order or was told to resync from a
-snapshot, and ``/health/ready`` answered 200 again within the failover time plus 5 s.
+(SIGKILL: no shutdown, no handshake) while an agent streams a reply to a WebSocket viewer; a
+second viewer comes in during the failover, resuming from an earlier event. The agent and a user
+keep writing, retrying a 503 as it tells them to. Afterwards every write that was accepted is
+there, each viewer saw every delta in order or was told to resync from a snapshot, and
+``/health/ready`` answered 200 again within the failover time plus 5 s.
 """
 
 import asyncio
@@ -51,10 +52,10 @@ async def _until_accepted(send: Any, accepted: int) -> httpx.Response:
 class Viewer:
     """A WebSocket client that resumes from its last id whenever its connection closes."""
 
-    def __init__(self, base_url: str, caller: Caller, cid: str) -> None:
+    def __init__(self, base_url: str, caller: Caller, cid: str, after: str | None = None) -> None:
         self.base_url, self.caller, self.cid = base_url, caller, cid
         self.frames: list[dict[str, Any]] = []
-        self.last: str | None = None
+        self.last: str | None = after
         self.resumes = 0
         self.done = asyncio.Event()
         self.subscribed = asyncio.Event()
@@ -89,13 +90,18 @@ async def test_a_killed_primary_mid_stream_loses_no_accepted_write_and_leaves_no
     primary = redis_cluster.primary_of(events_key(cid))
     viewer = Viewer(base_url, caller, cid)
     watching = asyncio.create_task(viewer.run())
+    late: Viewer | None = None
+    tasks = [watching]
     deltas_url = f"/internal/v1/conversations/{cid}/messages/{mid}/deltas"
     try:
         async with asyncio.timeout(GUARD):
             await viewer.subscribed.wait()
-        await post_deltas(client, cid, mid, [(i, f"{i} ") for i in range(KILLED_AT)])
+        ids = await post_deltas(client, cid, mid, [(i, f"{i} ") for i in range(KILLED_AT)])
         redis_cluster.kill(primary)
         killed = time.monotonic()
+        # A second viewer comes (back) during the failover, resuming after delta 4.
+        late = Viewer(base_url, caller, cid, after=ids[4])
+        tasks.append(asyncio.create_task(late.run()))
         # The cluster's own view: when the slot has a new primary and the cluster is ok again.
         failed_over = asyncio.create_task(
             asyncio.to_thread(redis_cluster.wait_failover, events_key(cid), primary, GUARD)
@@ -121,25 +127,30 @@ async def test_a_killed_primary_mid_stream_loses_no_accepted_write_and_leaves_no
         ready_seconds = time.monotonic() - killed
         async with asyncio.timeout(GUARD):
             await viewer.done.wait()
+            await late.done.wait()
     finally:
-        viewer.done.set()
-        watching.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watching
-        # The old primary comes back as a replica of the new one (later tests keep two copies).
-        redis_cluster.start_node(primary)
-        await asyncio.to_thread(redis_cluster.wait_healed)
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if redis_cluster.processes[primary].poll() is not None:
+            # The old primary comes back as a replica of the new one (later tests keep two
+            # copies of every slot).
+            redis_cluster.start_node(primary)
+            await asyncio.to_thread(redis_cluster.wait_healed)
 
     text = "".join(f"{i} " for i in range(DELTAS))
     # No accepted write lost: every accepted delta is in the reply, the message in the history.
     assert completed.json()["message"]["content"] == text
     history = (await client.get(f"/api/v1/conversations/{cid}/messages")).json()["data"]
     assert appended.json()["id"] in [m["id"] for m in history]
-    # The viewer: every delta once and in order, or told to resync from a snapshot.
-    indexes = [f["data"]["index"] for f in viewer.frames if f["type"] == "message.delta"]
-    snapshots = [f for f in viewer.frames if f["type"] == "snapshot"]
-    assert indexes == list(range(DELTAS)) or snapshots, (indexes, viewer.resumes)
-    assert len(indexes) == len(set(indexes))
-    assert viewer.frames[-1]["data"]["message"]["content"] == text
+    # Each viewer: every delta once and in order, or told to resync from a snapshot.
+    assert late is not None
+    for each, first in ((viewer, 0), (late, 5)):
+        indexes = [f["data"]["index"] for f in each.frames if f["type"] == "message.delta"]
+        snapshots = [f for f in each.frames if f["type"] == "snapshot"]
+        assert indexes == list(range(first, DELTAS)) or snapshots, (indexes, each.resumes)
+        assert len(indexes) == len(set(indexes))
+        assert each.frames[-1]["data"]["message"]["content"] == text
     # Ready again within the cluster's failover time plus 5 s.
     assert ready_seconds <= failover_seconds + 5, (ready_seconds, failover_seconds)
