@@ -58,6 +58,7 @@ async def run_replicated(
     cluster = as_cluster(redis)
     if cluster is None:
         return await script(keys=keys, args=args)
+    await cluster.initialize()  # a fresh client (a job's) knows no slots before its first call
     slot = cluster.keyslot(keys[0])
     node = cluster.get_node_from_key(keys[0])
     if node is None or len(cluster.nodes_manager.slots_cache.get(slot, ())) < 2:
