@@ -17,15 +17,15 @@ from typing import Any
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 from websockets.exceptions import ConnectionClosed
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.engine import create_engine
-from conversation_service.events.log import OPEN_STREAMS_KEY, EventPublisher
-from conversation_service.events.store import StreamStore
+from conversation_service.events.log import OPEN_STREAMS_KEY, EventPublisher, events_key
+from conversation_service.events.store import StreamStore, index_member
 from conversation_service.services.stream_expiry import sweep_idle_streams
 from conversation_service.services.unit_of_work import Units
+from conversation_service.utils.redis_client import async_redis
 from tests.conftest import INTERNAL_KEY, JWT_SECRET, Caller, make_settings, new_caller, reset_schema
 from tests.live_server import ServerProcess
 from tests.websocket.helpers import (
@@ -48,11 +48,13 @@ def _redis_url(settings: ConversationSettings) -> str:
 
 
 @asynccontextmanager
-async def neighbour_sweeping(redis_url: str, directory: Path) -> AsyncIterator[None]:
+async def neighbour_sweeping(
+    redis_url: str, directory: Path, *, cluster: bool = False
+) -> AsyncIterator[None]:
     """Another deployment (its own SQLite database) sweeping the same Redis database eagerly."""
     settings = make_settings(f"sqlite+aiosqlite:///{directory / 'neighbour.db'}", redis_url)
     engine = create_engine(settings, null_pool=True)
-    redis = Redis.from_url(redis_url)
+    redis = async_redis(redis_url, cluster=cluster)
     await reset_schema(engine)
 
     class NoJobs:
@@ -81,6 +83,12 @@ def _env(settings: ConversationSettings, **extra: str) -> dict[str, str]:
         "CONVERSATION_ENVIRONMENT": "test",
         "CONVERSATION_DATABASE_URL": settings.database_url,
         "CONVERSATION_REDIS_URL": _redis_url(settings),
+        "CONVERSATION_REDIS_MODE": settings.redis_mode.value,
+        **(
+            {"CONVERSATION_QUEUE_REDIS_URL": settings.queue_redis_url}
+            if settings.queue_redis_url
+            else {}
+        ),
         "CONVERSATION_JWT_SECRET": JWT_SECRET,
         "CONVERSATION_INTERNAL_API_KEYS": INTERNAL_KEY,
         "CONVERSATION_LOG_LEVEL": "WARNING",
@@ -172,7 +180,9 @@ async def test_a_client_resumes_after_its_process_restarts_mid_reply(
             restarted.start()
             try:
                 # The reply pauses while the API restarts: long enough for the neighbour.
-                async with neighbour_sweeping(_redis_url(settings), tmp_path):
+                async with neighbour_sweeping(
+                    _redis_url(settings), tmp_path, cluster=settings.redis_cluster
+                ):
                     await asyncio.to_thread(restarted.wait_ready)
                 async with ws_client(restarted.base_url, caller.token) as ws:
                     await ws.subscribe(cid, after=before[-1]["id"])
@@ -193,11 +203,10 @@ async def test_a_client_resumes_after_its_process_restarts_mid_reply(
 async def test_the_idle_sweep_ends_a_stream_once_across_replicas(
     settings: ConversationSettings,
 ) -> None:
-    import redis.asyncio as aioredis
 
     caller = new_caller()
     env = _env(settings, CONVERSATION_STREAM_IDLE_TIMEOUT="0.3")
-    redis = aioredis.Redis.from_url(_redis_url(settings))
+    redis = async_redis(_redis_url(settings), cluster=settings.redis_cluster)
     try:
         with replicas(env) as (a, _b):
             async with _http(a, caller) as http:
@@ -210,12 +219,12 @@ async def test_the_idle_sweep_ends_a_stream_once_across_replicas(
                     return bool((await http.get(url)).json()["status"] == "incomplete")
 
                 async def forgotten() -> bool:
-                    return await redis.zscore(OPEN_STREAMS_KEY, mid) is None
+                    return await redis.zscore(OPEN_STREAMS_KEY, index_member(cid, mid)) is None
 
                 await wait_until(ended)
                 await wait_until(forgotten)
                 message = (await http.get(url)).json()
-                events = await redis.xrange(f"cs:events:{cid}")
+                events = await redis.xrange(events_key(cid))
                 late = await http.post(
                     f"/internal/v1/conversations/{cid}/messages/{mid}/deltas",
                     json={"deltas": [{"index": 1, "text": "late"}]},

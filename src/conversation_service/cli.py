@@ -316,7 +316,8 @@ def _worker(settings: ConversationSettings, args: argparse.Namespace) -> int:
         if settings.redis_url is None
         else None
     )
-    url = settings.effective_redis_url()
+    # RQ's Redis: CONVERSATION_QUEUE_REDIS_URL (required in cluster mode).
+    url = settings.effective_queue_redis_url()
     # --fork: plain RQ work horses, each job on a fresh loop with resources of its own.
     worker_class = Worker if args.fork else JobWorker
     prefix = settings.queue_prefix

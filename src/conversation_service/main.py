@@ -78,14 +78,24 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         redis = async_redis(
-            settings.effective_redis_url(), socket_connect_timeout=1.0, socket_timeout=2.0
+            settings.effective_redis_url(),
+            cluster=settings.redis_cluster,
+            socket_connect_timeout=1.0,
+            socket_timeout=2.0,
+        )
+        # RQ needs one Redis (never a cluster): the queue's, which is the same server unless
+        # CONVERSATION_QUEUE_REDIS_URL names another one.
+        queue_url = settings.effective_queue_redis_url()
+        queue_redis = (
+            redis
+            if queue_url == settings.effective_redis_url() and not settings.redis_cluster
+            else async_redis(queue_url, socket_connect_timeout=1.0, socket_timeout=2.0)
         )
         # RQ is synchronous: its client is only used from the relay's worker thread.
-        rq_redis = SyncRedis.from_url(
-            settings.effective_redis_url(), socket_connect_timeout=1.0, socket_timeout=2.0
-        )
-        relay = OutboxRelay(engine, redis, Dispatcher(rq_redis, settings), settings)
+        rq_redis = SyncRedis.from_url(queue_url, socket_connect_timeout=1.0, socket_timeout=2.0)
+        relay = OutboxRelay(engine, queue_redis, Dispatcher(rq_redis, settings), settings)
         realtime = Realtime(settings, engine, redis, on_published=operations.event_published)
+        limiter = RateLimiter(settings, redis, metrics=limit_metrics)
         retention = RetentionScheduler(engine, relay, settings)
         # Agent validation's client: short timeouts, never follows redirects.
         agent_http = httpx.AsyncClient(timeout=settings.agent_validation_timeout_seconds)
@@ -121,7 +131,7 @@ def create_app(
                 streams=realtime.store,
                 live=realtime.live,
                 relay=relay,
-                limiter=RateLimiter(settings, redis, metrics=limit_metrics),
+                limiter=limiter,
                 agents=agents,
                 operations=operations,
             )
@@ -135,6 +145,9 @@ def create_app(
             await relay.stop()
             await agent_http.aclose()
             rq_redis.close()
+            await limiter.aclose()
+            if queue_redis is not redis:
+                await queue_redis.aclose()
             await redis.aclose()
             await engine.dispose()
             if telemetry is not None:

@@ -120,7 +120,7 @@ async def test_retention_archives_the_inactive_and_purges_the_expired(
             await age(app, ancient, 400)
             await age(app, buried, 400)
             redis: Redis = app.state.resources.redis
-            assert await redis.exists(events_key(ancient), partial_key(reply_id)) == 2
+            assert await redis.exists(events_key(ancient), partial_key(ancient, reply_id)) == 2
 
             # The lifespan's scheduler recorded this interval's job; one of another interval:
             interval = random.randrange(10**6, 10**9) * 3600.0
@@ -165,7 +165,7 @@ async def test_retention_archives_the_inactive_and_purges_the_expired(
             assert archived_callbacks == 1
             assert job["status"] == "finished"
             assert job["result"] == result
-            assert await redis.exists(events_key(ancient), partial_key(reply_id)) == 0
+            assert await redis.exists(events_key(ancient), partial_key(ancient, reply_id)) == 0
 
 
 async def test_one_retention_job_per_interval_however_many_replicas_schedule_it(

@@ -5,13 +5,14 @@ from datetime import timedelta
 
 import httpx
 import orjson
-from redis.asyncio import Redis
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conversation_service.config.constants import SESSION_TTL
+from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import sessions_table
 from conversation_service.services.sessions import context_key
+from conversation_service.utils.redis_client import async_redis
 from tests.conftest import INTERNAL_KEY, create_conversation, new_caller
 
 SERVICE = {"Authorization": f"Bearer {INTERNAL_KEY}"}
@@ -104,7 +105,7 @@ async def test_sessions_of_another_user_are_404(client: httpx.AsyncClient) -> No
 
 
 async def test_session_context_is_hot_in_redis_and_durable_in_db(
-    client: httpx.AsyncClient, redis_url: str, engine: AsyncEngine
+    client: httpx.AsyncClient, settings: ConversationSettings, engine: AsyncEngine
 ) -> None:
     cid = (await create_conversation(client))["id"]
     session = (await client.post(f"/api/v1/conversations/{cid}/sessions", json={})).json()
@@ -119,7 +120,7 @@ async def test_session_context_is_hot_in_redis_and_durable_in_db(
         "version": 2,
         "variables": {"cart": ["a"], "lang": "es"},
     }
-    redis = Redis.from_url(redis_url)
+    redis = async_redis(settings.effective_redis_url(), cluster=settings.redis_cluster)
     try:
         hot = orjson.loads(await redis.get(context_key(uuid.UUID(session["id"]))))
         assert hot == {"v": 2, "vars": {"cart": ["a"], "lang": "es"}}

@@ -9,8 +9,14 @@ import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from conversation_service.events.log import OPEN_STREAMS_KEY, Delta, events_key, read_after
-from conversation_service.events.store import Partial, StreamStore
+from conversation_service.events.log import (
+    OPEN_STREAMS_KEY,
+    Delta,
+    events_key,
+    partial_key,
+    read_after,
+)
+from conversation_service.events.store import Partial, StreamStore, index_member
 from conversation_service.services import streaming
 from conversation_service.services.stream_expiry import sweep_idle_streams
 from tests.conftest import create_conversation
@@ -139,7 +145,7 @@ async def test_deltas_survive_a_lost_stream_state_while_the_database_says_stream
 ) -> None:
     cid = (await create_conversation(client))["id"]
     mid = (await start_reply(client, cid))["id"]
-    await redis.delete(f"cs:partial:{mid}")  # as if Redis had restarted without the key
+    await redis.delete(partial_key(cid, mid))  # as if Redis had restarted without the key
     ids = await post_deltas(client, cid, mid, [(0, "still ")])
     assert ids[0] is not None
     await post_deltas(client, cid, mid, [(1, "here")])
@@ -232,21 +238,65 @@ async def test_a_sweep_keeps_the_partial_reply_of_a_stream_its_database_does_not
     await asyncio.sleep(0.05)
     try:
         await sweep_idle_streams(resources.units, store, idle_seconds=0.01)
-        assert await store.peek(mid) == Partial(str(cid), "still here")
+        assert await store.peek(cid, mid) == Partial(str(cid), "still here")
         assert await resources.events.publish_deltas(cid, mid, [Delta(2, "!")]) != [None]
     finally:
-        await store.close(mid)
+        await store.close(cid, mid)
 
 
+@pytest.mark.parametrize("layout", ["message id (before hash tags)", "conversation/message"])
 async def test_a_sweep_forgets_an_open_stream_entry_whose_deltas_are_gone(
-    app: FastAPI, redis: Redis
+    app: FastAPI, redis: Redis, layout: str
 ) -> None:
     resources = app.state.resources
     store = StreamStore(redis)
     orphan = str(uuid.uuid4())
+    if layout == "conversation/message":
+        orphan = index_member(uuid.uuid4(), orphan)
     await redis.zadd(OPEN_STREAMS_KEY, {orphan: 0})
     await sweep_idle_streams(resources.units, store, idle_seconds=0.01)
     assert await redis.zscore(OPEN_STREAMS_KEY, orphan) is None
+
+
+async def test_an_entry_reopened_after_the_sweep_claimed_it_stays_indexed(redis: Redis) -> None:
+    # The index and the hash are written by separate calls: between the sweep's claim and its
+    # "hash gone, drop the entry", the stream may open again. Its new score saves it.
+    store = StreamStore(redis)
+    cid, mid = uuid.uuid4(), uuid.uuid4()
+    member = index_member(cid, mid)
+    await redis.zadd(OPEN_STREAMS_KEY, {member: 0})
+    every = await redis.zcard(OPEN_STREAMS_KEY)
+    claim = await store.claim_idle(idle_ms=1, lease_ms=60_000, limit=every)
+    assert member in claim.members
+    await store.open(cid, mid)
+    try:
+        assert not await store.forget_if_gone(claim, member)
+        assert await redis.zscore(OPEN_STREAMS_KEY, member) is not None
+    finally:
+        await store.close(cid, mid)
+
+
+async def test_a_sweep_puts_back_an_active_stream_whose_index_entry_is_stale(
+    app: FastAPI, client: httpx.AsyncClient, redis: Redis
+) -> None:
+    # The open-streams index is written apart from the deltas (they live in the conversation's
+    # slot): an index score older than the last delta must never end a live stream.
+    resources = app.state.resources
+    store = StreamStore(redis)
+    cid = (await create_conversation(client))["id"]
+    mid = (await start_reply(client, cid))["id"]
+    await post_deltas(client, cid, mid, [(0, "still talking")])
+    member = index_member(cid, mid)
+    await redis.zadd(OPEN_STREAMS_KEY, {member: 0})  # as if refreshed last in 1970
+    every = await redis.zcard(OPEN_STREAMS_KEY) + 1
+    await sweep_idle_streams(resources.units, store, idle_seconds=600, limit=every)
+    message = (await client.get(f"/api/v1/conversations/{cid}/messages/{mid}")).json()
+    assert message["status"] == "streaming"
+    rescored = await redis.zscore(OPEN_STREAMS_KEY, member)
+    assert rescored is not None
+    assert rescored > 0  # back at its last delta's time
+    await post_deltas(client, cid, mid, [(1, "!")])
+    assert (await complete(client, cid, mid))["content"] == "still talking!"
 
 
 async def test_the_lifespan_sweeper_ends_idle_streams(
@@ -284,4 +334,4 @@ async def test_a_streaming_message_in_an_archived_conversation_is_refused(
         _url(str(uuid.uuid4())), json={"role": "assistant"}, headers=SERVICE
     )
     assert missing.status_code == 404
-    assert events_key(cid).endswith(cid)
+    assert "{" + cid + "}" in events_key(cid)

@@ -36,6 +36,7 @@ from conversation_service.services.rate_limits import (
     RateLimiter,
     RateLimitMetrics,
 )
+from conversation_service.utils.redis_client import async_redis
 from tests.conftest import INTERNAL_KEY, Caller, create_conversation, make_settings, new_caller
 
 # Leaves no pending jobs behind for the queue tests' workers.
@@ -50,6 +51,8 @@ async def limited_app(settings: ConversationSettings, **limits: Any) -> AsyncIte
     # the request a test expects refused. Fail-open tests use a dead Redis: no slower for it.
     values = {
         "redis_url": settings.effective_redis_url(),
+        "redis_mode": settings.redis_mode,
+        "queue_redis_url": settings.queue_redis_url,
         "rate_limit_check_timeout": 5.0,
         **limits,
     }
@@ -285,8 +288,14 @@ async def limiter_redis(
     settings: ConversationSettings, **limits: str
 ) -> AsyncIterator[tuple[ConversationSettings, Redis]]:
     """Settings with ``limits`` and a client of their Redis, for limiters built by the test."""
-    limited = make_settings(settings.database_url, settings.effective_redis_url(), **limits)
-    redis = Redis.from_url(limited.effective_redis_url())
+    limited = make_settings(
+        settings.database_url,
+        settings.effective_redis_url(),
+        redis_mode=settings.redis_mode,
+        queue_redis_url=settings.queue_redis_url,
+        **limits,
+    )
+    redis = async_redis(limited.effective_redis_url(), cluster=limited.redis_cluster)
     try:
         yield limited, redis
     finally:
@@ -306,10 +315,12 @@ async def test_batched_counters_are_the_limits_package_own(
         user = hashlib.blake2b(
             f"{principal.tenant_id}\x1f{principal.user_id}".encode(), digest_size=12
         ).hexdigest()
-        stats = await reader.get_window_stats(parse("10/hour"), "u", user)
+        stats = await reader.get_window_stats(parse("10/hour"), "u", "{" + user + "}")
         assert stats.remaining == 7
         await limiter.forget(principal)
-        assert (await reader.get_window_stats(parse("10/hour"), "u", user)).remaining == 10
+        assert (
+            await reader.get_window_stats(parse("10/hour"), "u", "{" + user + "}")
+        ).remaining == 10
         # Keys are pseudonymous: neither the tenant nor the user id is stored in clear.
         keys = [key.decode() async for key in redis.scan_iter(match="cs:rl:*", count=1000)]
         assert keys
@@ -472,5 +483,7 @@ async def test_blocks_taken_by_two_replicas_never_exceed_the_limit(
         assert refused == 400 - allowed
         reader = FixedWindowRateLimiter(replicas[0].storage)
         digest = hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
-        stats = await reader.get_window_stats(parse("300/hour"), "i", digest)
+        stats = await reader.get_window_stats(parse("300/hour"), "i", "{" + digest + "}")
         assert stats.remaining == 0
+        for replica in replicas:
+            await replica.aclose()

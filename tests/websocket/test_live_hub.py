@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from conversation_service.events.log import parse_event_id
+from conversation_service.events.log import live_channel, parse_event_id
 from conversation_service.websocket.connection_manager import ConnectionManager
 from tests.conftest import Caller, create_conversation
 from tests.websocket.helpers import serve, wait_until, ws_client
@@ -23,7 +23,7 @@ async def base_url(app: FastAPI) -> AsyncIterator[str]:
 
 
 async def _wait_connected(hub: ConnectionManager, old_id: int | None) -> None:
-    await wait_until(lambda: hub.client_id not in (None, old_id) and hub._connection is not None)
+    await wait_until(lambda: hub.client_id not in (None, old_id) and hub._link is not None)
 
 
 async def test_events_published_while_the_pubsub_connection_was_down_are_not_lost(
@@ -64,7 +64,7 @@ async def test_one_channel_per_conversation_whatever_the_number_of_viewers(
         for ws in (first, second, third):
             await ws.subscribe(cid)
         assert hub.channels == before + 1
-        numsub = await app.state.resources.redis.pubsub_numsub(f"cs:live:{cid}")
+        numsub = await app.state.resources.redis.pubsub_numsub(live_channel(cid))
         assert numsub[0][1] == 1  # one Redis subscription for three viewers
         await client.post(f"/api/v1/conversations/{cid}/messages", json={"content": "hi"})
         got = [await ws.recv() for ws in (first, second, third)]
@@ -84,7 +84,7 @@ async def test_a_publisher_can_wait_for_its_event_to_reach_this_process_viewers(
     unwatched = (await create_conversation(client))["id"]
     async with ws_client(base_url, caller.token) as ws:
         await ws.subscribe(cid)
-        subscription = next(iter(hub._channels[f"cs:live:{cid}".encode()]))
+        subscription = next(iter(hub._channels[live_channel(cid).encode()]))
         # Live, no longer catching up (events meanwhile are buffered, then delivered in order).
         await wait_until(lambda: subscription.pending is None)
         event_id = await resources.events.publish(cid, "summary.updated", {"n": 1})

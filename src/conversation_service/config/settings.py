@@ -26,6 +26,13 @@ DEV_INTERNAL_API_KEY = "dev-internal-key"
 DEV_WEBHOOK_SECRET = "whsec_Y29udmVyc2F0aW9uLXNlcnZpY2UtZGV2LXdlYmhvb2s="  # noqa: S105 - refused in production
 
 
+class RedisMode(StrEnum):
+    """How ``CONVERSATION_REDIS_URL`` is reached: one server, or any node of a cluster."""
+
+    STANDALONE = "standalone"
+    CLUSTER = "cluster"
+
+
 class Environment(StrEnum):
     """Where the service runs; production turns on every safety check."""
 
@@ -51,6 +58,10 @@ class ConversationSettings(BaseSettings):
     # None means "the embedded Valkey server" that serve/worker start on embedded_redis_port.
     redis_url: str | None = None
     embedded_redis_port: int = Field(default=constants.EMBEDDED_REDIS_PORT, ge=1, le=65535)
+    # ``cluster``: redis_url names any node of a Redis Cluster; the client discovers the rest.
+    redis_mode: RedisMode = RedisMode.STANDALONE
+    # RQ's Redis (one server, never a cluster); None means redis_url (standalone mode only).
+    queue_redis_url: str | None = None
     jwt_secret: SecretStr | None = None
     jwt_public_key: SecretStr | None = None
     jwt_audience: str | None = None
@@ -171,6 +182,27 @@ class ConversationSettings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _require_queue_redis_in_cluster_mode(self) -> Self:
+        # Checked in every environment: a cluster without a queue Redis cannot run jobs at all.
+        if self.redis_mode is RedisMode.CLUSTER:
+            missing = [
+                name
+                for name, value in (
+                    ("CONVERSATION_REDIS_URL", self.redis_url),
+                    ("CONVERSATION_QUEUE_REDIS_URL", self.queue_redis_url),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(
+                    "CONVERSATION_REDIS_MODE=cluster needs "
+                    + " and ".join(missing)
+                    + " (CONVERSATION_REDIS_URL names any cluster node; RQ needs one "
+                    "non-cluster Redis at CONVERSATION_QUEUE_REDIS_URL)"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _refuse_unsafe_production_values(self) -> Self:
         if self.environment is Environment.DEVELOPMENT:
             return self
@@ -239,3 +271,12 @@ class ConversationSettings(BaseSettings):
     def effective_redis_url(self) -> str:
         """The Redis URL, or the embedded server's address when none is configured."""
         return self.redis_url or f"redis://127.0.0.1:{self.embedded_redis_port}/0"
+
+    @property
+    def redis_cluster(self) -> bool:
+        """True when the realtime and hot-state plane runs on a Redis Cluster."""
+        return self.redis_mode is RedisMode.CLUSTER
+
+    def effective_queue_redis_url(self) -> str:
+        """RQ's Redis: CONVERSATION_QUEUE_REDIS_URL, else the (standalone) Redis URL."""
+        return self.queue_redis_url or self.effective_redis_url()

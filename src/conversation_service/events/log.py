@@ -1,12 +1,16 @@
 """The per-conversation event log: event model, publisher and replay reader.
 
 Every change to a conversation is an event ``{"id", "type", "conversation_id", "data"}``. The
-``id`` is the entry id of the conversation's Redis Stream ``cs:events:{conversation_id}``
+``id`` is the entry id of the conversation's Redis Stream ``cs:events:{<conversation id>}``
 (``"<ms>-<seq>"``), so it increases within the conversation. Publishing is one Lua script that
 appends to the stream (capped near ``EVENT_STREAM_MAXLEN`` entries, expiring
 ``EVENT_STREAM_TTL`` after the last event) and publishes the finished frame on the pub/sub
-channel ``cs:live:{conversation_id}`` in the same atomic step, so the live order on every
+channel ``cs:live:{<conversation id>}`` in the same atomic step, so the live order on every
 replica is the stream order even with concurrent publishers on different replicas.
+
+Every key and channel of one conversation carries its id as the hash tag ``{<conversation id>}``:
+on a Redis Cluster they share one slot, so each script runs on one node, and the live channel is
+a shard channel of that node (``SPUBLISH`` instead of ``PUBLISH`` when ``sharded``).
 
 The stream is the hot tail; the database holds the durable facts. A reader that resumes after an
 id older than the tail (trimmed or expired stream) is told so (``ReplayChunk.gap``) and gets a
@@ -32,6 +36,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from conversation_service.utils import jsonio
+from conversation_service.utils.redis_client import as_cluster, run_replicated
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +44,14 @@ EVENT_STREAM_MAXLEN: Final = 10_000
 EVENT_STREAM_TTL: Final = 24 * 60 * 60
 # The partial content of a streaming message (Redis hash of deltas by index).
 PARTIAL_TTL: Final = 24 * 60 * 60
-# Sorted set of streaming messages scored by their last delta (ms, Redis clock).
+# Index of streaming messages (members ``<conversation id>/<message id>``) scored by the last
+# time the idle sweep should look at them (ms, Redis clock). It lives in a slot of its own and
+# no script touches it together with a conversation's keys (see ``events.store``).
 OPEN_STREAMS_KEY: Final = "cs:streaming"
-# Hash field of ``cs:partial:{message_id}`` that marks the stream open (value: conversation id).
+# Hash field of a partial hash that marks the stream open (value: conversation id).
 OPEN_MARKER: Final = "~c"
+# Hash field of a partial hash holding its last delta time (ms, Redis clock of its node).
+LAST_DELTA: Final = "~t"
 
 
 class EventType(StrEnum):
@@ -69,19 +78,29 @@ _EVENT_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 MAX_EVENT_ID_PART: Final = 2**64 - 1
 
 
+def conversation_tag(conversation_id: uuid.UUID | str) -> str:
+    """The hash tag that keeps every key of a conversation in one cluster slot."""
+    return "{" + str(conversation_id) + "}"
+
+
 def events_key(conversation_id: uuid.UUID | str) -> str:
     """Redis Stream of a conversation's events."""
-    return f"cs:events:{conversation_id}"
+    return f"cs:events:{conversation_tag(conversation_id)}"
 
 
 def live_channel(conversation_id: uuid.UUID | str) -> str:
-    """Pub/sub channel of a conversation's live events."""
-    return f"cs:live:{conversation_id}"
+    """Pub/sub channel of a conversation's live events (a shard channel on a cluster)."""
+    return f"cs:live:{conversation_tag(conversation_id)}"
 
 
-def partial_key(message_id: uuid.UUID | str) -> str:
-    """Redis hash of a streaming message's deltas (field = index) and its open marker."""
-    return f"cs:partial:{message_id}"
+def partial_key(conversation_id: uuid.UUID | str, message_id: uuid.UUID | str) -> str:
+    """Redis hash of a streaming message's deltas (field = index), open marker and last delta."""
+    return f"cs:partial:{conversation_tag(conversation_id)}:{message_id}"
+
+
+def summary_lock_key(conversation_id: uuid.UUID | str) -> str:
+    """The lock that keeps one summary job per conversation at a time."""
+    return f"cs:summary-lock:{conversation_tag(conversation_id)}"
 
 
 def parse_event_id(value: str | bytes | None) -> EventId | None:
@@ -134,11 +153,12 @@ def control_frame(
     )
 
 
-# Shared by both scripts: append one stream entry and publish "<id> <frame>" on the channel.
+# Shared by both scripts: append one stream entry and publish "<id> <frame>" on the channel
+# (PUBLISH, or SPUBLISH on a cluster: the script is built for one of them).
 _APPEND = """
 local function append(stream, channel, tail, maxlen)
   local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'b', tail)
-  redis.call('PUBLISH', channel, id .. ' {"id":"' .. id .. '",' .. tail)
+  redis.call('@PUBLISH@', channel, id .. ' {"id":"' .. id .. '",' .. tail)
   return id
 end
 """
@@ -152,8 +172,9 @@ return id
 """
 )
 
-# KEYS: stream, partial hash, open-streams zset. ARGV: channel, conversation id, message id,
-# maxlen, stream ttl, partial ttl, then (index, text, tail) per delta.
+# KEYS: stream, partial hash (one slot). ARGV: channel, conversation id, message id,
+# maxlen, stream ttl, partial ttl, then (index, text, tail) per delta. The last delta time goes
+# to the hash (``~t``), where the idle sweep reads it; the open-streams index is not touched.
 # Returns {0, id-or-"" per delta} or {-1} (stream not open) or {-2} (other conversation).
 _DELTAS = (
     _APPEND
@@ -172,7 +193,7 @@ for i = 7, #ARGV, 3 do
   end
 end
 local now = redis.call('TIME')
-redis.call('ZADD', KEYS[3], tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000), ARGV[3])
+redis.call('HSET', KEYS[2], '~t', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
 redis.call('EXPIRE', KEYS[2], ARGV[6])
 if published then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
 return out
@@ -217,15 +238,21 @@ class EventPublisher:
         self.maxlen = maxlen
         self.ttl = ttl
         self.partial_ttl = partial_ttl
-        self._publish = redis.register_script(_PUBLISH)
-        self._deltas = redis.register_script(_DELTAS)
+        # Sharded pub/sub on a cluster: a classic PUBLISH is broadcast to every node.
+        self.sharded = as_cluster(redis) is not None
+        command = "SPUBLISH" if self.sharded else "PUBLISH"
+        self._publish = redis.register_script(_PUBLISH.replace("@PUBLISH@", command))
+        self._deltas = redis.register_script(_DELTAS.replace("@PUBLISH@", command))
 
     async def publish(self, conversation_id: uuid.UUID | str, event_type: str, data: Any) -> str:
         """Append an event and publish it live; returns its id (raises on Redis errors)."""
         cid = str(conversation_id)
         tail = event_tail(event_type, cid, data)
-        event_id = await self._publish(
-            keys=[events_key(cid)], args=[live_channel(cid), tail, self.maxlen, self.ttl]
+        event_id = await run_replicated(
+            self.redis,
+            self._publish,
+            [events_key(cid)],
+            [live_channel(cid), tail, self.maxlen, self.ttl],
         )
         if self.on_published is not None:
             self.on_published(event_type, 1)
@@ -254,7 +281,10 @@ class EventPublisher:
         """Publish live only, without an id (typing indicators): never replayed."""
         cid = str(conversation_id)
         frame = build_frame(None, event_tail(event_type, cid, data))
-        await self.redis.publish(live_channel(cid), "- " + frame)
+        if self.sharded:
+            await self.redis.spublish(live_channel(cid), "- " + frame)
+        else:
+            await self.redis.publish(live_channel(cid), "- " + frame)
         if self.on_published is not None:
             self.on_published(event_type, 1)
 
@@ -271,8 +301,8 @@ class EventPublisher:
         for delta in deltas:
             data = {"message_id": mid, "index": delta.index, "text": delta.text}
             args.extend((delta.index, delta.text, event_tail(EventType.MESSAGE_DELTA, cid, data)))
-        result = await self._deltas(
-            keys=[events_key(cid), partial_key(mid), OPEN_STREAMS_KEY], args=args
+        result = await run_replicated(
+            self.redis, self._deltas, [events_key(cid), partial_key(cid, mid)], args
         )
         status = int(result[0])
         if status == -1:

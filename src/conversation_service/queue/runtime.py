@@ -45,7 +45,8 @@ _UNWIND_SECONDS = 5.0
 
 @dataclass(frozen=True, slots=True)
 class JobResources:
-    """What a job runs with: settings, an engine, async Redis and a dispatcher (sync Redis)."""
+    """What a job runs with: settings, an engine, async Redis (events, hot state: a cluster
+    client in cluster mode) and a dispatcher (sync, on the queue's Redis)."""
 
     settings: ConversationSettings
     engine: AsyncEngine
@@ -59,12 +60,14 @@ class JobResources:
 def _open(
     settings: ConversationSettings, *, pooled: bool, metrics: JobMetrics | None = None
 ) -> JobResources:
-    url = settings.effective_redis_url()
+    queue_url = settings.effective_queue_redis_url()
     resources = JobResources(
         settings=settings,
         engine=create_engine(settings, null_pool=not pooled),
-        redis=async_redis(url, socket_connect_timeout=2),
-        dispatcher=Dispatcher(SyncRedis.from_url(url, socket_connect_timeout=2), settings),
+        redis=async_redis(
+            settings.effective_redis_url(), cluster=settings.redis_cluster, socket_connect_timeout=2
+        ),
+        dispatcher=Dispatcher(SyncRedis.from_url(queue_url, socket_connect_timeout=2), settings),
         metrics=metrics,
         telemetry=telemetry.for_process(),
     )

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -78,6 +79,14 @@ def problem_for(exc: Exception, instance: str) -> ProblemResponse:
             "the database is unavailable; retry", headers={"Retry-After": "1"}
         )
         return problem_response(error, instance)
+    if isinstance(exc, RedisError):
+        # Redis unreachable or failing over (a cluster promotes a replica within seconds): what
+        # needs it (deltas) is worth a retry, and a refused delta changed nothing.
+        log.warning("redis unavailable", extra={"path": instance, "error": str(exc)[:200]})
+        error = ServiceUnavailableError(
+            "the realtime store is unavailable; retry", headers={"Retry-After": "1"}
+        )
+        return problem_response(error, instance)
     log.error("unhandled error", extra={"path": instance}, exc_info=exc)
     return problem_response(ServiceError("internal error"), instance)
 
@@ -147,6 +156,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(IntegrityError, on_other_error)
     app.add_exception_handler(DBAPIError, on_other_error)
+    app.add_exception_handler(RedisError, on_other_error)
     app.add_exception_handler(Exception, on_other_error)
 
 

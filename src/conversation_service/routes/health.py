@@ -5,6 +5,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio.cluster import RedisCluster
 from sqlalchemy import text
 
 from conversation_service.config.constants import READINESS_TIMEOUT
@@ -13,6 +14,7 @@ from conversation_service.metrics import Backlog
 from conversation_service.routes.deps import ResourcesDep
 from conversation_service.routes.errors import problems
 from conversation_service.services import outbox
+from conversation_service.utils.redis_client import as_cluster
 
 router = APIRouter(tags=["health"])
 
@@ -52,7 +54,12 @@ async def _check_database(resources: ResourcesDep) -> tuple[str, str]:
 async def _check_redis(resources: ResourcesDep) -> tuple[str, str]:
     try:
         async with asyncio.timeout(READINESS_TIMEOUT):
-            await resources.redis.ping()
+            cluster = as_cluster(resources.redis)
+            if cluster is None:
+                await resources.redis.ping()
+            else:
+                # Ready only when every primary answers (a failed one's replica took over).
+                await cluster.ping(target_nodes=RedisCluster.PRIMARIES)
     except Exception as exc:
         return "redis", f"unavailable ({type(exc).__name__})"
     return "redis", "ok"

@@ -45,7 +45,9 @@ from conversation_service.events.log import (
     OPEN_STREAMS_KEY,
     events_key,
     partial_key,
+    summary_lock_key,
 )
+from conversation_service.events.store import index_member
 from conversation_service.models.lifecycle import ErasureOut
 from conversation_service.services.auth import Principal
 from conversation_service.services.outbox import (
@@ -77,7 +79,8 @@ class RedisLeftovers:
     """What Redis may still hold about purged conversations, to clear after the commit."""
 
     conversation_ids: list[uuid.UUID] = field(default_factory=list)
-    message_ids: list[uuid.UUID] = field(default_factory=list)
+    # (conversation id, message id) of every message that may have streamed.
+    message_ids: list[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=list)
     session_ids: list[uuid.UUID] = field(default_factory=list)
     rq_job_ids: list[str] = field(default_factory=list)
 
@@ -85,8 +88,8 @@ class RedisLeftovers:
         """Every Redis key that may hold data of these conversations."""
         return [
             *(events_key(cid) for cid in self.conversation_ids),
-            *(f"cs:summary-lock:{cid}" for cid in self.conversation_ids),
-            *(partial_key(mid) for mid in self.message_ids),
+            *(summary_lock_key(cid) for cid in self.conversation_ids),
+            *(partial_key(cid, mid) for cid, mid in self.message_ids),
             *(context_key(sid) for sid in self.session_ids),
         ]
 
@@ -119,13 +122,12 @@ async def purge_conversations(
         leftovers.conversation_ids.extend(chunk)
         # Only agent messages can have streamed, so only they can have partial content.
         leftovers.message_ids.extend(
-            (
-                await conn.execute(
-                    select(messages.c.id).where(
-                        messages.c.conversation_id.in_(chunk), messages.c.role != "user"
-                    )
+            (row.conversation_id, row.id)
+            for row in await conn.execute(
+                select(messages.c.conversation_id, messages.c.id).where(
+                    messages.c.conversation_id.in_(chunk), messages.c.role != "user"
                 )
-            ).scalars()
+            )
         )
         leftovers.session_ids.extend(
             (
@@ -181,7 +183,8 @@ async def forget_in_redis(redis: Redis, leftovers: RedisLeftovers) -> int:
     removed = 0
     for chunk in _chunks(leftovers.keys(), REDIS_CHUNK):
         removed += int(await redis.unlink(*chunk))
-    for chunk in _chunks([str(mid) for mid in leftovers.message_ids], REDIS_CHUNK):
+    members = [index_member(cid, mid) for cid, mid in leftovers.message_ids]
+    for chunk in _chunks(members, REDIS_CHUNK):
         await redis.zrem(OPEN_STREAMS_KEY, *chunk)
     return removed
 

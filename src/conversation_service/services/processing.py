@@ -26,7 +26,7 @@ from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import conversations_table as conversations
 from conversation_service.db.tables import messages_table as messages
 from conversation_service.errors import ValidationError
-from conversation_service.events.log import EventType
+from conversation_service.events.log import EventType, summary_lock_key
 from conversation_service.models.memory import MemoryStrategy
 from conversation_service.services import callbacks, summaries
 from conversation_service.services.job_context import (
@@ -289,7 +289,7 @@ async def generate_summary(ctx: JobContext) -> dict[str, Any]:
     """A new summary version = previous summary + messages since its cut point (non-destructive)."""
     conversation_id = ctx.job["conversation_id"]
     until_seq = int(ctx.args["until_seq"])
-    lock_key = f"cs:summary-lock:{conversation_id}"
+    lock_key = summary_lock_key(conversation_id)
     token = str(ctx.job["id"])
     if not await ctx.redis.set(lock_key, token, nx=True, ex=SUMMARY_LOCK_SECONDS):
         raise RetryableJobError("another summary of this conversation is running")

@@ -34,7 +34,8 @@ problem details with ``Retry-After`` and the IETF draft ``RateLimit-Limit``,
 ``RateLimit-Remaining``, ``RateLimit-Reset`` and ``RateLimit-Policy`` headers of the limit it hit.
 
 Identifiers are hashed before they become Redis keys, so no tenant or user id is stored in
-Redis by the limiter (``forget`` also clears a user's counters when their data is erased).
+Redis by the limiter (``forget`` also clears a user's counters when their data is erased). The
+hash is the key's hash tag (``{…}``): on a Redis Cluster a user's counters share one slot.
 
 Fail-open: when Redis does not answer (error, or no answer within
 ``settings.rate_limit_check_timeout``, 0.5 s by default), the request is let through,
@@ -50,10 +51,10 @@ import math
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from limits import RateLimitItem
-from limits.aio.storage import RedisStorage
+from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.aio.strategies import (
     FixedWindowRateLimiter,
     MovingWindowRateLimiter,
@@ -61,6 +62,7 @@ from limits.aio.strategies import (
 )
 from limits.aio.strategies import RateLimiter as Strategy
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.services.auth import Principal
@@ -69,6 +71,11 @@ from conversation_service.services.connection_slots import (
     UNAVAILABLE,
     ConnectionSlot,
 )
+from conversation_service.services.limit_storage import (
+    FIXED_WINDOW_BATCH,
+    limits_storage,
+    run_batch,
+)
 from conversation_service.services.quotas import (
     Quota,
     RateLimitedError,
@@ -76,6 +83,7 @@ from conversation_service.services.quotas import (
     digest,
     refusal,
 )
+from conversation_service.utils.redis_client import as_cluster
 
 log = logging.getLogger(__name__)
 
@@ -98,24 +106,17 @@ DISABLED: Final = "disabled"
 DEGRADED: Final = "degraded (fail-open)"
 
 
-# ``limits``' own fixed-window script (incr_expire.lua) applied to every key of a request in one
-# call: same keys, same counts, same expiry, so ``limits``' window stats and ``clear`` read and
-# reset them. ARGV: each key's expiry, then each key's increment (its lease). Returns count and
-# TTL (ms) per key.
-_FIXED_WINDOW_BATCH = """
-local out = {}
-local n = #KEYS
-for i, key in ipairs(KEYS) do
-  local current = redis.call('INCRBY', key, ARGV[n + i])
-  if current == tonumber(ARGV[n + i]) then redis.call('EXPIRE', key, ARGV[i]) end
-  out[2 * i - 1] = current
-  out[2 * i] = redis.call('PTTL', key)
-end
-return out
-"""
+def tag(identifier: str) -> str:
+    """A hash tag: the counters of one user (tenant, service key) share one cluster slot."""
+    return "{" + identifier + "}"
 
 
-_STRATEGIES: dict[str, Callable[[RedisStorage], Strategy]] = {
+def ws_slots_key(user: str) -> str:
+    """The lease set of a user's WebSockets, tagged by the user it counts."""
+    return WS_KEY_PREFIX + tag(user)
+
+
+_STRATEGIES: dict[str, Callable[[Any], Strategy]] = {
     "fixed-window": FixedWindowRateLimiter,
     "sliding-window-counter": SlidingWindowCounterRateLimiter,
     "moving-window": MovingWindowRateLimiter,
@@ -151,15 +152,11 @@ class RateLimiter:
     ) -> None:
         self.enabled = settings.rate_limit_enabled
         self.redis = redis
-        self.storage = RedisStorage(
-            "async+" + settings.effective_redis_url(),
-            implementation="redispy",
-            key_prefix=KEY_PREFIX,
-            connection_pool=redis.connection_pool,  # type: ignore[arg-type]
-        )
+        self.cluster = as_cluster(redis)
+        self.storage = limits_storage(settings, redis, KEY_PREFIX)
         self.strategy = _STRATEGIES[settings.rate_limit_strategy](self.storage)
         self.batched = isinstance(self.strategy, FixedWindowRateLimiter)
-        self.batch_script = redis.register_script(_FIXED_WINDOW_BATCH)
+        self.batch_script = redis.register_script(FIXED_WINDOW_BATCH)
         self.requests = Quota.parse("requests", settings.rate_limit_requests)
         self.tenant = Quota.parse("tenant", settings.rate_limit_tenant)
         self.messages = Quota.parse("messages", settings.rate_limit_messages)
@@ -176,6 +173,14 @@ class RateLimiter:
         self._probing = False
         self._logged_at = -math.inf
         self.metrics = metrics
+
+    async def aclose(self) -> None:
+        """Close the client ``limits`` opened for itself (cluster mode; else it shares ours)."""
+        bridge = self.storage.bridge
+        if self.cluster is not None and isinstance(bridge, RedispyBridge):
+            client = bridge.get_connection()
+            if isinstance(client, RedisCluster):
+                await client.aclose()
 
     # -- state ------------------------------------------------------------------------------
 
@@ -215,10 +220,10 @@ class RateLimiter:
 
     async def check_user(self, principal: Principal, *, message: bool = False) -> None:
         """Count one public request of ``principal`` (and one append when ``message``)."""
-        user = digest(principal.tenant_id, principal.user_id)
+        user = tag(digest(principal.tenant_id, principal.user_id))
         checks = [
             (self.requests, ("u", user)),
-            (self.tenant, ("t", digest(principal.tenant_id))),
+            (self.tenant, ("t", tag(digest(principal.tenant_id)))),
         ]
         if message:
             checks.append((self.messages, ("m", user)))
@@ -227,12 +232,12 @@ class RateLimiter:
     async def check_messages(self, principal: Principal, count: int) -> None:
         """Count ``count`` appends of ``principal`` at once (a ``/v1`` request adding items)."""
         if count > 0:
-            user = digest(principal.tenant_id, principal.user_id)
+            user = tag(digest(principal.tenant_id, principal.user_id))
             await self._enforce([(self.messages, ("m", user))], cost=count)
 
     async def check_internal(self, service_key: str) -> None:
         """Count one internal request of the service key (never stored in clear)."""
-        await self._enforce([(self.internal, ("i", digest(service_key)))])
+        await self._enforce([(self.internal, ("i", tag(digest(service_key))))])
 
     async def _enforce(
         self, checks: Sequence[tuple[Quota, tuple[str, ...]]], *, cost: int = 1
@@ -298,9 +303,12 @@ class RateLimiter:
         """Fixed window: refill the short blocks in one script call (a block holds ``cost``)."""
         now = self._clock()
         sizes = [max(cost, _block_size(hits[index][1])) for index in empty]
-        raw = await self.batch_script(
-            keys=[keys[index] for index in empty],
-            args=[*(hits[index][1].get_expiry() for index in empty), *sizes],
+        raw = await run_batch(
+            self.batch_script,
+            self.cluster,
+            [keys[index] for index in empty],
+            [hits[index][1].get_expiry() for index in empty],
+            sizes,
         )
         if len(self._blocks) > MAX_LOCAL_LEASES:
             self._blocks = {k: b for k, b in self._blocks.items() if b.until > now}
@@ -335,9 +343,9 @@ class RateLimiter:
         try:
             for quota, scope in ((self.requests, "u"), (self.messages, "m")):
                 for item in quota.items:
-                    self._blocks.pop(self._key(item, (scope, user)), None)
-                    await self.strategy.clear(item, scope, user)
-            await self.redis.delete(WS_KEY_PREFIX + user)
+                    self._blocks.pop(self._key(item, (scope, tag(user))), None)
+                    await self.strategy.clear(item, scope, tag(user))
+            await self.redis.delete(ws_slots_key(user))
         except UNAVAILABLE as exc:
             log.warning("rate limit counters not cleared", extra={"error": str(exc)[:200]})
 
@@ -348,7 +356,7 @@ class RateLimiter:
         slot = ConnectionSlot(
             self.redis,
             self.lease_script,
-            WS_KEY_PREFIX + digest(principal.tenant_id, principal.user_id),
+            ws_slots_key(digest(principal.tenant_id, principal.user_id)),
             self.ws_connections,
         )
         if not self.enabled or self._skipping():

@@ -62,8 +62,8 @@ class SessionActivity:
 
 
 def context_key(session_id: uuid.UUID) -> str:
-    """Redis key of a session's hot context copy."""
-    return f"cs:session-context:{session_id}"
+    """Redis key of a session's hot context copy (tagged by the session: a slot of its own)."""
+    return "cs:session-context:{" + str(session_id) + "}"
 
 
 def to_out(row: RowMapping, now: datetime | None = None) -> SessionOut:

@@ -1,14 +1,14 @@
 """Agent-side streaming: messages that grow by deltas, their completion, failure and idle expiry.
 
-Deltas never touch the database. Each one is recorded in the Redis hash
-``cs:partial:{message_id}`` under its index (``HSETNX``: a re-sent index is harmless) and
-published as ``message.delta`` in the same Lua call (``EventPublisher.publish_deltas``), which
-also refreshes the message's score in the sorted set ``cs:streaming`` (last delta time, Redis
-clock). The partial content is the message's initial content followed by the delta texts in
-index order. It is persisted when the message completes, fails or is found idle; until then
-it lives in Redis (persistence on), which survives API restarts. It is not flushed to the
-database periodically: losing Redis itself loses the partial text of replies in flight, which
-then end ``incomplete`` with what the database holds.
+Deltas never touch the database. Each one is recorded in the Redis hash ``cs:partial:{<conversation
+id>}:<message id>`` under its index (``HSETNX``: a re-sent index is harmless) and published as
+``message.delta`` in the same Lua call (``EventPublisher.publish_deltas``), which also records the
+last delta time in the hash (the idle sweep's index ``cs:streaming`` is written apart, see
+``events.store``). The partial content is the message's initial content followed by the delta texts
+in index order. It is persisted when the message completes, fails or is found idle; until then it
+lives in Redis (persistence on), which survives API restarts. It is not flushed to the database
+periodically: losing Redis itself loses the partial text of replies in flight, which then end
+``incomplete`` with what the database holds.
 
 The hash's marker field ``~c`` (the conversation id) says the stream is open. ``complete``,
 ``fail`` and the idle sweep remove it atomically with reading the deltas ("seal"), so nothing
@@ -251,7 +251,7 @@ async def complete_message(
         return StreamOutcome(await _current(uow.conn, message_id), changed=False)
     if row["status"] not in _COMPLETABLE:
         raise MessageNotStreamingError(f"message {message_id} is {row['status']}")
-    partial = await store.seal(message_id)
+    partial = await store.seal(conversation_id, message_id)
     content = data.content if data.content is not None else row["content"] + partial.text
     metadata = row["metadata"]
     if data.metadata is not None:
@@ -282,7 +282,7 @@ async def fail_message(
         return StreamOutcome(await _current(uow.conn, message_id), changed=False, error=error)
     if row["status"] not in _FAILABLE:
         raise MessageNotStreamingError(f"message {message_id} is {row['status']}")
-    partial = await store.seal(message_id)
+    partial = await store.seal(conversation_id, message_id)
     metadata = {**row["metadata"], "error": error}
     message = await _finish(
         uow.conn,
@@ -303,7 +303,7 @@ def _announce(uow: UnitOfWork, store: StreamStore, outcome: StreamOutcome) -> No
 
     async def close_stream() -> None:
         try:
-            await store.close(message.id)
+            await store.close(message.conversation_id, message.id)
         except (RedisError, OSError) as exc:
             # The sweep drops the leftover entry later (its conditional update matches nothing).
             log.warning(
@@ -335,7 +335,7 @@ async def _current(conn: AsyncConnection, message_id: uuid.UUID) -> MessageOut:
 
 
 async def mark_incomplete(
-    uow: UnitOfWork, store: StreamStore, message_id: uuid.UUID
+    uow: UnitOfWork, store: StreamStore, conversation_id: uuid.UUID, message_id: uuid.UUID
 ) -> MessageOut | None:
     """Mark an idle streaming message ``incomplete`` with its partial content and publish
     ``message.failed`` (None if it no longer streams: another replica won, or it completed
@@ -345,7 +345,13 @@ async def mark_incomplete(
     """
     conn = uow.conn
     row = (
-        (await conn.execute(select(*_STATE_COLUMNS).where(messages.c.id == message_id)))
+        (
+            await conn.execute(
+                select(*_STATE_COLUMNS).where(
+                    messages.c.id == message_id, messages.c.conversation_id == conversation_id
+                )
+            )
+        )
         .mappings()
         .one_or_none()
     )
@@ -353,7 +359,7 @@ async def mark_incomplete(
         raise MessageNotFoundError(f"message {message_id} not found")
     if row["status"] != MessageStatus.STREAMING.value:
         return None
-    partial = await store.seal(message_id)
+    partial = await store.seal(conversation_id, message_id)
     message = await _finish(
         conn,
         row,

@@ -74,7 +74,7 @@ async def snapshot(
         data = item.model_dump(mode="json")
         if item.status is MessageStatus.STREAMING:
             with contextlib.suppress(RedisError, OSError):
-                data["content"] += (await store.peek(item.id)).text
+                data["content"] += (await store.peek(conversation_id, item.id)).text
         dumped.append(data)
     return {
         "conversation": conversation.model_dump(mode="json"),

@@ -1,18 +1,19 @@
-"""Per-process live fan-out: one Redis pub/sub connection, in-process delivery to clients.
+"""Per-process live fan-out: one Redis pub/sub link, in-process delivery to clients.
 
-One pub/sub connection per process, subscribed to ``cs:live:{conversation_id}`` of every
+One pub/sub link per process (one connection, or one per primary of a Redis Cluster with sharded
+pub/sub: ``websocket.pubsub_link``), subscribed to ``cs:live:{<conversation id>}`` of every
 conversation with a local viewer (reference-counted); each published frame goes to the local
 viewers' bounded outboxes, never published per viewer. A subscription resumes without gap or
 duplicate: registered (buffering) first, SUBSCRIBE confirmed, the stream replayed after the
 viewer's position (or a snapshot when the log no longer holds it), then the buffered live events
-above the last replayed id flushed in one step. A dropped connection sends every subscription
-back to buffering and catching up; a watchdog PINGs it. ``docs/ARCHITECTURE.md`` tells more.
+above the last replayed id flushed in one step. A dropped connection (any of the link's) sends
+every subscription back to buffering and catching up on a new link; a watchdog PINGs it.
+``docs/ARCHITECTURE.md`` tells more.
 """
 
 import asyncio
 import contextlib
 import logging
-import math
 import time
 import uuid
 from collections import deque
@@ -20,12 +21,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
 from conversation_service.events import log as events
 from conversation_service.events.log import EventId
-from conversation_service.utils.redis_client import async_redis
 from conversation_service.utils.tasks import stop_tasks
 from conversation_service.websocket.outbox import (
     CLOSE_SERVICE_RESTART,
@@ -33,6 +32,7 @@ from conversation_service.websocket.outbox import (
     Outbox,
     Subscription,
 )
+from conversation_service.websocket.pubsub_link import Links, PubSubLink
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,6 @@ FAN_OUT_WAIT: Final = 0.01
 _PING_EVERY: Final = 10.0
 _SILENCE_LIMIT: Final = 30.0
 _BACKOFF_MAX: Final = 2.0
-_CONTROL_CHANNEL: Final = b"cs:live:~process"
 
 SnapshotSource = Callable[[uuid.UUID, str | None], Awaitable[str]]
 
@@ -51,17 +50,15 @@ SnapshotSource = Callable[[uuid.UUID, str | None], Awaitable[str]]
 class ConnectionManager:
     """This process's live hub: the pub/sub connection, channels and local subscribers."""
 
-    def __init__(self, *, redis_url: str, redis: Redis, snapshot: SnapshotSource) -> None:
-        # A client of its own: pub/sub reads block indefinitely, which the app's client (with
-        # a socket timeout) must not do.
-        self._pubsub_client = async_redis(
-            redis_url, socket_connect_timeout=2.0, client_name="conversation-service-live"
-        )
+    def __init__(
+        self, *, redis_url: str, redis: Redis, snapshot: SnapshotSource, cluster: bool = False
+    ) -> None:
+        self._links = Links(redis_url, cluster=cluster)
         self._redis = redis
         self._snapshot = snapshot
         self._channels: dict[bytes, set[Subscription]] = {}
         self._confirmations: dict[bytes, deque[asyncio.Future[None]]] = {}
-        self._connection: AbstractConnection | None = None
+        self._link: PubSubLink | None = None
         self._connected = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -71,7 +68,7 @@ class ConnectionManager:
         self._awaited: dict[bytes, list[tuple[EventId, asyncio.Future[None]]]] = {}
         self._last_heard = time.monotonic()
         self._stopping = False
-        # Redis CLIENT ID of the pub/sub connection (operators and tests can find it).
+        # Redis CLIENT ID of the (first) pub/sub connection (operators and tests can find it).
         self.client_id: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -92,7 +89,7 @@ class ConnectionManager:
         # cancellation until the connection goes away, and shutdown must never hang on it.
         await self._drop_connection()
         await stop_tasks(*tasks)
-        await self._pubsub_client.aclose()
+        await self._links.aclose()
 
     def register(self, outbox: Outbox) -> None:
         """Track a client connection (closed with 1012 when the process stops)."""
@@ -134,7 +131,7 @@ class ConnectionManager:
         """
         channel = events.live_channel(conversation_id).encode()
         wanted = events.parse_event_id(event_id)
-        if wanted is None or self._connection is None or channel not in self._channels:
+        if wanted is None or self._link is None or channel not in self._channels:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiting = self._awaited.setdefault(channel, [])
@@ -189,7 +186,7 @@ class ConnectionManager:
             self._send_nowait("UNSUBSCRIBE", subscription.channel)
 
     def _add(self, subscription: Subscription) -> asyncio.Future[None] | None:
-        if self._connection is None:
+        if self._link is None:
             raise LiveUnavailableError("live updates are unavailable right now")
         subscribers = self._channels.get(subscription.channel)
         if subscribers is not None:
@@ -248,17 +245,17 @@ class ConnectionManager:
 
     # -- the pub/sub connection ----------------------------------------------------------------
 
-    def _send_nowait(self, *args: Any) -> None:
-        connection = self._connection
-        if connection is None:
+    def _send_nowait(self, verb: str, channel: bytes) -> None:
+        link = self._link
+        if link is None:
             return
-        task = asyncio.create_task(self._send(connection, *args))
+        task = asyncio.create_task(self._send(link, verb, channel))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _send(self, connection: AbstractConnection, *args: Any) -> None:
+    async def _send(self, link: PubSubLink, verb: str, channel: bytes) -> None:
         try:
-            await connection.send_command(*args, check_health=False)
+            await link.send(verb, channel)
         except (RedisError, OSError) as exc:
             # The reader sees the broken connection too and reconnects (resubscribing all).
             log.warning("live hub command failed", extra={"error": str(exc)})
@@ -280,26 +277,28 @@ class ConnectionManager:
             backoff = min(backoff * 2, _BACKOFF_MAX)
 
     async def _connect_and_read(self) -> None:
-        connection = self._pubsub_client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
-        await connection.connect()
-        await connection.send_command("CLIENT", "ID", check_health=False)
-        self.client_id = int(await connection.read_response())
-        self._connection = connection
-        self._last_heard = time.monotonic()
-        # The control channel keeps the connection in subscribed mode even with no clients.
-        channels = [_CONTROL_CHANNEL, *self._channels]
+        link = self._links.new()
+        channels = [*link.extra_channels, *self._channels]
         futures = []
         for channel in channels:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._confirmations.setdefault(channel, deque()).append(future)
             futures.append(future)
-        await connection.send_command("SUBSCRIBE", *channels, check_health=False)
+        try:
+            await link.open(channels)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await link.close()
+            raise
+        self.client_id = link.client_id
+        self._link = link
+        self._last_heard = time.monotonic()
         self._connected.set()
-        resync = asyncio.create_task(self._resync(futures[1:]))
+        resync = asyncio.create_task(self._resync(futures[len(link.extra_channels) :]))
         self._background.add(resync)
         resync.add_done_callback(self._background.discard)
         while True:
-            reply = await connection.read_response(timeout=math.inf, push_request=True)
+            reply = await link.read()
             self._last_heard = time.monotonic()
             self._dispatch(reply)
 
@@ -382,19 +381,20 @@ class ConnectionManager:
                     subscription.broken = True
 
     async def _drop_connection(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
+        link, self._link = self._link, None
+        if link is not None:
             with contextlib.suppress(Exception):
-                await connection.disconnect(nowait=True)
+                await link.close()
 
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(_PING_EVERY)
-            connection = self._connection
-            if connection is None:
+            link = self._link
+            if link is None:
                 continue
             if time.monotonic() - self._last_heard > _SILENCE_LIMIT:
                 log.warning("live hub connection silent; reconnecting")
                 await self._drop_connection()
                 continue
-            await self._send(connection, "PING")
+            with contextlib.suppress(RedisError, OSError):
+                await link.ping()  # a broken link is the reader's to notice

@@ -33,6 +33,7 @@ class Realtime:
         self.store = StreamStore(redis)
         self.live = ConnectionManager(
             redis_url=settings.effective_redis_url(),
+            cluster=settings.redis_cluster,
             redis=redis,
             snapshot=snapshot_source(engine, self.store),
         )
