@@ -110,3 +110,18 @@ async def test_a_script_survives_redis_closing_its_pooled_connections(
             await admin.client_kill_filter(_id=client_id)
         assert not [c for c in await admin.client_list() if c["name"] == name]
     assert await echo(args=["again"]) == b"again"
+
+
+async def test_more_concurrent_commands_than_pooled_connections_wait_for_one(
+    redis_url: str,
+) -> None:
+    # redis-py 8's default pool refuses the 101st concurrent command (MaxConnectionsError): a
+    # burst of viewers and requests on one process must queue for a connection instead.
+    client = async_redis(redis_url, max_connections=4)
+    key = f"test:burst:{uuid.uuid4()}"
+    try:
+        await asyncio.gather(*(client.incr(key) for _ in range(200)))
+        assert int(await client.get(key)) == 200
+    finally:
+        await client.delete(key)
+        await client.aclose()

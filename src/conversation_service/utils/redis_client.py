@@ -3,7 +3,10 @@
 redis-py 8 hands out a pooled connection that the server has closed (it skips its check while
 maintenance notifications may arrive): the first command on it fails with ``ConnectionError``.
 Such a command is sent once more, on a new connection. Timeouts are not retried, so a hung Redis
-costs one ``socket_timeout``, not several.
+costs one ``socket_timeout``, not several. Its default pool refuses a command outright when 100
+connections are in use (``MaxConnectionsError``), which a burst of viewers and requests on one
+process reaches; the pool here is redis-py's ``BlockingConnectionPool``, where such a command
+waits up to ``POOL_WAIT_SECONDS`` for a connection to come back.
 
 In cluster mode (``CONVERSATION_REDIS_MODE=cluster``) the client is redis-py's
 ``redis.asyncio.cluster.RedisCluster``: the URL names any node, the client discovers the others,
@@ -15,7 +18,7 @@ it is typed as one for them.
 
 from typing import Any, Final, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -23,14 +26,23 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
+# Connections per client (per node on a cluster), and how long a command waits for a free one.
+MAX_CONNECTIONS: Final = 200
+POOL_WAIT_SECONDS: Final = 5.0
 
-def async_redis(url: str, *, cluster: bool = False, **kwargs: Any) -> Redis:
-    """``Redis.from_url(url, **kwargs)`` retrying once on a dropped connection, or a cluster
-    client when ``cluster`` (its own retries follow failovers)."""
+
+def async_redis(
+    url: str, *, cluster: bool = False, max_connections: int = MAX_CONNECTIONS, **kwargs: Any
+) -> Redis:
+    """``Redis.from_url(url, **kwargs)`` on a waiting pool, retrying once on a dropped
+    connection, or a cluster client when ``cluster`` (its own retries follow failovers)."""
     if cluster:
-        return cast(Redis, RedisCluster.from_url(url, **kwargs))
+        return cast(Redis, RedisCluster.from_url(url, max_connections=max_connections, **kwargs))
     retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
-    return Redis.from_url(url, retry=retry, **kwargs)
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=POOL_WAIT_SECONDS, retry=retry, **kwargs
+    )
+    return Redis.from_pool(pool)
 
 
 def as_cluster(redis: Redis) -> RedisCluster | None:
