@@ -11,6 +11,7 @@ from redis import Redis as SyncRedis
 from conversation_service import __version__
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.engine import assert_migrated, create_engine, read_engine
+from conversation_service.db.replica import ReadReplica
 from conversation_service.observability import Metrics, RequestContextMiddleware
 from conversation_service.queue.producer import Dispatcher, OutboxRelay
 from conversation_service.resources import Resources, cursor_key
@@ -34,6 +35,7 @@ from conversation_service.routes import ws as ws_routes
 from conversation_service.routes.errors import install_error_handlers, problems
 from conversation_service.routes.limits import BodyGuardMiddleware
 from conversation_service.routes.openai_errors import OpenAIErrorMiddleware, openai_errors
+from conversation_service.routes.read_after import ReadAfterMiddleware
 from conversation_service.routes.webhooks import document_webhooks
 from conversation_service.services.agents import AgentDirectory
 from conversation_service.services.auth import TokenVerifier
@@ -67,6 +69,14 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
+        replica = (
+            ReadReplica(
+                read_engine(create_engine(settings, url=settings.database_read_url)),
+                check_seconds=settings.database_read_check_seconds,
+            )
+            if settings.database_read_url
+            else None
+        )
         redis = async_redis(
             settings.effective_redis_url(), socket_connect_timeout=1.0, socket_timeout=2.0
         )
@@ -96,7 +106,9 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
             app.state.resources = Resources(
                 settings=settings,
                 engine=engine,
-                units=Units(engine, relay, realtime.events, reader=read_engine(engine)),
+                units=Units(
+                    engine, relay, realtime.events, reader=read_engine(engine), replica=replica
+                ),
                 redis=redis,
                 verifier=TokenVerifier(settings),
                 internal_keys=settings.effective_internal_keys(),
@@ -112,10 +124,14 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
             )
             relay.start()
             retention.start()
+            if replica is not None:
+                replica.start()
             await realtime.start(app.state.resources.units)
             yield
         finally:
             await realtime.stop()
+            if replica is not None:
+                await replica.stop()
             await retention.stop()
             await relay.stop()
             await agent_http.aclose()
@@ -169,6 +185,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
         extra_prefixes=(settings.openai_prefix + "/",),
     )
     app.add_middleware(OpenAIErrorMiddleware, prefix=settings.openai_prefix)
+    app.add_middleware(ReadAfterMiddleware)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,
