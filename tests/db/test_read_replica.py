@@ -5,6 +5,7 @@ server (``tests/pg_replica.py``); ``recovery_min_apply_delay`` holds it behind t
 apps in this process stand for two API replicas sharing the database and its read replica.
 """
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
@@ -21,8 +22,10 @@ from conversation_service.db.migrate import upgrade_async
 from conversation_service.db.replica import ReadReplica, format_position, parse_position
 from conversation_service.main import create_app
 from conversation_service.routes.read_after import COOKIE, HEADER
+from conversation_service.services import callbacks
 from tests import pg_replica
 from tests.conftest import POSTGRES_URL, Caller, create_conversation, make_settings, new_caller
+from tests.websocket.helpers import SERVICE
 
 needs_replica = pytest.mark.skipif(
     POSTGRES_URL is None or not pg_replica.available(),
@@ -66,15 +69,21 @@ async def apps(replica: pg_replica.Replica, redis_url: str) -> AsyncIterator[lis
 
 
 @pytest.fixture
-def healthy(replica: pg_replica.Replica) -> Iterator[pg_replica.Replica]:
-    """The replica running and caught up before and after the test."""
-    if not replica.running():
-        replica.start()
-    replica.catch_up()
+async def healthy(
+    replica: pg_replica.Replica, apps: list[FastAPI]
+) -> AsyncIterator[pg_replica.Replica]:
+    """The replica running, caught up and known to be up by both apps, before and after."""
+
+    async def restore() -> None:
+        if not replica.running():
+            replica.start()
+        replica.catch_up()
+        for app in apps:
+            assert await _replica_of(app).check(5.0) == "ok"
+
+    await restore()
     yield replica
-    if not replica.running():
-        replica.start()
-    replica.catch_up()
+    await restore()
 
 
 def _replica_of(app: FastAPI) -> ReadReplica:
@@ -245,3 +254,49 @@ async def test_with_the_replica_stopped_reads_go_to_the_primary_and_ready_says_d
         healthy.start()
         ready = await client.get("/health/ready")
         assert ready.json()["checks"]["database_replica"] == "ok"
+    # The other API replica's next check (every CONVERSATION_DATABASE_READ_CHECK_SECONDS).
+    assert await _replica_of(apps[1]).check(5.0) == "ok"
+
+
+@needs_replica
+async def test_a_callback_tells_the_orchestrator_where_to_read_its_context_from(
+    apps: list[FastAPI], healthy: pg_replica.Replica
+) -> None:
+    app = apps[0]
+    settings: ConversationSettings = app.state.resources.settings
+    healthy.lag("1h")
+    async with _client(app, new_caller()) as client:
+        cid = (await create_conversation(client))["id"]
+        appended = await client.post(
+            f"/api/v1/conversations/{cid}/messages", json={"content": "what the agent must see"}
+        )
+        assert appended.status_code == 201
+    captured: list[httpx.Request] = []
+
+    def capture(request: httpx.Request) -> httpx.Response:
+        captured.append(request)
+        return httpx.Response(200)
+
+    engine = app.state.resources.engine
+    async with engine.begin() as conn:
+        spec = await callbacks.record_callback(
+            conn,
+            settings,
+            tenant_id="t-replica",
+            conversation_id=None,
+            event_type="message.created",
+            data={"conversation_id": cid},
+            url="http://127.0.0.1:9/hook",
+        )
+    allowed = settings.model_copy(update={"callback_allowed_hosts": ("127.0.0.1",)})
+    async with httpx.AsyncClient(transport=httpx.MockTransport(capture)) as http:
+        await callbacks.deliver(engine, allowed, uuid.UUID(spec.args["delivery_id"]), http)
+    (callback,) = captured
+    position = callback.headers[HEADER]
+    assert parse_position(position) >= parse_position(appended.headers[HEADER])
+    async with _client(apps[1], new_caller()) as orchestrator:
+        url = f"/internal/v1/conversations/{cid}/context"
+        context = await orchestrator.get(url, headers={**SERVICE, HEADER: position})
+        assert context.status_code == 200, context.text
+        assert "what the agent must see" in context.text
+        assert (await orchestrator.get(url, headers=SERVICE)).status_code == 404

@@ -25,6 +25,8 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 log = logging.getLogger(__name__)
 
+# The header (and cookie, lower-cased with underscores) that carries a position to the client.
+READ_AFTER_HEADER = "Conversation-Read-After"
 _POSITION = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
 # On a standby, how far it has replayed; on a primary (a read URL naming the primary itself),
 # how far it has written, which every committed transaction is behind.

@@ -14,10 +14,10 @@ from typing import Any
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from conversation_service.db.replica import format_position, parse_position
+from conversation_service.db.replica import READ_AFTER_HEADER, format_position, parse_position
 from conversation_service.errors import BadRequestError
 
-HEADER = "Conversation-Read-After"
+HEADER = READ_AFTER_HEADER
 COOKIE = "conversation_read_after"
 # Where the request's unit of work leaves the position of its commit for the middleware.
 STATE_KEY = "read_after_position"
