@@ -52,6 +52,18 @@ async def unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
 UoW = Annotated[UnitOfWork, Depends(unit_of_work, scope="function")]
 
 
+async def replica_unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
+    """A read unit that may use the read replica whatever the method (a search or an export
+    sent as POST): the same routing as a GET's."""
+    async with _resources(request).units.read(
+        replica=True, after=requested_position(request)
+    ) as uow:
+        yield uow
+
+
+ReplicaUoW = Annotated[UnitOfWork, Depends(replica_unit_of_work, scope="function")]
+
+
 async def write_unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
     """A write unit of work whatever the method (a GET that records activity)."""
     async with _resources(request).units.write() as uow:
