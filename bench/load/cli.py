@@ -8,6 +8,7 @@ everything to ``--output``; exits 1 when an audit finds a lost, duplicated or in
 """
 
 import argparse
+import re
 import secrets
 import sys
 import tempfile
@@ -58,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tenants", type=int, default=20, help="tenants the users spread over")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 users for 10 s")
     parser.add_argument("--postgres-admin-url", default=DEFAULT_POSTGRES)
+    parser.add_argument(
+        "--database",
+        default=DATABASE,
+        type=_identifier,
+        help="PostgreSQL database created for the run and dropped after (%(default)s); "
+        "give each concurrent run its own",
+    )
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "load-latest.json")
     return parser
@@ -81,20 +89,28 @@ async def sqlite_backend(workdir: Path) -> AsyncIterator[tuple[str, str]]:
 
 
 @asynccontextmanager
-async def postgres_backend(admin_url: str, redis_url: str) -> AsyncIterator[tuple[str, str]]:
+def _identifier(value: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
+        raise argparse.ArgumentTypeError("a lower-case SQL identifier")
+    return value
+
+
+async def postgres_backend(
+    admin_url: str, redis_url: str, database: str = DATABASE
+) -> AsyncIterator[tuple[str, str]]:
     """A database created for the run (dropped after) and a flushed Redis database."""
     admin = await asyncpg.connect(admin_url)
     base = admin_url.rsplit("/", 1)[0]
     redis = Redis.from_url(redis_url)
     try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        await admin.execute(f"CREATE DATABASE {DATABASE}")
+        await admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {database}")
         await redis.flushdb()
-        yield f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{DATABASE}", redis_url
+        yield f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{database}", redis_url
     finally:
         await redis.flushdb()
         await redis.aclose()
-        await admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        await admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         await admin.close()
 
 
@@ -105,7 +121,7 @@ async def run_backend(backend: str, config: LoadConfig, args: argparse.Namespace
         stores = (
             sqlite_backend(workdir)
             if backend == "sqlite"
-            else postgres_backend(args.postgres_admin_url, args.redis_url)
+            else postgres_backend(args.postgres_admin_url, args.redis_url, args.database)
         )
         async with stores as (database_url, redis_url):
             service = ServiceConfig(
