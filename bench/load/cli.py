@@ -88,13 +88,13 @@ async def sqlite_backend(workdir: Path) -> AsyncIterator[tuple[str, str]]:
         server.stop()
 
 
-@asynccontextmanager
 def _identifier(value: str) -> str:
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
         raise argparse.ArgumentTypeError("a lower-case SQL identifier")
     return value
 
 
+@asynccontextmanager
 async def postgres_backend(
     admin_url: str, redis_url: str, database: str = DATABASE
 ) -> AsyncIterator[tuple[str, str]]:
