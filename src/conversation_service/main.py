@@ -185,7 +185,9 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
         extra_prefixes=(settings.openai_prefix + "/",),
     )
     app.add_middleware(OpenAIErrorMiddleware, prefix=settings.openai_prefix)
-    app.add_middleware(ReadAfterMiddleware)
+    if settings.database_read_url:
+        # Only writes answered with a read replica configured carry a position.
+        app.add_middleware(ReadAfterMiddleware)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,

@@ -41,7 +41,8 @@ async def unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
     one is configured and has replayed the caller's last write (``routes.read_after``)."""
     units = _resources(request).units
     if request.method in _READ_METHODS:
-        async with units.read(replica=True, after=requested_position(request)) as uow:
+        after = requested_position(request) if units.replica is not None else None
+        async with units.read(replica=True, after=after) as uow:
             yield uow
         return
     async with units.write() as uow:
@@ -55,9 +56,9 @@ UoW = Annotated[UnitOfWork, Depends(unit_of_work, scope="function")]
 async def replica_unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
     """A read unit that may use the read replica whatever the method (a search or an export
     sent as POST): the same routing as a GET's."""
-    async with _resources(request).units.read(
-        replica=True, after=requested_position(request)
-    ) as uow:
+    units = _resources(request).units
+    after = requested_position(request) if units.replica is not None else None
+    async with units.read(replica=True, after=after) as uow:
         yield uow
 
 
