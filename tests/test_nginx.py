@@ -11,11 +11,7 @@ addresses are replaced by this test's loopback ports. Every client here talks to
 """
 
 import asyncio
-import re
-import shutil
-import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -29,8 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 
 from conversation_service.config.settings import ConversationSettings
+from tests import nginx_proxy
 from tests.conftest import Caller, new_caller
-from tests.live_server import ServerProcess, free_port, tail
+from tests.live_server import ServerProcess
 from tests.test_replicas import _env
 from tests.websocket.helpers import (
     TIMEOUT,
@@ -41,12 +38,9 @@ from tests.websocket.helpers import (
     ws_client,
 )
 
-CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "nginx.conf"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not Path(NGINX).exists(), reason="needs nginx (apt-get install nginx)"),
+    pytest.mark.skipif(not nginx_proxy.available(), reason="needs nginx (apt-get install nginx)"),
 ]
 
 
@@ -56,60 +50,6 @@ class Balanced:
 
     base_url: str
     replicas: list[ServerProcess]
-
-
-def render(config: str, port: int, upstreams: list[int]) -> str:
-    """The deployment's config with this test's listen port and upstream addresses."""
-    config, listens = re.subn(r"(?m)^(\s*)listen \d+;", rf"\1listen 127.0.0.1:{port};", config)
-    assert listens == 1, "deploy/nginx.conf should have one listen line"
-    servers = iter(upstreams)
-    config, count = re.subn(
-        r"server api-\d+:8000", lambda _: f"server 127.0.0.1:{next(servers)}", config
-    )
-    assert count == len(upstreams), "deploy/nginx.conf should name api-1 and api-2"
-    return config
-
-
-@contextmanager
-def nginx(upstreams: list[int]) -> Iterator[str]:
-    """nginx running deploy/nginx.conf for ``upstreams``; yields its base URL."""
-    with tempfile.TemporaryDirectory(prefix="nginx-") as scratch:
-        root = Path(scratch)
-        root.chmod(0o755)
-        port = free_port()
-        (root / "nginx.conf").write_text(render(CONFIG.read_text(), port, upstreams))
-        command = [
-            NGINX,
-            *("-p", str(root), "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")),
-            *("-g", f"daemon off; pid {root / 'nginx.pid'};"),
-        ]
-        checked = subprocess.run([*command, "-t"], capture_output=True, text=True, check=False)
-        assert checked.returncode == 0, checked.stderr
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
-        try:
-            base_url = f"http://127.0.0.1:{port}"
-            _wait_for(base_url, process, root / "error.log")
-            yield base_url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_for(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    with httpx.Client(base_url=base_url, timeout=2.0) as client:
-        for _ in range(300):
-            assert process.poll() is None, f"nginx exited: {tail(log)}"
-            try:
-                if client.get("/health/live").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-    raise AssertionError(f"nginx did not answer: {tail(log)}")
 
 
 @contextmanager
@@ -122,7 +62,8 @@ def _balanced(settings: ConversationSettings) -> Iterator[Balanced]:
             stack.callback(server.stop)
         for server in servers:
             server.wait_ready()
-        yield Balanced(stack.enter_context(nginx([s.port for s in servers])), servers)
+        ports = [s.port for s in servers]
+        yield Balanced(stack.enter_context(nginx_proxy.nginx(ports)), servers)
 
 
 @pytest.fixture(scope="module")
