@@ -11,7 +11,7 @@ from redis import Redis as SyncRedis
 from conversation_service import __version__
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.engine import assert_migrated, create_engine, read_engine
-from conversation_service.db.replica import ReadReplica
+from conversation_service.db.replica import ReadReplica, ReplicaCollector
 from conversation_service.observability import Metrics, RequestContextMiddleware
 from conversation_service.queue.producer import Dispatcher, OutboxRelay
 from conversation_service.resources import Resources, cursor_key
@@ -125,6 +125,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
             relay.start()
             retention.start()
             if replica is not None:
+                metrics.registry.register(ReplicaCollector(replica))
                 replica.start()
             await realtime.start(app.state.resources.units)
             yield

@@ -179,6 +179,9 @@ async def test_a_client_that_wrote_reads_its_write_through_either_api_replica_wh
         assert history.status_code == 200, history.text
         assert [m["content"] for m in history.json()["data"]] == ["read me back"]
         assert _replica_of(apps[1]).fallbacks == fallbacks + 1
+        scraped = (await second.get("/metrics")).text
+        assert f"conversation_db_replica_primary_fallbacks_total {fallbacks + 1}.0" in scraped
+        assert "conversation_db_replica_up 1.0" in scraped
         # A browser-like client: the cookie set by the write carries the position by itself.
         second.cookies.set(COOKIE, first.cookies[COOKIE])
         listed = await second.get("/api/v1/conversations")
@@ -245,6 +248,7 @@ async def test_with_the_replica_stopped_reads_go_to_the_primary_and_ready_says_d
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"]["database"] == "ok"
         assert ready.json()["checks"]["database_replica"].startswith("degraded")
+        assert "conversation_db_replica_up 0.0" in (await client.get("/metrics")).text
         # Even without a position: the only copy that answers is the primary.
         got = await client.get(f"/api/v1/conversations/{cid}")
         assert got.status_code == 200, got.text

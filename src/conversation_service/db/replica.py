@@ -15,9 +15,12 @@ A replica that does not answer is ``degraded``: reads go to the primary until a 
 import asyncio
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -71,8 +74,8 @@ class ReadReplica:
     replayed: int = 0
     healthy: bool = True
     problem: str = ""
-    # Counted for /metrics and the tests: reads that asked the replica for its position first,
-    # and reads that went to the primary because it was behind or down.
+    # Counted for /metrics (``ReplicaCollector``): reads that asked the replica for its position
+    # first, and reads that went to the primary because it was behind or down.
     position_checks: int = 0
     fallbacks: int = 0
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -154,3 +157,28 @@ class ReadReplica:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.engine.dispose()
+
+
+class ReplicaCollector(Collector):
+    """The replica's state on /metrics, read when scraped (nothing is counted twice)."""
+
+    def __init__(self, replica: ReadReplica) -> None:
+        self.replica = replica
+
+    def collect(self) -> Iterator[Metric]:
+        """The replica's up flag, its position checks and the reads it sent to the primary."""
+        yield GaugeMetricFamily(
+            "conversation_db_replica_up",
+            "1 while reads may use the read replica, 0 while they go to the primary.",
+            value=1 if self.replica.healthy else 0,
+        )
+        yield CounterMetricFamily(
+            "conversation_db_replica_position_checks",
+            "Reads that asked the replica how far it had replayed before reading.",
+            value=self.replica.position_checks,
+        )
+        yield CounterMetricFamily(
+            "conversation_db_replica_primary_fallbacks",
+            "Reads sent to the primary: the replica was behind their position, or down.",
+            value=self.replica.fallbacks,
+        )
