@@ -304,3 +304,25 @@ async def test_a_callback_tells_the_orchestrator_where_to_read_its_context_from(
         assert context.status_code == 200, context.text
         assert "what the agent must see" in context.text
         assert (await orchestrator.get(url, headers=SERVICE)).status_code == 404
+
+
+@needs_replica
+async def test_api_keys_are_checked_on_the_primary_so_a_revocation_holds_at_once(
+    apps: list[FastAPI], healthy: pg_replica.Replica
+) -> None:
+    healthy.lag("1h")
+    async with _client(apps[0], new_caller()) as internal:
+        created = await internal.post(
+            "/internal/v1/api-keys", json={"tenant": "t-keys", "user": "u-keys"}, headers=SERVICE
+        )
+        assert created.status_code == 201, created.text
+        key = created.json()
+        sdk = {"Authorization": f"Bearer {key['key']}"}
+        url = f"/v1/conversations/conv_{uuid.uuid4().hex}"
+        # The key's first use is a read: it records last_used_at, which a standby cannot.
+        async with _client(apps[1], new_caller()) as reader:
+            assert (await reader.get(url, headers=sdk)).status_code == 404
+            revoked = await internal.delete(f"/internal/v1/api-keys/{key['id']}", headers=SERVICE)
+            assert revoked.status_code == 204
+            assert healthy.behind()
+            assert (await reader.get(url, headers=sdk)).status_code == 401
