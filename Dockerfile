@@ -13,8 +13,10 @@ WORKDIR /src
 # README* and not README.md: pyproject names it, and a missing readme should not break COPY.
 COPY pyproject.toml constraints.txt README* ./
 COPY src ./src
+# The Python client: the reference orchestrator (`conversation-service dev`) talks through it.
+COPY clients/python ./clients/python
 RUN /opt/venv/bin/pip install --upgrade pip \
-    && /opt/venv/bin/pip install -c constraints.txt .
+    && /opt/venv/bin/pip install -c constraints.txt . ./clients/python
 
 FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH \

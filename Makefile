@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed
 # Pinned versions of every dependency (see the file's header); empty for the newest releases.
 CONSTRAINTS ?= constraints.txt
 
-.PHONY: run test lint format bench install clean constraints
+.PHONY: run test lint format bench install clean constraints client-models
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[dev]'
@@ -17,6 +17,13 @@ $(STAMP): pyproject.toml constraints.txt
 	# then the ones its sessions and runs import.
 	$(BIN)/pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) --no-deps 'openai-agents>=0.24,<0.25'
 	$(BIN)/pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) griffelib httpx2 mcp python-multipart requests
+	# The Python client (clients/python), which the reference orchestrator uses, editable, with
+	# its langchain extra. langsmith (required by langchain-core) declares uuid-utils<1.0 while
+	# the service runs uuid-utils 1.2, whose uuid7 langsmith calls unchanged: so the extra goes
+	# in without declared dependencies, then the ones langchain-core and langsmith import.
+	$(BIN)/pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e clients/python
+	$(BIN)/pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) --no-deps 'langchain-core>=1.8,<1.9' langsmith langchain-protocol
+	$(BIN)/pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) anyio distro httpx2 jsonpatch orjson packaging pyyaml requests requests-toolbelt sniffio tenacity uuid-utils xxhash zstandard
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,13 +36,17 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench clients/python
+	$(BIN)/ruff format --check src tests bench clients/python
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix src tests bench
-	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench clients/python
+	$(BIN)/ruff format src tests bench clients/python
+
+# Regenerate the client's models (and its sync half) after an API change; tests/client checks.
+client-models: $(STAMP)
+	$(BIN)/python clients/python/generate_models.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -1,85 +1,54 @@
-"""A thin client of the service's internal API (``/internal/v1``), authenticated by service key.
+"""The orchestrator's side of the internal API (``/internal/v1``), on the service's Python client.
 
-Calls that are safe to repeat (reads, indexed deltas, complete, fail) are retried a few times
-on connection errors and 502/503/504; creating a message is not, since a repeat would create a
-second one.
+``conversation-service-client`` does the HTTP: the service key, typed models, problem details
+as exceptions, and retries of what is safe to repeat (reads, indexed deltas, complete, fail,
+merge patches) on connection errors, 429 and 502/503/504. Creating a message is not retried,
+since a repeat would create a second one. The demo agent works on plain JSON, so answers are
+handed over as dicts.
 """
 
-import asyncio
 import uuid
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any
 
-import httpx
+from conversation_service_client import AsyncConversationServiceClient, ProblemError
 
-RETRY_STATUSES: Final = frozenset({502, 503, 504})
-RETRY_DELAYS: Final = (0.1, 0.3, 1.0)
-
-
-class ServiceError(Exception):
-    """The service answered with an error (``status`` and the problem document)."""
-
-    def __init__(self, status: int, problem: Any) -> None:
-        super().__init__(f"HTTP {status}: {problem}")
-        self.status = status
-        self.problem = problem
+ServiceError = ProblemError
+"""The service refused a call (``status``, ``problem``): a typed problem-details exception."""
 
 
 class ServiceClient:
-    """The orchestrator's side of the internal API."""
+    """The internal calls the reference orchestrator makes."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self.http = http
+    def __init__(self, client: AsyncConversationServiceClient) -> None:
+        self.client = client
 
-    @staticmethod
-    def build_http(base_url: str, service_key: str, timeout: float) -> httpx.AsyncClient:
-        """An ``httpx.AsyncClient`` for the service (keep-alive, bearer service key)."""
-        return httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/internal/v1",
-            headers={"Authorization": f"Bearer {service_key}"},
-            timeout=timeout,
+    @classmethod
+    def connect(cls, base_url: str, service_key: str, timeout: float) -> "ServiceClient":
+        """A client of the service at ``base_url`` (keep-alive, bearer service key)."""
+        return cls(
+            AsyncConversationServiceClient(base_url, service_key=service_key, timeout=timeout)
         )
 
-    async def _call(self, method: str, path: str, *, json: Any = None, retry: bool = True) -> Any:
-        delays = RETRY_DELAYS if retry else ()
-        for attempt in range(len(delays) + 1):
-            try:
-                response = await self.http.request(method, path, json=json)
-            except httpx.TransportError:
-                if attempt == len(delays):
-                    raise
-            else:
-                if response.status_code not in RETRY_STATUSES or attempt == len(delays):
-                    if response.is_error:
-                        try:
-                            problem: Any = response.json()
-                        except ValueError:
-                            problem = response.text
-                        raise ServiceError(response.status_code, problem)
-                    return response.json() if response.content else None
-            await asyncio.sleep(delays[attempt])
-        raise AssertionError("unreachable")
+    async def aclose(self) -> None:
+        await self.client.aclose()
 
     async def conversation(self, conversation_id: str | uuid.UUID) -> dict[str, Any]:
         """``GET /conversations/{id}``: the conversation (its ``agent_id``)."""
-        result: dict[str, Any] = await self._call("GET", f"/conversations/{conversation_id}")
-        return result
+        found = await self.client.agent_conversation(conversation_id)
+        return found.model_dump(mode="json")
 
     async def context(self, conversation_id: str | uuid.UUID) -> dict[str, Any]:
         """``GET /conversations/{id}/context``: the window (messages, summary, session…)."""
-        result: dict[str, Any] = await self._call(
-            "GET", f"/conversations/{conversation_id}/context"
-        )
-        return result
+        window = await self.client.context_window(conversation_id)
+        return window.model_dump(mode="json")
 
     async def patch_tracked_context(
         self, conversation_id: str | uuid.UUID, patch: dict[str, Any]
     ) -> dict[str, Any]:
         """``PATCH /conversations/{id}/tracked-context``: JSON merge patch of what we learnt."""
-        result: dict[str, Any] = await self._call(
-            "PATCH", f"/conversations/{conversation_id}/tracked-context", json=patch
-        )
-        return result
+        result = await self.client.patch_tracked_context(conversation_id, patch)
+        return result.model_dump(mode="json")
 
     async def create_message(
         self,
@@ -91,17 +60,15 @@ class ServiceClient:
         metadata: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """``POST /conversations/{id}/messages``: an assistant message (streaming: empty)."""
-        body = {
-            "role": "assistant",
-            "status": status,
-            "content": content,
-            "parent_id": parent_id,
-            "metadata": metadata or {},
-        }
-        result: dict[str, Any] = await self._call(
-            "POST", f"/conversations/{conversation_id}/messages", json=body, retry=False
+        created = await self.client.create_agent_message(
+            conversation_id,
+            role="assistant",
+            status=status,
+            content=content,
+            parent_id=parent_id,
+            metadata=metadata or {},
         )
-        return result
+        return created.model_dump(mode="json")
 
     async def deltas(
         self,
@@ -110,11 +77,8 @@ class ServiceClient:
         chunks: Sequence[tuple[int, str]],
     ) -> dict[str, Any]:
         """``POST …/messages/{mid}/deltas``: indexed chunks (a re-sent index is ignored)."""
-        body = {"deltas": [{"index": index, "text": text} for index, text in chunks]}
-        result: dict[str, Any] = await self._call(
-            "POST", f"/conversations/{conversation_id}/messages/{message_id}/deltas", json=body
-        )
-        return result
+        accepted = await self.client.append_deltas(conversation_id, message_id, chunks)
+        return accepted.model_dump(mode="json")
 
     async def complete(
         self,
@@ -124,20 +88,37 @@ class ServiceClient:
         metadata: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """``POST …/messages/{mid}/complete``: the content is the deltas joined."""
-        result: dict[str, Any] = await self._call(
-            "POST",
-            f"/conversations/{conversation_id}/messages/{message_id}/complete",
-            json={"metadata": metadata} if metadata else {},
-        )
-        return result
+        result = await self.client.complete_message(conversation_id, message_id, metadata=metadata)
+        return result.model_dump(mode="json")
 
     async def fail(
         self, conversation_id: str | uuid.UUID, message_id: str | uuid.UUID, error: str
     ) -> dict[str, Any]:
         """``POST …/messages/{mid}/fail``: the reply failed (partial content is kept)."""
-        result: dict[str, Any] = await self._call(
-            "POST",
-            f"/conversations/{conversation_id}/messages/{message_id}/fail",
-            json={"error": error[:2000] or "failed"},
+        result = await self.client.fail_message(
+            conversation_id, message_id, error[:2000] or "failed"
         )
-        return result
+        return result.model_dump(mode="json")
+
+    async def handoff(
+        self,
+        conversation_id: str | uuid.UUID,
+        to_agent_id: str,
+        *,
+        from_agent_id: str,
+        reason: str,
+        context: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``POST /conversations/{id}/handoff``: another agent takes the conversation over.
+
+        Retried with one ``Idempotency-Key``: a repeat returns the first answer instead of the
+        409 that ``from_agent_id`` would give once the handoff is applied.
+        """
+        moved = await self.client.hand_off(
+            conversation_id,
+            to_agent_id,
+            from_agent_id=from_agent_id,
+            reason=reason,
+            context=context,
+        )
+        return moved.model_dump(mode="json")
