@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from tests.live_server import free_port
+from tests.live_server import free_port, tail
 
 BIN = Path(os.environ.get("TEST_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -133,11 +133,35 @@ def streaming_replica(primary_url: str) -> Iterator[Replica]:
     if os.geteuid() == 0:
         shutil.chown(scratch, "postgres", "postgres")
     port = free_port()
+    try:
+        _base_backup(host, primary_port, user, data_dir)
+        replica = Replica(
+            url=url.set(port=port).render_as_string(hide_password=False),
+            port=port,
+            data_dir=data_dir,
+            primary_host=host,
+            primary_port=primary_port,
+            user=user,
+        )
+        try:
+            replica.start()
+        except subprocess.CalledProcessError as exc:
+            log = tail(scratch / "replica.log")
+            raise RuntimeError(f"the replica did not start:\n{log}") from exc
+        yield replica
+    finally:
+        if data_dir.exists():
+            with suppress(subprocess.CalledProcessError):  # stopped by the test, or never up
+                Replica("", 0, data_dir, host, primary_port, user).stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _base_backup(host: str, port: int, user: str, data_dir: Path) -> None:
     subprocess.run(
         _as_server_user(
             [
                 str(BIN / "pg_basebackup"),
-                *("-h", host, "-p", str(primary_port), "-U", user),
+                *("-h", host, "-p", str(port), "-U", user),
                 *("-D", str(data_dir), "-R", "-X", "stream", "-c", "fast"),
             ]
         ),
@@ -154,18 +178,3 @@ def streaming_replica(primary_url: str) -> Iterator[Replica]:
     ):
         if not (data_dir / name).exists():
             _write_as_server_user(data_dir / name, content)
-    replica = Replica(
-        url=url.set(port=port).render_as_string(hide_password=False),
-        port=port,
-        data_dir=data_dir,
-        primary_host=host,
-        primary_port=primary_port,
-        user=user,
-    )
-    replica.start()
-    try:
-        yield replica
-    finally:
-        with suppress(subprocess.CalledProcessError):  # already stopped by the test
-            replica.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
