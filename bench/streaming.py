@@ -347,6 +347,7 @@ async def stream(ctx: BenchContext) -> list[Result]:
     service, floor = Service(ctx), Floor(redis_url)
     runs: defaultdict[str, list[float]] = defaultdict(list)
     latencies: defaultdict[str, list[list[float]]] = defaultdict(list)
+    cpu_per_delta: defaultdict[str, list[float]] = defaultdict(list)
 
     async with AsyncExitStack() as stack:
         await service.open()
@@ -377,12 +378,19 @@ async def stream(ctx: BenchContext) -> list[Result]:
                 )
                 if n == FLOOD_VIEWERS:
                     await service.new_message()
+                    cpu = ctx.service.cpu_seconds()
                     runs["svc flood 1"].append(
                         await _flood(service.sender(), viewers, flood_requests, 1)
                     )
+                    # The service's CPU per delta posted (docs/SCALING.md sizes with it).
+                    cpu_per_delta["1"].append((ctx.service.cpu_seconds() - cpu) / flood_requests)
                     await service.new_message()
+                    cpu = ctx.service.cpu_seconds()
                     runs["svc flood batch"].append(
                         await _flood(service.sender(BATCH), viewers, flood_requests // 5, BATCH)
+                    )
+                    cpu_per_delta["batch"].append(
+                        (ctx.service.cpu_seconds() - cpu) / (flood_requests // 5 * BATCH)
                     )
                 await service.new_message()
                 async with AsyncExitStack() as agent:
@@ -452,7 +460,16 @@ async def stream(ctx: BenchContext) -> list[Result]:
                               "ms", p(f"agent {n}", 0.5), p(f"pipe {n}", 0.5),
                               "Redis publish → subscriber process → bare WS fan-out", None,
                               details))  # fmt: skip
-    flood = {"ws_flood": rate("ws flood"), "posters": FLOOD_POSTERS, "batch": BATCH}
+    flood = {
+        "ws_flood": rate("ws flood"),
+        "posters": FLOOD_POSTERS,
+        "batch": BATCH,
+        # Service CPU per delta posted (each delivered to the 10 viewers), in µs.
+        "server_cpu_us_per_delta": {
+            name: round(statistics.median(values) * 1e6, 1)
+            for name, values in cpu_per_delta.items()
+        },
+    }
     results.append(
         Result(
             "deliveries/s, 10 viewers, 1 delta/POST",

@@ -179,13 +179,17 @@ class ServerProcess:
                 time.sleep(0.1)
         raise AssertionError(self.describe(f"{path} not ready after {timeout}s (last: {last})"))
 
+    def kill(self) -> int | None:
+        """SIGKILL the whole process group at once: a crash, with no graceful close."""
+        return self.stop(grace=0.0)
+
     def stop(self, grace: float = 10.0) -> int | None:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL the whole process group."""
         process = self._process
         if process is None or self._stopped:
             return None if process is None else process.returncode
         self._stopped = True
-        if process.poll() is None:
+        if process.poll() is None and grace > 0:
             process.send_signal(signal.SIGTERM)
             with suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=grace)

@@ -8,12 +8,13 @@ everything to ``--output``; exits 1 when an audit finds a lost, duplicated or in
 """
 
 import argparse
+import re
 import secrets
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ from bench.load.simulation import (
 )
 from bench.report import RESULTS_DIR
 from bench.server import ServiceConfig, ServiceProcess, migrate
+from tests.nginx_proxy import nginx
+from tests.pg_replica import streaming_replica
 
 DATABASE = "conversation_load"
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -58,6 +61,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tenants", type=int, default=20, help="tenants the users spread over")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 users for 10 s")
     parser.add_argument("--postgres-admin-url", default=DEFAULT_POSTGRES)
+    parser.add_argument(
+        "--api-replicas",
+        type=int,
+        default=1,
+        help="API processes; more than one run behind nginx with deploy/nginx.conf (%(default)s)",
+    )
+    parser.add_argument(
+        "--read-replica",
+        action="store_true",
+        help="PostgreSQL only: serve reads from a streaming replica made for the run "
+        "(CONVERSATION_DATABASE_READ_URL; tests/pg_replica.py)",
+    )
+    parser.add_argument(
+        "--database",
+        default=DATABASE,
+        type=_identifier,
+        help="PostgreSQL database created for the run and dropped after (%(default)s); "
+        "give each concurrent run its own",
+    )
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "load-latest.json")
     return parser
@@ -80,21 +102,29 @@ async def sqlite_backend(workdir: Path) -> AsyncIterator[tuple[str, str]]:
         server.stop()
 
 
+def _identifier(value: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
+        raise argparse.ArgumentTypeError("a lower-case SQL identifier")
+    return value
+
+
 @asynccontextmanager
-async def postgres_backend(admin_url: str, redis_url: str) -> AsyncIterator[tuple[str, str]]:
+async def postgres_backend(
+    admin_url: str, redis_url: str, database: str = DATABASE
+) -> AsyncIterator[tuple[str, str]]:
     """A database created for the run (dropped after) and a flushed Redis database."""
     admin = await asyncpg.connect(admin_url)
     base = admin_url.rsplit("/", 1)[0]
     redis = Redis.from_url(redis_url)
     try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        await admin.execute(f"CREATE DATABASE {DATABASE}")
+        await admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {database}")
         await redis.flushdb()
-        yield f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{DATABASE}", redis_url
+        yield f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{database}", redis_url
     finally:
         await redis.flushdb()
         await redis.aclose()
-        await admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        await admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         await admin.close()
 
 
@@ -105,27 +135,43 @@ async def run_backend(backend: str, config: LoadConfig, args: argparse.Namespace
         stores = (
             sqlite_backend(workdir)
             if backend == "sqlite"
-            else postgres_backend(args.postgres_admin_url, args.redis_url)
+            else postgres_backend(args.postgres_admin_url, args.redis_url, args.database)
         )
-        async with stores as (database_url, redis_url):
+        async with stores as (database_url, redis_url), AsyncExitStack() as stack:
+            extra_env = dict(PRODUCTION_LIMITS)
+            if args.read_replica and backend == "postgres":
+                replica = stack.enter_context(streaming_replica(database_url))
+                extra_env["CONVERSATION_DATABASE_READ_URL"] = replica.url
             service = ServiceConfig(
                 database_url=database_url,
                 redis_url=redis_url,
                 jwt_secret=secrets.token_urlsafe(48),
                 internal_key=secrets.token_urlsafe(24),
-                extra_env=PRODUCTION_LIMITS,
+                extra_env=extra_env,
             )
             await migrate(service)
-            async with ServiceProcess(service, workdir / "service.log") as process:
-                endpoint = Endpoint(
-                    process.host, process.port, service.jwt_secret, service.internal_key
+            processes = [
+                await stack.enter_async_context(
+                    ServiceProcess(service, workdir / f"service-{i}.log")
                 )
-                cpu_server, cpu_client = process.cpu_seconds(), time.process_time()
-                _log(f"load: {backend}: {config.users} users for {config.duration:.0f} s")
-                outcome = await simulate(endpoint, config)
-                cpu_server = process.cpu_seconds() - cpu_server
-                cpu_client = time.process_time() - cpu_client
-                log_tail = process.log()
+                for i in range(args.api_replicas)
+            ]
+            host, port = processes[0].host, processes[0].port
+            if len(processes) > 1:
+                balancer = stack.enter_context(nginx([p.port for p in processes]))
+                host, port = balancer.removeprefix("http://").rsplit(":", 1)
+            endpoint = Endpoint(host, int(port), service.jwt_secret, service.internal_key)
+            cpu_server = sum(p.cpu_seconds() for p in processes)
+            cpu_client = time.process_time()
+            _log(
+                f"load: {backend}: {config.users} users for {config.duration:.0f} s, "
+                f"{len(processes)} API process(es)"
+                + (", read replica" if "CONVERSATION_DATABASE_READ_URL" in extra_env else "")
+            )
+            outcome = await simulate(endpoint, config)
+            cpu_server = sum(p.cpu_seconds() for p in processes) - cpu_server
+            cpu_client = time.process_time() - cpu_client
+            log_tail = "\n".join(p.log() for p in processes)
             audit = {**audit_viewers(outcome), **await audit_database(database_url, outcome)}
     rows = outcome.stats.table(outcome.elapsed)
     http_ops = [r for r in rows if not r["operation"].startswith(("turn", "delta", "websocket"))]
@@ -133,6 +179,8 @@ async def run_backend(backend: str, config: LoadConfig, args: argparse.Namespace
     frames = sum(user.frames for user in outcome.users)
     return {
         "backend": backend,
+        "api_replicas": args.api_replicas,
+        "read_replica": bool(args.read_replica and backend == "postgres"),
         "users": config.users,
         "duration_s": config.duration,
         "elapsed_s": round(outcome.elapsed, 1),

@@ -12,6 +12,7 @@ from redis import Redis as SyncRedis
 from conversation_service import __version__
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.engine import assert_migrated, create_engine, read_engine
+from conversation_service.db.replica import ReadReplica, ReplicaCollector
 from conversation_service.metrics import ServiceMetrics
 from conversation_service.observability import Metrics, RequestContextMiddleware
 from conversation_service.queue.producer import Dispatcher, OutboxRelay
@@ -36,6 +37,7 @@ from conversation_service.routes import ws as ws_routes
 from conversation_service.routes.errors import install_error_handlers, problems
 from conversation_service.routes.limits import BodyGuardMiddleware
 from conversation_service.routes.openai_errors import OpenAIErrorMiddleware, openai_errors
+from conversation_service.routes.read_after import ReadAfterMiddleware
 from conversation_service.routes.webhooks import document_webhooks
 from conversation_service.services.agents import AgentDirectory
 from conversation_service.services.auth import TokenVerifier
@@ -77,6 +79,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
+        replica = (
+            ReadReplica(
+                read_engine(create_engine(settings, url=settings.database_read_url)),
+                check_seconds=settings.database_read_check_seconds,
+            )
+            if settings.database_read_url
+            else None
+        )
         redis = async_redis(
             settings.effective_redis_url(),
             cluster=settings.redis_cluster,
@@ -120,7 +130,9 @@ def create_app(
             app.state.resources = Resources(
                 settings=settings,
                 engine=engine,
-                units=Units(engine, relay, realtime.events, reader=read_engine(engine)),
+                units=Units(
+                    engine, relay, realtime.events, reader=read_engine(engine), replica=replica
+                ),
                 redis=redis,
                 verifier=TokenVerifier(settings),
                 internal_keys=settings.effective_internal_keys(),
@@ -137,10 +149,15 @@ def create_app(
             )
             relay.start()
             retention.start()
+            if replica is not None:
+                metrics.registry.register(ReplicaCollector(replica))
+                replica.start()
             await realtime.start(app.state.resources.units)
             yield
         finally:
             await realtime.stop()
+            if replica is not None:
+                await replica.stop()
             await retention.stop()
             await relay.stop()
             await agent_http.aclose()
@@ -199,6 +216,9 @@ def create_app(
         extra_prefixes=(settings.openai_prefix + "/",),
     )
     app.add_middleware(OpenAIErrorMiddleware, prefix=settings.openai_prefix)
+    if settings.database_read_url:
+        # Only writes answered with a read replica configured carry a position.
+        app.add_middleware(ReadAfterMiddleware)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,

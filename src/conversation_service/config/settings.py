@@ -70,6 +70,11 @@ class ConversationSettings(BaseSettings):
     internal_api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     max_body_bytes: int = Field(default=constants.MAX_REQUEST_BODY_BYTES, ge=1024)
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    # A streaming replica of database_url (PostgreSQL) that serves the API's reads; a client that
+    # wrote is still shown its write (the Conversation-Read-After position, docs/ARCHITECTURE.md).
+    database_read_url: str | None = None
+    # How often each process asks the replica how far it has replayed (and whether it is up).
+    database_read_check_seconds: float = Field(default=0.5, gt=0, le=3600)
     log_level: str = "INFO"
     log_json: bool = True
     # One structured line per request; off by default because it costs a third of throughput.
@@ -200,6 +205,17 @@ class ConversationSettings(BaseSettings):
                     + " (CONVERSATION_REDIS_URL names any cluster node; RQ needs one "
                     "non-cluster Redis at CONVERSATION_QUEUE_REDIS_URL)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _read_url_needs_postgres(self) -> Self:
+        if self.database_read_url and (
+            self.is_sqlite or not self.database_read_url.startswith("postgresql")
+        ):
+            raise ValueError(
+                "CONVERSATION_DATABASE_READ_URL names a PostgreSQL streaming replica of a "
+                "PostgreSQL CONVERSATION_DATABASE_URL"
+            )
         return self
 
     @model_validator(mode="after")

@@ -30,14 +30,16 @@ def engine_url(url: str) -> URL:
     return parsed
 
 
-def create_engine(settings: ConversationSettings, *, null_pool: bool = False) -> AsyncEngine:
-    """Create the async engine for ``settings.database_url``.
+def create_engine(
+    settings: ConversationSettings, *, null_pool: bool = False, url: str | None = None
+) -> AsyncEngine:
+    """Create the async engine for ``url`` (default ``settings.database_url``).
 
     SQLite runs in WAL mode with a busy timeout and one pooled connection per process: writers
     are serialised in-process by the pool instead of spinning on SQLite's busy handler, and the
     worker process waits on the busy timeout. PostgreSQL gets a sized asyncpg pool.
     """
-    url = engine_url(settings.database_url)
+    parsed = engine_url(url or settings.database_url)
     # orjson: JSON columns are decoded and encoded on every row of every hot read and write.
     kwargs: dict[str, Any] = {
         # Times and ids inside JSON (a message in a callback payload) as the API writes them.
@@ -46,18 +48,18 @@ def create_engine(settings: ConversationSettings, *, null_pool: bool = False) ->
     }
     if null_pool:
         kwargs["poolclass"] = NullPool
-    if url.get_backend_name() == "sqlite":
+    if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 30}
         if not null_pool:
             kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60)
-        engine = create_async_engine(url, **kwargs)
+        engine = create_async_engine(parsed, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     if not null_pool:
         kwargs.update(
             pool_size=settings.db_pool_size, max_overflow=settings.db_pool_size, pool_timeout=30
         )
-    return create_async_engine(url, **kwargs)
+    return create_async_engine(parsed, **kwargs)
 
 
 def read_engine(engine: AsyncEngine) -> AsyncEngine:

@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from conversation_service.config.constants import MAX_IDEMPOTENCY_KEY_CHARS
 from conversation_service.errors import BadRequestError, UnauthorizedError
 from conversation_service.resources import Resources
+from conversation_service.routes.read_after import remember_position, requested_position
 from conversation_service.services.auth import Principal, verify_service_key
 from conversation_service.services.unit_of_work import UnitOfWork
 
@@ -36,20 +37,39 @@ async def unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
     """The request's unit of work: writes get one transaction, committed when the handler
     returns (rolled back if it raises), then the jobs and events the use case recorded are
     handed on. Function scope makes both happen before the response is sent, so a client never
-    sees a 2xx for work that did not commit. Reads run in autocommit."""
+    sees a 2xx for work that did not commit. Reads run in autocommit, on the read replica when
+    one is configured and has replayed the caller's last write (``routes.read_after``)."""
     units = _resources(request).units
-    opened = units.read() if request.method in _READ_METHODS else units.write()
-    async with opened as uow:
+    if request.method in _READ_METHODS:
+        after = requested_position(request) if units.replica is not None else None
+        async with units.read(replica=True, after=after) as uow:
+            yield uow
+        return
+    async with units.write() as uow:
         yield uow
+    remember_position(request, uow.position)
 
 
 UoW = Annotated[UnitOfWork, Depends(unit_of_work, scope="function")]
+
+
+async def replica_unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
+    """A read unit that may use the read replica whatever the method (a search or an export
+    sent as POST): the same routing as a GET's."""
+    units = _resources(request).units
+    after = requested_position(request) if units.replica is not None else None
+    async with units.read(replica=True, after=after) as uow:
+        yield uow
+
+
+ReplicaUoW = Annotated[UnitOfWork, Depends(replica_unit_of_work, scope="function")]
 
 
 async def write_unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
     """A write unit of work whatever the method (a GET that records activity)."""
     async with _resources(request).units.write() as uow:
         yield uow
+    remember_position(request, uow.position)
 
 
 WriteUoW = Annotated[UnitOfWork, Depends(write_unit_of_work, scope="function")]

@@ -27,10 +27,13 @@ async def live() -> dict[str, str]:
 
 @router.get("/health/ready", responses=problems(503))
 async def ready(resources: ResourcesDep) -> dict[str, Any]:
-    """Database and Redis answer; 503 names the failing part (rate limiter state in ``checks``)."""
-    checks = await asyncio.gather(_check_database(resources), _check_redis(resources))
-    parts = dict(checks)
-    failing = [name for name, ok in checks if ok != "ok"]
+    """Database and Redis answer; 503 names the failing part (rate limiter and read replica
+    state in ``checks``)."""
+    checks = await asyncio.gather(
+        _check_database(resources), _check_redis(resources), _check_replica(resources)
+    )
+    parts = {name: state for name, state in checks if state is not None}
+    failing = [name for name, ok in checks[:2] if ok != "ok"]
     # Informative only: a degraded limiter fails open, so it alone never makes this a 503.
     parts["rate_limiter"] = resources.limiter.status(redis_ok=parts["redis"] == "ok")
     if failing:
@@ -49,6 +52,14 @@ async def _check_database(resources: ResourcesDep) -> tuple[str, str]:
     except Exception as exc:
         return "database", f"unavailable ({type(exc).__name__})"
     return "database", "ok"
+
+
+async def _check_replica(resources: ResourcesDep) -> tuple[str, str | None]:
+    # Informative only: without its replica the service reads from the primary.
+    replica = resources.units.replica
+    if replica is None:
+        return "database_replica", None
+    return "database_replica", await replica.check(READINESS_TIMEOUT)
 
 
 async def _check_redis(resources: ResourcesDep) -> tuple[str, str]:

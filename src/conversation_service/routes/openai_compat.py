@@ -45,12 +45,19 @@ _api_key_bearer = HTTPBearer(
 
 async def api_key_user(
     uow: UoW,
+    resources: ResourcesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_key_bearer)],
 ) -> Principal:
     """The user a live API key acts as, or 401."""
     if credentials is None:
         raise UnauthorizedError("missing API key: send `Authorization: Bearer <key>`")
-    return await api_keys.authenticate(uow.conn, credentials.credentials)
+    units = resources.units
+    if units.replica is None:
+        return await api_keys.authenticate(uow.conn, credentials.credentials)
+    # With a read replica, a GET's unit may be on it: a key is checked on the primary, so a
+    # new key works and a revoked one stops at once, and its last use can be recorded.
+    async with units.read() as primary:
+        return await api_keys.authenticate(primary.conn, credentials.credentials)
 
 
 ApiKeyUser = Annotated[Principal, Depends(api_key_user)]

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from standardwebhooks import Webhook
 
 from conversation_service.config.settings import ConversationSettings
+from conversation_service.db.replica import READ_AFTER_HEADER, commit_position, format_position
 from conversation_service.db.tables import callback_attempts_table as attempts
 from conversation_service.db.tables import callback_deliveries_table as deliveries
 from conversation_service.errors import NotFoundError, ValidationError
@@ -165,6 +166,9 @@ async def deliver(
     number and whether the delivery ended with it.
     """
     async with engine.connect() as conn:
+        # With a read replica, the callback tells the orchestrator a WAL position past the commit
+        # that caused it (the job runs after it), so its reads back see what it is told about.
+        position = await commit_position(conn) if settings.database_read_url else None
         row = (
             (await conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)))
             .mappings()
@@ -174,7 +178,7 @@ async def deliver(
         raise CallbackNotFoundError(f"delivery {delivery_id} not found")
     if row["status"] == "delivered":
         return {"delivered": True, "skipped": "already delivered"}
-    outcome = await _attempt(row, settings, client)
+    outcome = await _attempt(row, settings, client, position)
     attempt_no = row["attempts"] + 1
     async with engine.begin() as conn:
         await conn.execute(
@@ -214,7 +218,7 @@ async def deliver(
 
 
 async def _attempt(
-    row: Any, settings: ConversationSettings, client: httpx.AsyncClient
+    row: Any, settings: ConversationSettings, client: httpx.AsyncClient, position: int | None
 ) -> AttemptOutcome:
     try:
         check_url(row["url"], settings)
@@ -231,6 +235,8 @@ async def _attempt(
         "webhook-signature": signature,
         "user-agent": "conversation-service-webhooks/1",
     }
+    if position is not None:
+        headers[READ_AFTER_HEADER] = format_position(position)
     started = time.perf_counter()
 
     def elapsed() -> float:

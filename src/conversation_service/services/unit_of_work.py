@@ -16,8 +16,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from conversation_service.db.replica import ReadReplica, commit_position
 from conversation_service.services.outbox import JobSpec, record_jobs
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,9 @@ class UnitOfWork:
     jobs: list[JobSpec] = field(default_factory=list)
     hooks: list[Hook] = field(default_factory=list)
     events: list[tuple[uuid.UUID | str, str, Any]] = field(default_factory=list)
+    # After a write commits, when a read replica is configured: a WAL position at or past the
+    # commit, which a later read carries to be shown the write (``db.replica``).
+    position: int | None = None
 
     async def record(self, specs: Sequence[JobSpec]) -> list[JobSpec]:
         """Write outbox rows for ``specs`` in this transaction; dispatched after the commit."""
@@ -76,22 +81,44 @@ class Units:
     events: EventSink
     # Where read units connect (``db.engine.read_engine``); the engine itself when None.
     reader: AsyncEngine | None = None
+    # CONVERSATION_DATABASE_READ_URL's streaming replica, for reads that ask for it.
+    replica: ReadReplica | None = None
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[UnitOfWork]:
         """A transaction: committed when the block ends, rolled back if it raises."""
-        async with self.engine.connect() as conn, conn.begin():
-            uow = UnitOfWork(conn)
-            yield uow
+        async with self.engine.connect() as conn:
+            async with conn.begin():
+                uow = UnitOfWork(conn)
+                yield uow
+            if self.replica is not None:
+                uow.position = await commit_position(conn)
         await self.hand_on(uow)
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[UnitOfWork]:
+    async def read(
+        self, *, replica: bool = False, after: int | None = None
+    ) -> AsyncIterator[UnitOfWork]:
         """Reads, on the reader (autocommit on PostgreSQL). What a read records is still handed on
-        afterwards."""
-        async with (self.reader or self.engine).connect() as conn:
-            uow = UnitOfWork(conn)
+        afterwards.
+
+        ``replica=True`` (the API's GETs) reads on the read replica when one is configured and
+        has replayed up to ``after`` (the position of the caller's last write), else on the
+        primary. Reads that must see what was just committed elsewhere (the stream state of a
+        reply, a subscription's check) keep the default.
+        """
+        conn = await self.replica.connect(after) if replica and self.replica else None
+        if conn is None:
+            conn = await (self.reader or self.engine).connect()
+        uow = UnitOfWork(conn)
+        try:
             yield uow
+        except DBAPIError as exc:
+            if self.replica and exc.connection_invalidated and conn.engine is self.replica.engine:
+                self.replica.mark_down(exc)
+            raise
+        finally:
+            await conn.close()
         await self.hand_on(uow)
 
     async def hand_on(self, uow: UnitOfWork) -> None:
