@@ -16,8 +16,10 @@ import pytest
 from fastapi import FastAPI
 from redis import Redis as SyncRedis
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conversation_service.config.settings import DEV_WEBHOOK_SECRET, ConversationSettings
+from conversation_service.db.engine import create_engine
 from conversation_service.db.tables import jobs_table
 from conversation_service.main import create_app
 from tests.conftest import INTERNAL_KEY, JWT_SECRET, Caller, make_settings, new_caller
@@ -200,6 +202,9 @@ async def queue_env(
     url = queue_redis_url(redis_url)
     SyncRedis.from_url(url).flushdb()
     queue = queue_settings(settings.database_url, url, receiver)
+    # Work other tests left in the shared database (live servers' appends) is not this test's:
+    # this app's sweep would re-dispatch it and its figures would count it.
+    await _cancel_open_jobs(create_engine(queue, null_pool=True), dispose=True)
     app = create_app(queue)
     caller = new_caller()
     async with app.router.lifespan_context(app):
@@ -214,9 +219,17 @@ async def queue_env(
                 for process in env.workers:
                     kill_tree(process)
                 # Work this test left behind must not run in the next one.
-                async with app.state.resources.engine.begin() as conn:
-                    await conn.execute(
-                        update(jobs_table)
-                        .where(jobs_table.c.status.in_(("pending", "queued", "started")))
-                        .values(status="cancelled")
-                    )
+                await _cancel_open_jobs(app.state.resources.engine)
+
+
+async def _cancel_open_jobs(engine: AsyncEngine, *, dispose: bool = False) -> None:
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(jobs_table)
+                .where(jobs_table.c.status.in_(("pending", "queued", "started")))
+                .values(status="cancelled")
+            )
+    finally:
+        if dispose:
+            await engine.dispose()
