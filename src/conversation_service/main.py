@@ -23,6 +23,7 @@ from conversation_service.routes import (
     jobs,
     messages,
     openai_compat,
+    search,
     sessions,
     users,
 )
@@ -156,6 +157,8 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
     app.include_router(api_keys.router, responses=too_many)
     app.include_router(users.public, responses=too_many)
     app.include_router(users.internal, responses=too_many)
+    app.include_router(search.public, responses=too_many)
+    app.include_router(search.internal, responses=too_many)
     app.include_router(
         openai_compat.router,
         prefix=settings.openai_prefix,

@@ -34,6 +34,7 @@ from conversation_service.services.message_store import (
     visible_row,
 )
 from conversation_service.services.outbox import JobKind, JobSpec, queue_for
+from conversation_service.services.search_text import EMPTY_INDEX
 from conversation_service.services.sessions import SessionActivity, get_session, touch_session
 from conversation_service.services.unit_of_work import UnitOfWork
 from conversation_service.utils.clock import utcnow
@@ -218,6 +219,7 @@ async def delete_message(
             content_parts=None,
             metadata={},
             always_include=False,
+            **EMPTY_INDEX,
             deleted_at=now,
             updated_at=now,
         )

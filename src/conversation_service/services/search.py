@@ -1,0 +1,285 @@
+"""Search over a user's history: ``GET /api/v1/search`` and ``GET /internal/v1/search``.
+
+Both transports call ``search``. A hit is a message: its content matched, or its conversation's
+title did, in which case the hit is the conversation's first message the filters admit (so a
+title match opens the chat where it starts). Hits are ordered by score (higher is better), then
+newest first; a message that matched both ways appears once, with its better score.
+
+PostgreSQL matches ``to_tsquery('simple', …)`` against a GIN expression index over the search
+columns and scores with ``ts_rank``; SQLite matches FTS5 tables and scores with ``-bm25``. The
+two engines index the same tokens (``services.search_text``), so they find the same messages;
+their scores are on different scales. Snippets and highlights are computed here, from the
+stored text, identically for both.
+"""
+
+import hashlib
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    FromClause,
+    Select,
+    String,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    table,
+    text,
+    union_all,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from conversation_service.db.tables import conversations_table as conversations
+from conversation_service.db.tables import messages_table as messages
+from conversation_service.errors import InvalidCursorError, ValidationError
+from conversation_service.models.conversation import ConversationStatus
+from conversation_service.services.auth import Principal
+from conversation_service.services.search_query import (
+    ParsedQuery,
+    fts5_match,
+    highlights,
+    parse,
+    snippet,
+    tsquery,
+)
+from conversation_service.services.unit_of_work import UnitOfWork
+from conversation_service.utils.cursors import CursorCodec, CursorError
+
+_CURSOR_KIND: Final = "search"
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilters:
+    """What narrows a search besides the query (all optional)."""
+
+    conversation_id: uuid.UUID | None = None
+    agent_id: str | None = None
+    role: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    include_archived: bool = False
+
+
+async def search(
+    uow: UnitOfWork,
+    principal: Principal,
+    q: str,
+    filters: SearchFilters,
+    *,
+    limit: int,
+    cursor: str | None,
+    codec: CursorCodec,
+) -> dict[str, Any]:
+    """One page of the principal's hits for ``q``, in the lists' envelope."""
+    if not q.strip():
+        raise ValidationError("q must contain something to search for")
+    fingerprint = _fingerprint(principal, q, filters)
+    offset = _decode_cursor(codec, cursor, fingerprint) if cursor is not None else 0
+    query = parse(q)
+    if query.matches_nothing:
+        return {"data": [], "has_more": False, "next_cursor": None}
+    rows = await _hits(uow.conn, principal, query, filters, limit=limit + 1, offset=offset)
+    has_more = len(rows) > limit
+    data = [_hit(row, query) for row in rows[:limit]]
+    next_cursor = (
+        codec.encode({"k": _CURSOR_KIND, "f": fingerprint, "o": offset + limit})
+        if has_more
+        else None
+    )
+    return {"data": data, "has_more": has_more, "next_cursor": next_cursor}
+
+
+def _fingerprint(principal: Principal, q: str, filters: SearchFilters) -> str:
+    # A cursor continues the search it came from: another query, filter or caller is refused.
+    raw = orjson.dumps(
+        [principal.tenant_id, principal.user_id, q, asdict(filters)],
+        default=str,
+    )
+    return hashlib.sha256(raw).hexdigest()[:24]
+
+
+def _decode_cursor(codec: CursorCodec, cursor: str, fingerprint: str) -> int:
+    try:
+        payload = codec.decode(cursor)
+        if payload.get("k") != _CURSOR_KIND or payload.get("f") != fingerprint:
+            raise CursorError("cursor belongs to another search")
+        offset = payload["o"]
+        if not isinstance(offset, int) or offset < 0:
+            raise CursorError("cursor is not well-formed")
+    except (CursorError, KeyError) as exc:
+        raise InvalidCursorError(str(exc)) from exc
+    return offset
+
+
+def _hit(row: Any, query: ParsedQuery) -> dict[str, Any]:
+    spans = highlights(row.content, row.language, query)
+    if spans or not row.title:
+        shown = snippet(row.content, spans)
+    else:  # a title match: show the title, where the match is
+        shown = snippet(row.title, highlights(row.title, None, query))
+    return {
+        "conversation_id": row.conversation_id,
+        "conversation_title": row.title,
+        "message_id": row.id,
+        "seq": row.seq,
+        "role": row.role,
+        "created_at": row.created_at,
+        "score": round(float(row.score), 6),
+        "snippet": shown,
+    }
+
+
+def _conversation_scope(principal: Principal, filters: SearchFilters) -> list[ColumnElement[bool]]:
+    c = conversations.c
+    where = [c.tenant_id == principal.tenant_id, c.user_id == principal.user_id]
+    where.append(c.deleted_at.is_(None))
+    if not filters.include_archived:
+        where.append(c.status != ConversationStatus.ARCHIVED.value)
+    if filters.conversation_id is not None:
+        where.append(c.id == filters.conversation_id)
+    if filters.agent_id is not None:
+        where.append(c.agent_id == filters.agent_id)
+    return where
+
+
+def _message_scope(m: Any, filters: SearchFilters) -> list[ColumnElement[bool]]:
+    where = [m.c.deleted_at.is_(None)]
+    if filters.role is not None:
+        where.append(m.c.role == filters.role)
+    if filters.created_after is not None:
+        where.append(m.c.created_at > filters.created_after)
+    if filters.created_before is not None:
+        where.append(m.c.created_at < filters.created_before)
+    return where
+
+
+def _pg_vector(t: FromClause) -> ColumnElement[Any]:
+    # Exactly the expression of the GIN indexes (migration 0007), or they would not be used.
+    simple: ColumnElement[Any] = literal_column("'simple'::regconfig")
+    stems = func.setweight(func.to_tsvector(simple, t.c.search_stems), literal_column("'A'"))
+    words = func.setweight(func.to_tsvector(simple, t.c.search_words), literal_column("'B'"))
+    return stems.op("||")(words)
+
+
+def _first_message(filters: SearchFilters) -> Any:
+    """The first message of the outer row's conversation that the filters admit."""
+    first = messages.alias("first_message")
+    return (
+        select(first.c.id)
+        .where(first.c.conversation_id == conversations.c.id, *_message_scope(first, filters))
+        .order_by(first.c.seq)
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def _branches(
+    dialect: str, principal: Principal, query: ParsedQuery, filters: SearchFilters, top: int
+) -> list[Select[Any]]:
+    """The message-content and the title match, each its ``top`` best (message id, score)."""
+    scope = _conversation_scope(principal, filters)
+    joined = messages.join(conversations, conversations.c.id == messages.c.conversation_id)
+    if dialect == "postgresql":
+        ts = func.to_tsquery(literal_column("'simple'::regconfig"), bindparam("tq", tsquery(query)))
+        m_vector, c_vector = _pg_vector(messages), _pg_vector(conversations)
+        content = select(
+            messages.c.id.label("message_id"),
+            func.ts_rank(m_vector, ts).label("score"),
+            messages.c.created_at.label("created_at"),
+        ).where(m_vector.op("@@")(ts))
+        title = select(
+            _first_message(filters).label("message_id"),
+            func.ts_rank(c_vector, ts).label("score"),
+        ).where(c_vector.op("@@")(ts), *scope)
+    else:
+        match = bindparam("mq", fts5_match(query), type_=String())
+        m_fts, c_fts = table("messages_fts"), table("conversations_fts")
+        joined = joined.join(
+            m_fts, literal_column("messages_fts.rowid") == literal_column("messages.rowid")
+        )
+        content = select(
+            messages.c.id.label("message_id"),
+            (-func.bm25(literal_column("messages_fts"), 2.0, 1.0)).label("score"),
+            messages.c.created_at.label("created_at"),
+        ).where(text("messages_fts MATCH :mq").bindparams(match))
+        title = (
+            select(
+                _first_message(filters).label("message_id"),
+                (-func.bm25(literal_column("conversations_fts"), 2.0, 1.0)).label("score"),
+            )
+            .select_from(
+                conversations.join(
+                    c_fts,
+                    literal_column("conversations_fts.rowid")
+                    == literal_column("conversations.rowid"),
+                )
+            )
+            .where(text("conversations_fts MATCH :mq").bindparams(match), *scope)
+        )
+    content = (
+        content.select_from(joined)
+        .where(*scope, *_message_scope(messages, filters))
+        .order_by(literal_column("score").desc(), messages.c.created_at.desc())
+        .limit(top)
+    )
+    titled = title.subquery("titled")
+    first = messages.alias("title_message")
+    title_hits = (
+        select(titled.c.message_id, titled.c.score, first.c.created_at)
+        .join(first, first.c.id == titled.c.message_id)
+        .order_by(titled.c.score.desc(), first.c.created_at.desc())
+        .limit(top)
+    )
+    return [content, title_hits]
+
+
+async def _hits(
+    conn: AsyncConnection,
+    principal: Principal,
+    query: ParsedQuery,
+    filters: SearchFilters,
+    *,
+    limit: int,
+    offset: int,
+) -> list[Any]:
+    # Each branch's best ``offset + limit`` hold every hit of the page, even after a message
+    # found both ways is counted once.
+    branches = _branches(conn.dialect.name, principal, query, filters, offset + limit)
+    both = union_all(*(b.subquery().select() for b in branches)).subquery("both")
+    best = (
+        select(both.c.message_id, func.max(both.c.score).label("score"))
+        .group_by(both.c.message_id)
+        .subquery("best")
+    )
+    score = best.c.score.cast(Float)
+    stmt = (
+        select(
+            messages.c.id,
+            messages.c.conversation_id,
+            messages.c.seq,
+            messages.c.role,
+            messages.c.created_at,
+            messages.c.content,
+            messages.c.language,
+            conversations.c.title,
+            score.label("score"),
+        )
+        .select_from(
+            best.join(messages, messages.c.id == best.c.message_id).join(
+                conversations, conversations.c.id == messages.c.conversation_id
+            )
+        )
+        .order_by(score.desc(), messages.c.created_at.desc(), messages.c.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list((await conn.execute(stmt)).all())
+
+
+__all__ = ["SearchFilters", "search"]
