@@ -17,6 +17,7 @@ from conversation_service.resources import Resources, cursor_key
 from conversation_service.routes import (
     api_keys,
     conversations,
+    feedback,
     health,
     internal,
     internal_conversations,
@@ -159,6 +160,8 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
     app.include_router(users.internal, responses=too_many)
     app.include_router(search.public, responses=too_many)
     app.include_router(search.internal, responses=too_many)
+    app.include_router(feedback.public, responses=too_many)
+    app.include_router(feedback.internal, responses=too_many)
     app.include_router(
         openai_compat.router,
         prefix=settings.openai_prefix,
