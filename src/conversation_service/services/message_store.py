@@ -98,6 +98,8 @@ def message_json(m: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
         "parent_id": m["parent_id"],
         "created_at": m["created_at"],
         "updated_at": m["updated_at"],
+        # The reader's own feedback: filled in by the reads that join it (history, one message).
+        "feedback": None,
     }
 
 
