@@ -19,6 +19,7 @@ from conversation_service.routes import (
     conversations,
     feedback,
     health,
+    imports,
     internal,
     internal_conversations,
     jobs,
@@ -140,6 +141,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
     # on the internal one, counted by the credential dependencies (routes.deps) after they
     # authenticate; SSE and /v1 routers count through their own dependencies.
     too_many = problems(429)
+    app.include_router(imports.router, responses=too_many)
     app.include_router(conversations.router, responses=too_many)
     app.include_router(messages.router, responses=too_many)
     app.include_router(sessions.router, responses=too_many)
@@ -173,6 +175,8 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
         BodyGuardMiddleware,
         max_bytes=settings.max_body_bytes,
         extra_prefixes=(settings.openai_prefix + "/",),
+        ndjson_paths=(imports.IMPORT_PATH,),
+        ndjson_max_bytes=settings.import_max_bytes,
     )
     app.add_middleware(OpenAIErrorMiddleware, prefix=settings.openai_prefix)
     app.add_middleware(

@@ -134,3 +134,92 @@ async def test_an_interrupted_export_resumes_after_the_last_whole_conversation(
     )
     bad = await client.get("/api/v1/users/me/export", params={"after": "not-an-id"})
     assert bad.status_code == 422
+
+
+async def _import(client: httpx.AsyncClient, body: bytes) -> httpx.Response:
+    return await client.post(
+        "/api/v1/conversations/import",
+        content=body,
+        headers={"Content-Type": "application/x-ndjson"},
+    )
+
+
+def _histories(lines: list[dict[str, Any]]) -> list[tuple[str | None, list[tuple[str, str]]]]:
+    out: list[tuple[str | None, list[tuple[str, str]]]] = []
+    for line in lines:
+        if line["type"] == "conversation":
+            out.append((line["data"]["title"], []))
+        elif line["type"] == "message":
+            out[-1][1].append((line["data"]["role"], line["data"]["content"]))
+    return out
+
+
+async def test_an_export_imported_by_another_user_reproduces_the_histories_once(
+    app: FastAPI, client: httpx.AsyncClient, caller: Caller
+) -> None:
+    first = await _history(client, "Alpha", ["hello", "how are you"])
+    await client.post(
+        f"/internal/v1/conversations/{first}/messages",
+        json={"role": "assistant", "content": "fine, thanks", "agent_id": "agent-9"},
+        headers=SERVICE,
+    )
+    await _history(client, "Beta", ["second chat"])
+    exported = await client.get("/api/v1/users/me/export")
+    source = [orjson.loads(line) for line in exported.content.splitlines()]
+
+    other = new_caller()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test", headers=other.headers
+    ) as them:
+        imported = await _import(them, exported.content)
+        assert imported.status_code == 201, imported.text
+        results = imported.json()["data"]
+        sources = [line["data"]["id"] for line in source if line["type"] == "conversation"]
+        assert [r["source_conversation_id"] for r in results] == sources
+        assert all(r["created"] for r in results)
+        assert {r["conversation_id"] for r in results}.isdisjoint(sources)  # new ids
+
+        copy = await _export(them, "/api/v1/users/me/export")
+        assert _histories(copy) == _histories(source)
+        assert _histories(copy)[0][1][2] == ("assistant", "fine, thanks")
+        assert [m["data"]["agent_id"] for m in copy if m["type"] == "message"][2] == "agent-9"
+        new_first = copy[0]["data"]
+        assert new_first["user_id"] == other.user
+        assert new_first["metadata"]["imported_from"] == {"conversation_id": first}
+
+        again = await _import(them, exported.content)
+        assert again.status_code == 200, again.text
+        assert [r["conversation_id"] for r in again.json()["data"]] == [
+            r["conversation_id"] for r in results
+        ]
+        assert not any(r["created"] for r in again.json()["data"])
+        assert await _export(them, "/api/v1/users/me/export") == copy  # nothing created
+
+
+async def test_an_invalid_import_is_refused_whole(app: FastAPI, client: httpx.AsyncClient) -> None:
+    await _history(client, "Gamma", ["text"])
+    good = (await client.get("/api/v1/users/me/export")).content
+    other = new_caller()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test", headers=other.headers
+    ) as them:
+        for body in (
+            good + b'{"type": "message", "data": {"role": "robot", "content": "x"}}\n',
+            good + b"not json\n",
+            good + b'{"type": "unknown", "data": {}}\n',
+            b'{"type": "message", "data": {"role": "user", "content": "orphan"}}\n',
+            b"",
+        ):
+            refused = await _import(them, body)
+            assert refused.status_code == 422, refused.text
+        assert (await _export(them, "/api/v1/users/me/export")) == []
+        as_json = await them.post(
+            "/api/v1/conversations/import",
+            content=good,
+            headers={"Content-Type": "application/json"},
+        )
+        assert as_json.status_code == 415
+        plain = await them.post(
+            "/api/v1/conversations/import", content=good, headers={"Content-Type": "text/plain"}
+        )
+        assert plain.status_code == 415
