@@ -12,6 +12,7 @@ their scores are on different scales. Snippets and highlights are computed here,
 stored text, identically for both.
 """
 
+import functools
 import hashlib
 import uuid
 from dataclasses import asdict, dataclass
@@ -23,6 +24,7 @@ from sqlalchemy import (
     ColumnElement,
     Float,
     FromClause,
+    Integer,
     Select,
     String,
     bindparam,
@@ -135,27 +137,73 @@ def _hit(row: Any, query: ParsedQuery) -> dict[str, Any]:
     }
 
 
-def _conversation_scope(principal: Principal, filters: SearchFilters) -> list[ColumnElement[bool]]:
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """Which filters a search has: one prebuilt statement per shape and dialect."""
+
+    dialect: str
+    conversation: bool
+    agent: bool
+    role: bool
+    after: bool
+    before: bool
+    include_archived: bool
+
+    @classmethod
+    def of(cls, dialect: str, filters: SearchFilters) -> "_Shape":
+        return cls(
+            dialect,
+            filters.conversation_id is not None,
+            filters.agent_id is not None,
+            filters.role is not None,
+            filters.created_after is not None,
+            filters.created_before is not None,
+            filters.include_archived,
+        )
+
+
+def _params(
+    principal: Principal, query: ParsedQuery, filters: SearchFilters, limit: int, offset: int
+) -> dict[str, Any]:
+    return {
+        "p_tenant": principal.tenant_id,
+        "p_user": principal.user_id,
+        "p_conversation_id": filters.conversation_id,
+        "p_agent_id": filters.agent_id,
+        "p_role": filters.role,
+        "p_after": filters.created_after,
+        "p_before": filters.created_before,
+        # Each branch's best ``offset + limit`` hold every hit of the page, even after a
+        # message found both ways is counted once.
+        "p_top": offset + limit,
+        "p_limit": limit,
+        "p_offset": offset,
+        "mq": fts5_match(query),
+        "tq": tsquery(query),
+    }
+
+
+def _conversation_scope(shape: _Shape) -> list[ColumnElement[bool]]:
     c = conversations.c
-    where = [c.tenant_id == principal.tenant_id, c.user_id == principal.user_id]
+    where = [c.tenant_id == bindparam("p_tenant"), c.user_id == bindparam("p_user")]
     where.append(c.deleted_at.is_(None))
-    if not filters.include_archived:
-        where.append(c.status != ConversationStatus.ARCHIVED.value)
-    if filters.conversation_id is not None:
-        where.append(c.id == filters.conversation_id)
-    if filters.agent_id is not None:
-        where.append(c.agent_id == filters.agent_id)
+    if not shape.include_archived:
+        where.append(c.status != literal_column(f"'{ConversationStatus.ARCHIVED.value}'"))
+    if shape.conversation:
+        where.append(c.id == bindparam("p_conversation_id", type_=c.id.type))
+    if shape.agent:
+        where.append(c.agent_id == bindparam("p_agent_id"))
     return where
 
 
-def _message_scope(m: Any, filters: SearchFilters) -> list[ColumnElement[bool]]:
+def _message_scope(m: Any, shape: _Shape) -> list[ColumnElement[bool]]:
     where = [m.c.deleted_at.is_(None)]
-    if filters.role is not None:
-        where.append(m.c.role == filters.role)
-    if filters.created_after is not None:
-        where.append(m.c.created_at > filters.created_after)
-    if filters.created_before is not None:
-        where.append(m.c.created_at < filters.created_before)
+    if shape.role:
+        where.append(m.c.role == bindparam("p_role"))
+    if shape.after:
+        where.append(m.c.created_at > bindparam("p_after", type_=m.c.created_at.type))
+    if shape.before:
+        where.append(m.c.created_at < bindparam("p_before", type_=m.c.created_at.type))
     return where
 
 
@@ -167,26 +215,39 @@ def _pg_vector(t: FromClause) -> ColumnElement[Any]:
     return stems.op("||")(words)
 
 
-def _first_message(filters: SearchFilters) -> Any:
+def _first_message(shape: _Shape) -> Any:
     """The first message of the outer row's conversation that the filters admit."""
     first = messages.alias("first_message")
     return (
         select(first.c.id)
-        .where(first.c.conversation_id == conversations.c.id, *_message_scope(first, filters))
+        .where(first.c.conversation_id == conversations.c.id, *_message_scope(first, shape))
         .order_by(first.c.seq)
         .limit(1)
         .scalar_subquery()
     )
 
 
-def _branches(
-    dialect: str, principal: Principal, query: ParsedQuery, filters: SearchFilters, top: int
-) -> list[Select[Any]]:
-    """The message-content and the title match, each its ``top`` best (message id, score)."""
-    scope = _conversation_scope(principal, filters)
-    joined = messages.join(conversations, conversations.c.id == messages.c.conversation_id)
-    if dialect == "postgresql":
-        ts = func.to_tsquery(literal_column("'simple'::regconfig"), bindparam("tq", tsquery(query)))
+def _fts_hits(fts: str, match: Any) -> Any:
+    """Rowids and scores (``-bm25``: higher is better) of one FTS5 table's matches."""
+    return (
+        select(
+            literal_column(f"{fts}.rowid").label("rid"),
+            (-func.bm25(literal_column(fts), 2.0, 1.0)).label("score"),
+        )
+        .select_from(table(fts))
+        .where(text(f"{fts} MATCH :mq").bindparams(match))
+        .cte(f"{fts}_hits")
+        .prefix_with("MATERIALIZED")
+    )
+
+
+def _branches(shape: _Shape) -> list[Select[Any]]:
+    """The message-content and the title match, each its ``p_top`` best (message id, score)."""
+    scope = _conversation_scope(shape)
+    top = bindparam("p_top", type_=Integer())
+    if shape.dialect == "postgresql":
+        joined = messages.join(conversations, conversations.c.id == messages.c.conversation_id)
+        ts = func.to_tsquery(literal_column("'simple'::regconfig"), bindparam("tq", type_=String()))
         m_vector, c_vector = _pg_vector(messages), _pg_vector(conversations)
         content = select(
             messages.c.id.label("message_id"),
@@ -194,37 +255,33 @@ def _branches(
             messages.c.created_at.label("created_at"),
         ).where(m_vector.op("@@")(ts))
         title = select(
-            _first_message(filters).label("message_id"),
+            _first_message(shape).label("message_id"),
             func.ts_rank(c_vector, ts).label("score"),
         ).where(c_vector.op("@@")(ts), *scope)
     else:
-        match = bindparam("mq", fts5_match(query), type_=String())
-        m_fts, c_fts = table("messages_fts"), table("conversations_fts")
-        joined = joined.join(
-            m_fts, literal_column("messages_fts.rowid") == literal_column("messages.rowid")
+        match = bindparam("mq", type_=String())
+        # The full-text match runs first, materialized: left to itself SQLite may walk the
+        # owner's messages and probe the FTS index row by row, which grows with the history.
+        m_hits = _fts_hits("messages_fts", match)
+        c_hits = _fts_hits("conversations_fts", match)
+        joined = messages.join(m_hits, m_hits.c.rid == literal_column("messages.rowid")).join(
+            conversations, conversations.c.id == messages.c.conversation_id
         )
         content = select(
             messages.c.id.label("message_id"),
-            (-func.bm25(literal_column("messages_fts"), 2.0, 1.0)).label("score"),
+            m_hits.c.score,
             messages.c.created_at.label("created_at"),
-        ).where(text("messages_fts MATCH :mq").bindparams(match))
+        )
         title = (
-            select(
-                _first_message(filters).label("message_id"),
-                (-func.bm25(literal_column("conversations_fts"), 2.0, 1.0)).label("score"),
-            )
+            select(_first_message(shape).label("message_id"), c_hits.c.score)
             .select_from(
-                conversations.join(
-                    c_fts,
-                    literal_column("conversations_fts.rowid")
-                    == literal_column("conversations.rowid"),
-                )
+                conversations.join(c_hits, c_hits.c.rid == literal_column("conversations.rowid"))
             )
-            .where(text("conversations_fts MATCH :mq").bindparams(match), *scope)
+            .where(*scope)
         )
     content = (
         content.select_from(joined)
-        .where(*scope, *_message_scope(messages, filters))
+        .where(*scope, *_message_scope(messages, shape))
         .order_by(literal_column("score").desc(), messages.c.created_at.desc())
         .limit(top)
     )
@@ -239,26 +296,17 @@ def _branches(
     return [content, title_hits]
 
 
-async def _hits(
-    conn: AsyncConnection,
-    principal: Principal,
-    query: ParsedQuery,
-    filters: SearchFilters,
-    *,
-    limit: int,
-    offset: int,
-) -> list[Any]:
-    # Each branch's best ``offset + limit`` hold every hit of the page, even after a message
-    # found both ways is counted once.
-    branches = _branches(conn.dialect.name, principal, query, filters, offset + limit)
-    both = union_all(*(b.subquery().select() for b in branches)).subquery("both")
+@functools.cache
+def _statement(shape: _Shape) -> Any:
+    """The page of hits for one shape of search, built once (SQLAlchemy then caches its SQL)."""
+    both = union_all(*(b.subquery().select() for b in _branches(shape))).subquery("both")
     best = (
         select(both.c.message_id, func.max(both.c.score).label("score"))
         .group_by(both.c.message_id)
         .subquery("best")
     )
     score = best.c.score.cast(Float)
-    stmt = (
+    return (
         select(
             messages.c.id,
             messages.c.conversation_id,
@@ -276,10 +324,23 @@ async def _hits(
             )
         )
         .order_by(score.desc(), messages.c.created_at.desc(), messages.c.id.desc())
-        .limit(limit)
-        .offset(offset)
+        .limit(bindparam("p_limit", type_=Integer()))
+        .offset(bindparam("p_offset", type_=Integer()))
     )
-    return list((await conn.execute(stmt)).all())
+
+
+async def _hits(
+    conn: AsyncConnection,
+    principal: Principal,
+    query: ParsedQuery,
+    filters: SearchFilters,
+    *,
+    limit: int,
+    offset: int,
+) -> list[Any]:
+    stmt = _statement(_Shape.of(conn.dialect.name, filters))
+    params = _params(principal, query, filters, limit, offset)
+    return list((await conn.execute(stmt, params)).all())
 
 
 __all__ = ["SearchFilters", "search"]
