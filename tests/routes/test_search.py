@@ -8,9 +8,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
-from sqlalchemy import RowMapping
+from sqlalchemy import RowMapping, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from conversation_service.db.tables import feedback_table
 from conversation_service.services.job_context import JobContext
 from conversation_service.services.processing import process_message
 from tests.conftest import Caller, create_conversation, new_caller
@@ -273,7 +274,7 @@ async def test_a_title_match_finds_the_conversations_first_message(
 
 
 async def test_deleted_edited_and_erased_messages_leave_the_index_in_step(
-    client: httpx.AsyncClient, caller: Caller
+    client: httpx.AsyncClient, caller: Caller, engine: AsyncEngine
 ) -> None:
     cid = (await create_conversation(client))["id"]
     gone = await _say(client, cid, "secret pineapple recipe")
@@ -292,9 +293,26 @@ async def test_deleted_edited_and_erased_messages_leave_the_index_in_step(
     assert (await client.delete(f"/api/v1/conversations/{other}")).status_code == 204
     assert await _found(client, "papayas") == [reply["id"]]
 
+    rated = await client.put(
+        f"/api/v1/conversations/{cid}/messages/{reply['id']}/feedback", json={"rating": 1}
+    )
+    assert rated.status_code == 200
     erased = await client.delete("/api/v1/users/me/data")
     assert erased.status_code == 200, erased.text
     assert await _found(client, "papayas") == []
+    async with engine.connect() as conn:
+        # Erased, not merely hidden: no index entry and no feedback row is left.
+        if engine.dialect.name == "sqlite":
+            for fts, word in (("messages_fts", "papayas"), ("conversations_fts", "papayas")):
+                left = await conn.execute(
+                    text(f"SELECT count(*) FROM {fts} WHERE {fts} MATCH :q"),  # noqa: S608
+                    {"q": f'search_words : "{word}"'},
+                )
+                assert left.scalar_one() == 0
+        feedback_left = await conn.execute(
+            select(func.count()).where(feedback_table.c.tenant_id == caller.tenant)
+        )
+        assert feedback_left.scalar_one() == 0
     internal = await client.get(
         "/internal/v1/search",
         params={"tenant": caller.tenant, "user": caller.user, "q": "papayas"},
