@@ -32,6 +32,8 @@ Q = Annotated[
     Query(
         min_length=1,
         max_length=MAX_QUERY_CHARS,
+        # Something that is not whitespace (a blank q is the one refused query).
+        pattern=r"\S",
         description='Words, "quoted phrases", -excluded words and prefix* words.',
     ),
 ]
