@@ -45,7 +45,7 @@ from conversation_service.models.message import (
 from conversation_service.services import idempotency
 from conversation_service.services.auth import Principal
 from conversation_service.services.conversation_manager import owned_by, require_owned
-from conversation_service.services.search_text import index_values
+from conversation_service.services.search_text import SEARCH_COLUMNS, index_values
 from conversation_service.utils.clock import new_id, utcnow
 from conversation_service.utils.memory_utils import SUPPORTED_ENCODINGS, message_tokens
 
@@ -179,8 +179,7 @@ async def row_for(
         "tokens_o200k": tokens["o200k_base"],
         "token_count": tokens["o200k_base"],
         "always_include": is_always_included(draft.role.value, draft.metadata),
-        # Indexed with the language-neutral fallback until processing detects the language.
-        **index_values(draft.content, None),
+        **index_values(draft.content, None),  # neutral until processing detects the language
     }
 
 
@@ -269,8 +268,7 @@ INSERT_COLUMNS = (
     "tokens_o200k",
     "token_count",
     "always_include",
-    "search_stems",
-    "search_words",
+    *SEARCH_COLUMNS,
 )
 
 

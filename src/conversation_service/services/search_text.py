@@ -78,4 +78,5 @@ def index_values(content: str, language: str | None) -> dict[str, str]:
     return {"search_stems": " ".join(stems), "search_words": " ".join(fold(w) for w in found)}
 
 
-EMPTY_INDEX: Final[dict[str, str]] = {"search_stems": "", "search_words": ""}
+SEARCH_COLUMNS: Final = ("search_stems", "search_words")
+EMPTY_INDEX: Final[dict[str, str]] = dict.fromkeys(SEARCH_COLUMNS, "")
