@@ -151,3 +151,70 @@ async def test_chat_in_english_and_spanish_with_a_reconnect(
         raise
     finally:
         await page.close()
+
+
+async def test_a_handoff_shows_who_spoke_and_a_line_between_the_agents(
+    stack: DevStackProcess, browser: Browser
+) -> None:
+    page = await browser.new_page(viewport={"width": 1360, "height": 860})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        await page.goto(stack.base_url + "/")
+        await page.evaluate("() => window.chatApp.ready")
+        await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live")
+        await page.get_by_test_id("new-conversation").click()
+        await page.get_by_test_id("new-agent").fill("demo-assistant")
+        await page.get_by_test_id("new-title").fill("Invoice trouble")
+        await page.get_by_test_id("new-submit").click()
+        await expect(page.get_by_test_id("conversation-title")).to_have_text("Invoice trouble")
+        replies = page.locator('[data-testid="message"][data-role="assistant"]')
+
+        await send(page, "Hi! My name is Ana.")
+        await expect(replies.nth(0)).to_have_attribute("data-status", "completed", timeout=20_000)
+        await send(page, "I need support with my invoice.")
+        # The demo assistant says it hands over, the line is drawn, the support agent greets.
+        await expect(replies.nth(2)).to_have_attribute("data-status", "completed", timeout=20_000)
+        first, announcement, greeting = replies.nth(0), replies.nth(1), replies.nth(2)
+        await expect(first.get_by_test_id("agent-name")).to_have_text("Demo Assistant")
+        await expect(announcement.get_by_test_id("agent-name")).to_have_text("Demo Assistant")
+        await expect(announcement.locator(".bubble")).to_contain_text("handing you over")
+        await expect(greeting.get_by_test_id("agent-name")).to_have_text("Support Agent")
+        await expect(greeting.locator(".bubble")).to_contain_text("Hi Ana, I'm Support Agent.")
+        await expect(greeting.get_by_test_id("agent-avatar")).to_have_text("SA")
+
+        line = page.get_by_test_id("handoff")
+        await expect(line).to_have_count(1)
+        handed = "Demo Assistant handed the conversation to Support Agent"
+        await expect(line).to_contain_text(handed)
+        seqs = [
+            int(await node.get_attribute("data-seq") or "0")
+            for node in (announcement, line, greeting)
+        ]
+        assert seqs == sorted(seqs), seqs
+        colours = [
+            await node.get_by_test_id("agent-avatar").evaluate(
+                "(el) => getComputedStyle(el).backgroundColor"
+            )
+            for node in (first, announcement, greeting)
+        ]
+        assert colours[0] == colours[1] != colours[2], colours
+        # Live: the agent_changed event moved the header before any reload.
+        await expect(page.get_by_test_id("agent-chip")).to_have_text("Agent · Support Agent")
+        assert (await stats(page))["agentChanges"] == 1
+
+        # A fresh view (the snapshot) draws the same line and names.
+        await page.reload()
+        await page.evaluate("() => window.chatApp.ready")
+        await expect(page.get_by_test_id("handoff")).to_have_count(1)
+        await expect(
+            page.locator('[data-testid="message"][data-agent-id="support-agent"]')
+        ).to_have_count(1)
+        assert errors == []
+    except BaseException:
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "browser-handoff-failure.png"))
+        shutil.copy(stack.log_path, ARTIFACTS / "browser-handoff-failure-dev.log")
+        raise
+    finally:
+        await page.close()

@@ -4,7 +4,10 @@ It stands where a real orchestrator calls a model, and it exists to show that th
 service hands over is enough to hold a conversation: it greets, learns the user's name (and
 stores it in the tracked context), answers "what's my name?", refers to an earlier turn, quotes
 the conversation summary when one exists, and answers in the language of the user's message.
-Everything is deterministic, so tests can assert on what it says.
+``demo-assistant`` hands the conversation over to ``support-agent`` when the user asks for
+support (``Reply.handoff_to``), and ``support-agent`` greets the user by the name it finds in the
+context it reads (``greet_after_handoff``). Everything is deterministic, so tests can assert on
+what it says.
 """
 
 import re
@@ -12,10 +15,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from conversation_orchestrator.phrases import PHRASES
 from conversation_service.analysis.language import detect_language
 
 LANGUAGES: Final = frozenset({"en", "es"})
 MODEL_NAME: Final = "demo-agent/1"
+SUPPORT_AGENT: Final = "support-agent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +96,7 @@ class Reply:
     language: str
     learned_name: str | None = None
     used: tuple[str, ...] = field(default=())  # which parts of the context it used
+    handoff_to: str | None = None  # the agent to hand the conversation to after this reply
 
 
 # -- reading the context ----------------------------------------------------------------------
@@ -109,6 +115,9 @@ _RECALL_QUESTION = re.compile(
     r"|\bqu[eé] te (?:dije|cont[eé]|pregunt[eé])\b|\b(?:te acuerdas|recuerdas)\b"
 )
 _WORD = re.compile(r"[^\W\d_]+")
+_SUPPORT_REQUEST = re.compile(
+    r"(?i)\b(?:support|help ?desk|customer service|soporte|atenci[oó]n al cliente)\b"
+)
 
 
 def _word_set(text: str) -> frozenset[str]:
@@ -140,6 +149,11 @@ _STOPWORDS = _word_set(
     tienes todo todos unas unos días tardes noches antes hace está están
     """
 )
+
+
+def wants_support(text: str) -> bool:
+    """Whether the user asks for support ("I need support", "quiero hablar con soporte")."""
+    return _SUPPORT_REQUEST.search(text) is not None
 
 
 def find_name(text: str) -> str | None:
@@ -245,71 +259,28 @@ def _quote(text: str, language: str) -> str:
     return f"«{text}»" if language == "es" else f"“{text}”"
 
 
-_PHRASES: Final[Mapping[str, Mapping[str, str]]] = {
-    "en": {
-        "hello": "Hi{name}! I'm {agent}.",
-        "hello_support": "Hi{name}, thanks for contacting support. I'm {agent}.",
-        "ack0": "Got it{name}.",
-        "ack1": "Thanks{name}.",
-        "ack2": "Understood{name}.",
-        "learned": "Nice to meet you, {name} — I'll remember your name.",
-        "your_name": "Your name is {name}; you told me earlier.",
-        "no_name": "You haven't told me your name yet.",
-        "asking": "You're asking about {topics}.",
-        "telling": "You're telling me about {topics}.",
-        "earlier": "Earlier you mentioned {quote}.",
-        "earlier_again": "Earlier you mentioned {quote}, and {word} comes up again now.",
-        "recall": "So far you've told me {quotes}.",
-        "summary": "From the summary of our conversation: {quote}.",
-        "intro": (
-            "I'm a built-in demo agent without a language model, so my answers are simple, "
-            "but I remember what you tell me. What would you like to talk about?"
-        ),
-        "question_close": (
-            "A real agent would answer that with a model, using this same context. "
-            "Anything else on your mind?"
-        ),
-        "close": "What else can I help you with?",
-        "and": "and",
-    },
-    "es": {
-        "hello": "¡Hola{name}! Soy {agent}.",
-        "hello_support": "Hola{name}, gracias por contactar con soporte. Soy {agent}.",
-        "ack0": "Entendido{name}.",
-        "ack1": "Gracias{name}.",
-        "ack2": "De acuerdo{name}.",
-        "learned": "Encantado de conocerte, {name}; recordaré tu nombre.",
-        "your_name": "Te llamas {name}; me lo dijiste antes.",
-        "no_name": "Todavía no me has dicho tu nombre.",
-        "asking": "Me preguntas sobre {topics}.",
-        "telling": "Me hablas de {topics}.",
-        "earlier": "Antes mencionaste {quote}.",
-        "earlier_again": "Antes mencionaste {quote}, y ahora vuelve a salir {word}.",
-        "recall": "Hasta ahora me has dicho {quotes}.",
-        "summary": "Según el resumen de nuestra conversación: {quote}.",
-        "intro": (
-            "Soy un agente de demostración sin modelo de lenguaje: mis respuestas son sencillas, "
-            "pero recuerdo lo que me cuentas. ¿De qué te gustaría hablar?"
-        ),
-        "question_close": (
-            "Un agente real lo respondería con un modelo, usando este mismo contexto. ¿Algo más?"
-        ),
-        "close": "¿En qué más puedo ayudarte?",
-        "and": "y",
-    },
-}
-
-
-def compose_reply(turn: Turn, agent: AgentCard) -> Reply:
-    """The agent's answer to ``turn``, in the language of the user's message."""
-    language = choose_language(turn.text, turn.language_hints)
-    say = _PHRASES[language]
-    learned = find_name(turn.text)
+def _remembered_name(turn: Turn) -> str | None:
+    """The user's name as the context holds it: tracked context, earlier turns, the summary."""
     remembered = turn.known_name or next(
         (name for name in map(find_name, reversed(turn.earlier)) if name), None
     )
     if remembered is None and turn.summary:
         remembered = find_name(turn.summary)
+    return remembered
+
+
+def compose_reply(turn: Turn, agent: AgentCard) -> Reply:
+    """The agent's answer to ``turn``, in the language of the user's message."""
+    language = choose_language(turn.text, turn.language_hints)
+    say = PHRASES[language]
+    learned = find_name(turn.text)
+    remembered = _remembered_name(turn)
+    if agent.style != "support" and wants_support(turn.text):
+        # Only the support agent answers support questions: say so, then hand over.
+        support = DEMO_AGENTS[SUPPORT_AGENT].name(language)
+        salutation = f", {learned or remembered}" if learned or remembered else ""
+        text = " ".join((say["ack1"].format(name=salutation), say["handoff"].format(agent=support)))
+        return Reply(text=text, language=language, learned_name=learned, handoff_to=SUPPORT_AGENT)
     name = learned or remembered
     used: list[str] = []
     parts: list[str] = []
@@ -360,6 +331,19 @@ def compose_reply(turn: Turn, agent: AgentCard) -> Reply:
     if name and name == remembered and "name" not in used:
         used.append("name")
     return Reply(text=" ".join(parts), language=language, learned_name=learned, used=tuple(used))
+
+
+def greet_after_handoff(turn: Turn, agent: AgentCard, previous: AgentCard) -> Reply:
+    """What ``agent`` says on taking the conversation over from ``previous``: it greets the
+    user by the name the context holds and says it has read the conversation."""
+    language = choose_language(turn.text, turn.language_hints)
+    name = _remembered_name(turn) or find_name(turn.text)
+    text = PHRASES[language]["taking_over"].format(
+        name=f" {name}" if name else "",
+        agent=agent.name(language),
+        previous=previous.name(language),
+    )
+    return Reply(text=text, language=language, used=("name",) if name else ())
 
 
 _TOKEN = re.compile(r"\s*\S+")

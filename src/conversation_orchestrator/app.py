@@ -4,6 +4,8 @@
 answers ``202`` at once and runs the turn in the background (the service's delivery has a short
 timeout, and a reply takes seconds to stream). ``GET /agents/{agent_id}`` answers the service's
 agent validation: ``200`` with ``usable`` for a known agent, ``404`` for an unknown one.
+A turn whose reply hands over (``demo-assistant`` asked for support) calls the service's handoff
+and lets the next agent greet the user from the context it reads then.
 """
 
 import asyncio
@@ -26,8 +28,10 @@ from conversation_orchestrator.agent import (
     DEMO_AGENTS,
     MODEL_NAME,
     AgentCard,
+    Reply,
     build_turn,
     compose_reply,
+    greet_after_handoff,
     tokens,
 )
 from conversation_orchestrator.client import ServiceClient
@@ -49,6 +53,13 @@ class Stats:
     replies_started: int = 0
     replies_completed: int = 0
     replies_failed: int = 0
+
+
+@dataclass
+class _Streaming:
+    """The reply being streamed now, if any (failed if the turn breaks off)."""
+
+    message_id: str | None = None
 
 
 class ReplyRunner:
@@ -84,9 +95,10 @@ class ReplyRunner:
         return self._random.uniform(low, high) / 1000
 
     async def respond(self, conversation_id: str, message: Mapping[str, Any]) -> None:
-        """One turn: read the context, compose the reply, stream it, complete it."""
+        """One turn: read the context, compose the reply, stream it, complete it; when the
+        reply hands over, the next agent reads the context again and greets the user."""
         started = time.perf_counter()
-        message_id: str | None = None
+        streaming = _Streaming()
         try:
             async with asyncio.timeout(self.settings.reply_timeout_seconds):
                 conversation = await self.service.conversation(conversation_id)
@@ -99,35 +111,80 @@ class ReplyRunner:
                         conversation_id,
                         {"entities": {"user_name": reply.learned_name}, "active_agent": agent.id},
                     )
-                created = await self.service.create_message(
-                    conversation_id,
-                    parent_id=str(message["id"]),
-                    metadata=_reply_metadata(agent, reply.language, reply.used),
+                replied = await self._stream(
+                    conversation_id, str(message["id"]), agent, reply, started, streaming
                 )
-                message_id = str(created["id"])
-                chunks = tokens(reply.text)
-                for index, chunk in enumerate(chunks):
-                    await asyncio.sleep(self._pause())
-                    await self.service.deltas(conversation_id, message_id, [(index, chunk)])
-                latency_ms = round((time.perf_counter() - started) * 1000)
-                await self.service.complete(
-                    conversation_id,
-                    message_id,
-                    metadata={"latency_ms": latency_ms, "chunks": len(chunks)},
-                )
+                if reply.handoff_to is not None:
+                    replied = await self._hand_over(
+                        conversation_id, message, agent, reply, streaming
+                    )
             self.stats.replies_completed += 1
             log.info(
                 "reply completed",
-                extra={"conversation_id": conversation_id, "message_id": message_id},
+                extra={"conversation_id": conversation_id, "message_id": replied},
             )
         except asyncio.CancelledError:
             self.stats.replies_failed += 1
-            await self._fail(conversation_id, message_id, "the orchestrator stopped")
+            await self._fail(conversation_id, streaming.message_id, "the orchestrator stopped")
             raise
         except Exception as exc:
             self.stats.replies_failed += 1
             log.exception("reply failed", extra={"conversation_id": conversation_id})
-            await self._fail(conversation_id, message_id, f"{type(exc).__name__}: {exc}")
+            await self._fail(conversation_id, streaming.message_id, f"{type(exc).__name__}: {exc}")
+
+    async def _stream(
+        self,
+        conversation_id: str,
+        parent_id: str,
+        agent: AgentCard,
+        reply: Reply,
+        started: float,
+        streaming: _Streaming,
+    ) -> str:
+        """Create the reply (its author: the conversation's current agent), stream it token by
+        token and complete it; ``streaming`` names it while it is open, so a failure fails it."""
+        created = await self.service.create_message(
+            conversation_id,
+            parent_id=parent_id,
+            metadata=_reply_metadata(agent, reply.language, reply.used),
+        )
+        streaming.message_id = str(created["id"])
+        chunks = tokens(reply.text)
+        for index, chunk in enumerate(chunks):
+            await asyncio.sleep(self._pause())
+            await self.service.deltas(conversation_id, streaming.message_id, [(index, chunk)])
+        latency_ms = round((time.perf_counter() - started) * 1000)
+        await self.service.complete(
+            conversation_id,
+            streaming.message_id,
+            metadata={"latency_ms": latency_ms, "chunks": len(chunks)},
+        )
+        replied, streaming.message_id = streaming.message_id, None
+        return replied
+
+    async def _hand_over(
+        self,
+        conversation_id: str,
+        message: Mapping[str, Any],
+        agent: AgentCard,
+        reply: Reply,
+        streaming: _Streaming,
+    ) -> str:
+        """Hand the conversation to ``reply.handoff_to``; that agent reads the context (now with
+        the handoff in it) and greets the user by name."""
+        target = DEMO_AGENTS[str(reply.handoff_to)]
+        handoff = await self.service.handoff(
+            conversation_id,
+            target.id,
+            from_agent_id=agent.id,
+            reason="the user asked for support",
+            context={"requested_by_message": str(message["id"]), "language": reply.language},
+        )
+        started = time.perf_counter()
+        context = await self.service.context(conversation_id)
+        greeting = greet_after_handoff(build_turn(context, message), target, agent)
+        parent_id = str(handoff["message"]["id"])  # the handoff line comes before the greeting
+        return await self._stream(conversation_id, parent_id, target, greeting, started, streaming)
 
     async def _fail(self, conversation_id: str, message_id: str | None, error: str) -> None:
         if message_id is None:

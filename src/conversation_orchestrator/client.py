@@ -141,3 +141,27 @@ class ServiceClient:
             json={"error": error[:2000] or "failed"},
         )
         return result
+
+    async def handoff(
+        self,
+        conversation_id: str | uuid.UUID,
+        to_agent_id: str,
+        *,
+        from_agent_id: str,
+        reason: str,
+        context: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``POST /conversations/{id}/handoff``: another agent takes the conversation over.
+
+        Not retried: with ``from_agent_id`` a repeat of an applied handoff answers 409.
+        """
+        body = {
+            "to_agent_id": to_agent_id,
+            "from_agent_id": from_agent_id,
+            "reason": reason,
+            "context": context,
+        }
+        result: dict[str, Any] = await self._call(
+            "POST", f"/conversations/{conversation_id}/handoff", json=body, retry=False
+        )
+        return result

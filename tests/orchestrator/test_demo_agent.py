@@ -7,6 +7,7 @@ from conversation_orchestrator.agent import (
     choose_language,
     compose_reply,
     find_name,
+    greet_after_handoff,
     tokens,
 )
 
@@ -97,3 +98,34 @@ def test_tokens_rebuild_the_reply_exactly() -> None:
     chunks = tokens(text)
     assert len(chunks) > 10
     assert "".join(chunks) == text
+
+
+def test_the_demo_assistant_hands_a_support_request_to_the_support_agent() -> None:
+    english = compose_reply(Turn("I need support with my invoice", earlier=("hi",)), AGENT)
+    assert english.handoff_to == "support-agent"
+    assert "I'm handing you over to Support Agent" in english.text
+    spanish = compose_reply(Turn("Quiero hablar con soporte, por favor"), AGENT)
+    assert spanish.handoff_to == "support-agent"
+    assert "Te paso con Agente de soporte" in spanish.text
+    assert compose_reply(Turn("What's the weather in Lisbon?"), AGENT).handoff_to is None
+
+
+def test_the_support_agent_answers_support_requests_itself() -> None:
+    support = DEMO_AGENTS["support-agent"]
+    assert compose_reply(Turn("I need support with my invoice"), support).handoff_to is None
+
+
+def test_the_support_agent_greets_by_the_name_the_context_holds() -> None:
+    support = DEMO_AGENTS["support-agent"]
+    from_tracked = greet_after_handoff(
+        Turn("I need support", earlier=("hi",), known_name="Ana"), support, AGENT
+    )
+    assert from_tracked.text.startswith("Hi Ana, I'm Support Agent. Demo Assistant told me")
+    assert from_tracked.used == ("name",)
+    from_history = greet_after_handoff(
+        Turn("Necesito soporte", earlier=("Hola, me llamo Lucía",)), support, AGENT
+    )
+    assert from_history.text.startswith("Hola Lucía, soy Agente de soporte.")
+    anonymous = greet_after_handoff(Turn("I need support"), support, AGENT)
+    assert anonymous.text.startswith("Hi, I'm Support Agent.")
+    assert anonymous.used == ()

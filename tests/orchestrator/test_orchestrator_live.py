@@ -135,3 +135,42 @@ def test_reply_uses_earlier_turns_and_the_users_language(stack: DevStackProcess)
     assert "Lucía" in second.reply["content"]
     assert "Your name is Lucía" in third.reply["content"]
     assert third.reply["metadata"]["language"] == "en"
+
+
+def test_a_support_request_is_handed_to_the_support_agent_who_greets_by_name(
+    stack: DevStackProcess,
+) -> None:
+    token = stack.token()
+    with stack.client() as client:
+        created = client.post("/api/v1/conversations", json={"agent_id": "demo-assistant"})
+    conversation_id = created.json()["id"]
+    with subscribe(stack, token, conversation_id) as socket:
+        converse(stack, socket, conversation_id, "Hi! My name is Ana.")
+        asked = converse(stack, socket, conversation_id, "I need support with my invoice.")
+        frames: list[dict[str, Any]] = []
+        greeting: dict[str, Any] | None = None
+        deadline = time.monotonic() + 30
+        while greeting is None and time.monotonic() < deadline:
+            frame = orjson.loads(socket.recv(timeout=30))
+            frames.append(frame)
+            message = (frame.get("data") or {}).get("message") or {}
+            if frame["type"] == "message.completed" and message.get("agent_id") == "support-agent":
+                greeting = message
+    assert greeting is not None, stack.describe("no greeting from the support agent")
+
+    assert asked.reply["agent_id"] == "demo-assistant"
+    assert "I'm handing you over to Support Agent" in asked.reply["content"]
+    (changed,) = [f["data"] for f in frames if f["type"] == "conversation.agent_changed"]
+    assert (changed["from_agent_id"], changed["to_agent_id"]) == ("demo-assistant", "support-agent")
+    lines = [
+        f["data"]["message"]
+        for f in frames
+        if f["type"] == "message.created" and f["data"]["message"]["role"] == "system"
+    ]
+    assert [line["metadata"]["type"] for line in lines] == ["handoff"]
+    assert greeting["parent_id"] == lines[0]["id"]
+    assert greeting["content"].startswith("Hi Ana, I'm Support Agent. Demo Assistant told me")
+    with stack.client() as client:
+        conversation = client.get(f"/api/v1/conversations/{conversation_id}").json()
+    assert conversation["agent_id"] == "support-agent"
+    assert conversation["agents"] == ["demo-assistant", "support-agent"]

@@ -111,3 +111,19 @@ async def test_for_agent_renders_other_agents_messages_as_quoted_user_messages(
     )
     roles = [m["role"] for m in theirs.json()["messages"]]
     assert roles == ["user", "assistant", "tool", "assistant", "user"]
+
+
+async def test_an_orchestrators_tool_call_keeps_the_words_said_beside_it_in_the_openai_context(
+    client: httpx.AsyncClient,
+) -> None:
+    # Only a /v1 call item's content (its arguments again) is left out; this text is a reply.
+    cid = (await create_conversation(client, agent_id="demo-assistant"))["id"]
+    await client.post(f"/api/v1/conversations/{cid}/messages", json={"content": "order 7?"})
+    call = {"id": "c1", "type": "function", "function": {"name": "order", "arguments": "{}"}}
+    await agent_message(client, cid, "Let me check.", metadata={"tool_calls": [call]})
+    context = await client.get(
+        f"/internal/v1/conversations/{cid}/context", params={"format": "openai"}, headers=SERVICE
+    )
+    assert context.status_code == 200, context.text
+    said = context.json()["messages"][1]
+    assert (said["content"], said["tool_calls"]) == ("Let me check.", [call])

@@ -227,6 +227,7 @@ def test_tool_items_are_chat_tool_calls_and_tool_messages_in_one_history(
     chat = context.json()["messages"]
     call, output = chat[2], chat[3]
     assert call["role"] == "assistant"
+    assert call["content"] == ""  # the arguments are in the call, not said twice
     assert call["tool_calls"] == [
         {
             "id": "call_1",
@@ -277,3 +278,50 @@ def test_list_conversations_pages_the_keys_own_conversations(sdk: OpenAI, live: 
         with pytest.raises(openai.BadRequestError) as caught:
             client.get("/conversations", cast_to=object, options={"params": {"after": "nope"}})
         assert caught.value.param == "after"
+
+
+def test_items_name_their_agent_in_metadata_only_when_asked(
+    sdk: OpenAI, live: Live, owner: Key
+) -> None:
+    conversation = sdk.conversations.create(items=EVERY_ITEM[:4])
+    uid = uuid.UUID(hex=conversation.id.removeprefix("conv_"))
+    with httpx.Client(base_url=live.base_url, timeout=20) as http:
+        handoff = http.post(
+            f"/internal/v1/conversations/{uid}/handoff",
+            json={"to_agent_id": "support-agent"},
+            headers={"Authorization": f"Bearer {INTERNAL_KEY}"},
+        )
+        assert handoff.status_code == 200, handoff.text
+        reply = http.post(
+            f"/internal/v1/conversations/{uid}/messages",
+            json={"role": "assistant", "content": "Support here."},
+            headers={"Authorization": f"Bearer {INTERNAL_KEY}"},
+        )
+        assert reply.status_code == 201, reply.text
+    plain = raw_items(sdk, conversation.id, order="asc")
+    assert all("metadata" not in item for item in plain)
+    asked = raw_items(sdk, conversation.id, order="asc", include=["item.metadata"])
+    default_agent = "default"  # the settings' openai_default_agent_id
+    by_id = {item["id"]: item["metadata"] for item in asked}
+    assert by_id["msg_client_1"] == {"agent_id": None}
+    assert by_id["rs_1"] == by_id["fc_1"] == by_id["fco_1"] == {"agent_id": default_agent}
+    assert asked[-1]["metadata"] == {"agent_id": "support-agent"}
+    assert asked[-2]["role"] == "system"  # the handoff line
+    one = sdk.conversations.items.with_raw_response.retrieve(
+        asked[-1]["id"], conversation_id=conversation.id, include=["item.metadata"]
+    )
+    assert one.http_response.json()["metadata"] == {"agent_id": "support-agent"}
+    added = sdk.conversations.items.with_raw_response.create(
+        conversation.id, items=[EVERY_ITEM[4]], include=["item.metadata"]
+    )
+    (call,) = added.http_response.json()["data"]
+    assert call["metadata"] == {"agent_id": "support-agent"}  # the agent holding it now
+
+
+def test_an_item_cannot_name_its_agent(sdk: OpenAI) -> None:
+    conversation = sdk.conversations.create()
+    item = {"role": "assistant", "content": "hi", "metadata": {"agent_id": "someone"}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.conversations.items.create(conversation.id, items=[item])
+    assert caught.value.param == "items[0].metadata"
+    assert raw_items(sdk, conversation.id) == []

@@ -42,6 +42,7 @@ Includable = Literal[
     "code_interpreter_call.outputs",
     "reasoning.encrypted_content",
     "message.output_text.logprobs",
+    "item.metadata",
 ]
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
 INPUT_PART_TYPES = frozenset({"input_text", "input_image", "input_file"})
@@ -333,6 +334,12 @@ class ConversationDeletedObject(BaseModel):
     deleted: bool = True
 
 
+class ItemMetadata(BaseModel):
+    """``include=item.metadata``: the agent that wrote the item (null for a user's items)."""
+
+    agent_id: str | None
+
+
 class MessageItemOut(BaseModel):
     """A ``message`` item as the SDK's ``Message`` type defines it."""
 
@@ -345,6 +352,12 @@ class MessageItemOut(BaseModel):
     status: ItemStatus
     content: list[dict[str, Any]]
     phase: Literal["commentary", "final_answer"] | None = None
+    metadata: ItemMetadata | None = Field(
+        default=None,
+        # Left out unless asked for: the Agents SDK replays listed items to a model verbatim.
+        exclude_if=lambda value: value is None,
+        description="Who wrote the item; returned with `include=item.metadata` only.",
+    )
 
 
 class OpenAIErrorDetail(BaseModel):

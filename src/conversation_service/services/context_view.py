@@ -2,7 +2,10 @@
 
 Every assistant message carries ``name``: the agent that wrote it (its ``agent_id`` with every
 character outside ``[A-Za-z0-9_-]`` replaced by ``_``, at most 64, as chat-completions accepts),
-so a model sees which agent said what.
+so a model sees which agent said what. An assistant message that stands for a ``/v1`` call item
+(``function_call``, ``custom_tool_call``, …) has empty ``content``: its stored text is the call's
+arguments, which ``tool_calls`` already carries. An orchestrator's assistant message with
+``tool_calls`` keeps its text (words said beside the call).
 
 ``for_agent`` renders the window for one agent (decision, the one rendering offered): that agent's
 own assistant and tool messages (and those with no recorded agent) stay its turns; the other
@@ -18,6 +21,7 @@ import re
 from typing import Any
 
 from conversation_service.services import summaries
+from conversation_service.services.openai_tool_items import ITEM_KEY
 
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -71,10 +75,16 @@ def _chat_message(message: dict[str, Any], for_agent: str | None) -> dict[str, A
             "tool_call_id": None,
             "tool_calls": None,
         }
+    tool_calls = metadata.get("tool_calls") if role == "assistant" else None
+    content = message["content"]
+    if tool_calls and isinstance(metadata.get(ITEM_KEY), dict):
+        # A /v1 call item's stored text is its arguments (what its tokens count); the call
+        # already carries them, and a model must not read them again as words it said.
+        content = ""
     return {
         "role": role,
-        "content": message["content"],
+        "content": content,
         "name": chat_name(agent) if role == "assistant" and agent else None,
         "tool_call_id": metadata.get("tool_call_id") if role == "tool" else None,
-        "tool_calls": metadata.get("tool_calls") if role == "assistant" else None,
+        "tool_calls": tool_calls,
     }

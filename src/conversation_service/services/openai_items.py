@@ -4,6 +4,13 @@ A message item's content parts are stored as the client sent them and rendered b
 a message written through another API renders as one text part. An item keeps the id the client
 gave it (``metadata.openai_item_id``); an item sent without one reads back as ``msg_<32 hex>``.
 Items of other types are drafted and rendered by ``services.openai_tool_items``.
+
+Who spoke (decision): an item's author is its message's ``agent_id`` and is returned as
+``metadata: {"agent_id": …}`` (null for a user's items) only with ``include=item.metadata``.
+OpenAI's items have no ``metadata``, and the Agents SDK sends the items it lists back to the model
+as they are, where an unknown field is refused; asked for, it is there on every item type. Items
+are written with a user's API key, which cannot speak for an agent, so an item names no author:
+an assistant or tool item records the conversation's current agent, as any append does.
 """
 
 import re
@@ -22,6 +29,7 @@ from conversation_service.models.openai_compat import (
     INPUT_PART_TYPES,
     OUTPUT_PART_TYPES,
     ConversationObject,
+    ItemMetadata,
     MessageItemIn,
     MessageItemOut,
 )
@@ -37,6 +45,7 @@ CONVERSATION_PREFIX = "conv_"
 ITEM_PREFIX = "msg_"
 INCLUDE_IMAGE_URL = "message.input_image.image_url"
 INCLUDE_LOGPROBS = "message.output_text.logprobs"
+INCLUDE_METADATA = "item.metadata"
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _MAX_ECHOED_ID_CHARS = 80
 
@@ -140,7 +149,15 @@ def render_item(
     client_id = message.metadata.get(ITEM_ID_KEY)
     item_id = client_id if isinstance(client_id, str) else item_public_id(message.id)
     if is_tool_item(message):
-        return render_tool_item(message, item_id, include)
+        item = render_tool_item(message, item_id, include)
+        if INCLUDE_METADATA not in include:
+            return item
+        fields = item.model_dump()
+        sent = fields.get("metadata")
+        # An opaque item's own ``metadata`` field (a later type may have one) stays beside it.
+        kept = sent if isinstance(sent, dict) else {}
+        fields["metadata"] = {**kept, "agent_id": message.agent_id}
+        return OpaqueItemOut.model_validate(fields)
     role: Literal["user", "assistant", "system", "developer", "tool"] = message.role.value
     if message.role is Role.SYSTEM and message.metadata.get("openai_role") == "developer":
         role = "developer"
@@ -151,6 +168,7 @@ def render_item(
         status=_STATUS_OUT[message.status],
         content=_render_parts(message, include),
         phase=phase if phase in ("commentary", "final_answer") else None,
+        metadata=ItemMetadata(agent_id=message.agent_id) if INCLUDE_METADATA in include else None,
     )
 
 

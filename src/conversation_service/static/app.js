@@ -7,6 +7,12 @@
 // lost and none is shown twice. The first subscription asks from "0-0", which the service answers
 // with a snapshot (the newest messages, streaming ones with their partial text) and then live
 // events.
+//
+// Who spoke: each assistant or tool message names its agent (the message's `agent_id`), shown by
+// name with an avatar whose colour is derived from the id, so one agent keeps one colour
+// everywhere. A handoff (a `system` message with `metadata.type = "handoff"`) is drawn as a line
+// between the agents' replies; the `conversation.agent_changed` event moves the header to the new
+// agent at once and fetches the line if the page has not seen it.
 
 const API = "/api/v1";
 const TOKEN_KEY = "conversation-service.token";
@@ -41,6 +47,7 @@ const stats = {
   streamedMismatches: 0,
   reconnects: 0,
   snapshots: 0,
+  agentChanges: 0,
 };
 
 // -- tokens and REST ---------------------------------------------------------------------------
@@ -144,6 +151,40 @@ function toast(text, ms = 2500) {
   node._timer = setTimeout(() => (node.hidden = true), ms);
 }
 
+// -- agents ----------------------------------------------------------------------------------
+
+// A display name: the label the page knows for the agent, else its id in words.
+function agentName(agentId) {
+  if (!agentId) return "Agent";
+  const known = [...document.querySelectorAll("#agent-options option")].find((o) => o.value === agentId);
+  if (known && known.textContent.trim()) return known.textContent.trim();
+  const words = agentId.split(/[-_.\s]+/).filter(Boolean);
+  return words.map((word) => word.charAt(0).toUpperCase() + word.slice(1)).join(" ") || agentId;
+}
+
+// A hue from the id (FNV-1a), so an agent has the same colour on every page and every visit.
+function agentColour(agentId) {
+  let hash = 2166136261;
+  for (const char of agentId || "") {
+    hash ^= char.codePointAt(0);
+    hash = Math.imul(hash, 16777619);
+  }
+  return `hsl(${(hash >>> 0) % 360}, 62%, 44%)`;
+}
+
+function agentInitials(name) {
+  const words = name.split(/\s+/).filter(Boolean);
+  return words.slice(0, 2).map((word) => word.charAt(0).toUpperCase()).join("") || "AI";
+}
+
+function authorOf(message) {
+  return message.agent_id || state.current?.agent_id || null;
+}
+
+function isHandoff(message) {
+  return message.role === "system" && message.metadata && message.metadata.type === "handoff";
+}
+
 // -- sidebar -----------------------------------------------------------------------------------
 
 async function loadConversations() {
@@ -174,7 +215,8 @@ function renderConversationList() {
     const meta = document.createElement("div");
     meta.className = "ci-meta";
     const agent = document.createElement("span");
-    agent.textContent = conversation.agent_id;
+    agent.textContent = agentName(conversation.agent_id);
+    agent.title = conversation.agent_id;
     const when = document.createElement("span");
     when.textContent = relative(conversation.last_message_at || conversation.created_at);
     meta.append(agent, when);
@@ -202,7 +244,12 @@ function renderHeader() {
   $("conversation-title").textContent = conversation ? conversation.title || "New conversation" : "Welcome";
   const agent = $("agent-chip");
   agent.hidden = !conversation;
-  if (conversation) agent.textContent = `Agent · ${conversation.agent_id}`;
+  if (conversation) {
+    agent.textContent = `Agent · ${agentName(conversation.agent_id)}`;
+    agent.title = conversation.agent_id;
+    agent.dataset.agentId = conversation.agent_id;
+    agent.style.setProperty("--agent-colour", agentColour(conversation.agent_id));
+  }
   const mood = $("conversation-sentiment");
   mood.hidden = !(conversation && conversation.sentiment);
   if (conversation && conversation.sentiment) {
@@ -330,7 +377,42 @@ function applyDelta({ message_id: id, index, text }) {
   renderMessage(message);
 }
 
+function renderHandoff(message) {
+  const container = $("messages");
+  $("empty-state").hidden = true;
+  let node = container.querySelector(`[data-message-id="${message.id}"]`);
+  if (!node) {
+    node = document.createElement("div");
+    node.className = "handoff";
+    node.dataset.messageId = message.id;
+    node.dataset.testid = "handoff";
+    node.setAttribute("role", "separator");
+    insertInOrder(container, node, message.seq);
+  }
+  node.dataset.seq = message.seq;
+  const { from_agent_id: from, to_agent_id: to, reason } = message.metadata;
+  node.dataset.from = from || "";
+  node.dataset.to = to || "";
+  const label = document.createElement("span");
+  label.className = "handoff-label";
+  const fromName = document.createElement("strong");
+  fromName.textContent = agentName(from);
+  fromName.style.color = agentColour(from);
+  const toName = document.createElement("strong");
+  toName.textContent = agentName(to);
+  toName.style.color = agentColour(to);
+  label.append(fromName, " handed the conversation to ", toName);
+  if (reason) label.append(` · ${reason}`);
+  label.title = `${timeOf(message.created_at)} · ${message.content}`;
+  node.replaceChildren(label);
+  stickToBottom();
+}
+
 function renderMessage(message) {
+  if (isHandoff(message)) {
+    renderHandoff(message);
+    return;
+  }
   const container = $("messages");
   $("empty-state").hidden = true;
   let node = container.querySelector(`[data-message-id="${message.id}"]`);
@@ -355,12 +437,29 @@ function renderMessage(message) {
   node.dataset.seq = message.seq;
   const avatar = node.firstChild;
   avatar.className = `avatar ${message.role === "user" ? "avatar-user" : "avatar-agent"}`;
-  avatar.textContent = message.role === "user" ? initial(state.user) : "AI";
+  const author = message.role === "assistant" || message.role === "tool" ? authorOf(message) : null;
+  if (author) {
+    node.dataset.agentId = author;
+    avatar.textContent = agentInitials(agentName(author));
+    avatar.title = agentName(author);
+    avatar.style.background = agentColour(author);
+    avatar.dataset.testid = "agent-avatar";
+  } else {
+    avatar.textContent = message.role === "user" ? initial(state.user) : "AI";
+  }
   const bubble = node.querySelector(".bubble");
   const text = contentOf(message);
   if (bubble.textContent !== text) bubble.textContent = text;
   const meta = node.querySelector(".message-meta");
   const parts = [];
+  if (author) {
+    const name = document.createElement("span");
+    name.className = "agent-name";
+    name.dataset.testid = "agent-name";
+    name.textContent = agentName(author);
+    name.style.color = agentColour(author);
+    parts.push(name);
+  }
   const when = document.createElement("span");
   when.textContent = timeOf(message.created_at);
   parts.push(when);
@@ -443,6 +542,7 @@ function stickToBottom() {
 function setAwaitingReply(waiting) {
   state.awaitingReply = waiting;
   $("typing").hidden = !waiting;
+  if (waiting && state.current) $("typing-label").textContent = `${agentName(state.current.agent_id)} is thinking…`;
 }
 
 // -- realtime ----------------------------------------------------------------------------------
@@ -590,6 +690,17 @@ function handleFrame(frame) {
       }
       break;
     }
+    case "conversation.agent_changed":
+      stats.agentChanges += 1;
+      upsertConversation({ id: conversationId, agent_id: data.to_agent_id, agents: data.agents });
+      if (data.message_id && !state.messages.has(data.message_id)) {
+        api(`/conversations/${conversationId}/messages/${data.message_id}`)
+          .then((line) => {
+            if (state.current?.id === conversationId) upsertMessage(line);
+          })
+          .catch(() => {});
+      }
+      break;
     case "session.started":
     case "session.ended":
       renderSession(data.session);
