@@ -2,6 +2,7 @@
 
 from fastapi import APIRouter, Request, Response, status
 
+from conversation_service.errors import MethodNotAllowedError
 from conversation_service.models.imports import ImportOut
 from conversation_service.routes.deps import CurrentUser, ResourcesDep, UoW
 from conversation_service.routes.errors import problems
@@ -34,3 +35,9 @@ async def import_conversations(
     if any(result["created"] for result in results):
         response.status_code = status.HTTP_201_CREATED
     return ImportOut.model_validate({"data": results})
+
+
+@router.api_route(IMPORT_PATH, methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def import_other_methods() -> None:
+    """``import`` is no conversation id: other methods answer 405, not the 422 of a bad id."""
+    raise MethodNotAllowedError("import takes POST only", headers={"Allow": "POST"})
