@@ -223,3 +223,7 @@ async def test_an_invalid_import_is_refused_whole(app: FastAPI, client: httpx.As
             "/api/v1/conversations/import", content=good, headers={"Content-Type": "text/plain"}
         )
         assert plain.status_code == 415
+        # "import" is no conversation id: other methods are 405, not the 422 of a bad id.
+        other_method = await them.get("/api/v1/conversations/import")
+        assert other_method.status_code == 405
+        assert other_method.headers["allow"] == "POST"
