@@ -89,6 +89,27 @@ async def test_chat_in_english_and_spanish_with_a_reconnect(
         await expect(replies.nth(0).locator(".bubble")).to_contain_text("Hi Ana!")
         assert (await stats(page))["deltas"] > 10
 
+        # Thumbs on the reply: given, changed, stored (read back through the REST API).
+        up, down = (
+            replies.nth(0).get_by_test_id("thumb-up"),
+            replies.nth(0).get_by_test_id("thumb-down"),
+        )
+        await up.click()
+        await expect(up).to_have_attribute("aria-pressed", "true")
+        await down.click()
+        await expect(down).to_have_attribute("aria-pressed", "true")
+        await expect(up).to_have_attribute("aria-pressed", "false")
+        stored = await page.evaluate(
+            """async () => {
+                const app = window.chatApp;
+                const reply = [...app.state.messages.values()].find(m => m.role === "assistant");
+                const path = `conversations/${reply.conversation_id}/messages/${reply.id}`;
+                const headers = {Authorization: `Bearer ${app.state.token}`};
+                return (await (await fetch(`/api/v1/${path}`, {headers})).json()).feedback;
+            }"""
+        )
+        assert stored == {"rating": -1, "comment": None, "tags": []}
+
         # Spanish, with the connection dropped in the middle of the stream.
         seen = (await stats(page))["deltas"]
         await send(page, "Hola, ¿qué tiempo hace en Lisboa en primavera? Me encanta el sol.")

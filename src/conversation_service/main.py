@@ -20,12 +20,15 @@ from conversation_service.resources import Resources, cursor_key
 from conversation_service.routes import (
     api_keys,
     conversations,
+    feedback,
     health,
+    imports,
     internal,
     internal_conversations,
     jobs,
     messages,
     openai_compat,
+    search,
     sessions,
     users,
 )
@@ -185,6 +188,7 @@ def create_app(
     # on the internal one, counted by the credential dependencies (routes.deps) after they
     # authenticate; SSE and /v1 routers count through their own dependencies.
     too_many = problems(429)
+    app.include_router(imports.router, responses=too_many)
     app.include_router(conversations.router, responses=too_many)
     app.include_router(messages.router, responses=too_many)
     app.include_router(sessions.router, responses=too_many)
@@ -203,6 +207,10 @@ def create_app(
     app.include_router(api_keys.router, responses=too_many)
     app.include_router(users.public, responses=too_many)
     app.include_router(users.internal, responses=too_many)
+    app.include_router(search.public, responses=too_many)
+    app.include_router(search.internal, responses=too_many)
+    app.include_router(feedback.public, responses=too_many)
+    app.include_router(feedback.internal, responses=too_many)
     app.include_router(
         openai_compat.router,
         prefix=settings.openai_prefix,
@@ -214,6 +222,8 @@ def create_app(
         BodyGuardMiddleware,
         max_bytes=settings.max_body_bytes,
         extra_prefixes=(settings.openai_prefix + "/",),
+        ndjson_paths=(imports.IMPORT_PATH,),
+        ndjson_max_bytes=settings.import_max_bytes,
     )
     app.add_middleware(OpenAIErrorMiddleware, prefix=settings.openai_prefix)
     if settings.database_read_url:

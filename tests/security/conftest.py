@@ -35,6 +35,7 @@ BODIES: dict[str, Any] = {
         "metadata": {"hijacked": True}
     },
     "POST /api/v1/conversations/{conversation_id}/sessions": {"channel": "hijack"},
+    "PUT /api/v1/conversations/{conversation_id}/messages/{message_id}/feedback": {"rating": -1},
     "PATCH /internal/v1/sessions/{session_id}/context": {"variables": {"hijacked": True}},
     "PATCH /internal/v1/conversations/{conversation_id}/tracked-context": {"hijacked": True},
     "POST /internal/v1/conversations/{conversation_id}/messages": {

@@ -69,6 +69,8 @@ class ConversationSettings(BaseSettings):
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
     internal_api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     max_body_bytes: int = Field(default=constants.MAX_REQUEST_BODY_BYTES, ge=1024)
+    # An import body is a whole export (NDJSON), read into memory before it is parsed.
+    import_max_bytes: int = Field(default=64 * 1_048_576, ge=1024)
     db_pool_size: int = Field(default=10, ge=1, le=200)
     # A streaming replica of database_url (PostgreSQL) that serves the API's reads; a client that
     # wrote is still shown its write (the Conversation-Read-After position, docs/ARCHITECTURE.md).

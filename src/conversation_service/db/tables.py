@@ -15,6 +15,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -73,6 +74,10 @@ class Conversation(Base):
     updated_at: Mapped[datetime]
     last_message_at: Mapped[datetime | None]
     deleted_at: Mapped[datetime | None]
+    # Search index sources (``services.search_text``): written with every change of the text
+    # they come from; GIN (PostgreSQL) or FTS5 (SQLite, by triggers) index them.
+    search_stems: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    search_words: Mapped[str] = mapped_column(Text, server_default=text("''"))
 
     __table_args__ = (
         # The default listing: one owner's conversations, newest first.
@@ -120,6 +125,10 @@ class Message(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     deleted_at: Mapped[datetime | None]
+    # Search index sources (``services.search_text``): written with every change of the text
+    # they come from; GIN (PostgreSQL) or FTS5 (SQLite, by triggers) index them.
+    search_stems: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    search_words: Mapped[str] = mapped_column(Text, server_default=text("''"))
 
     __table_args__ = (
         # Gap-free ordering and every history page: a range scan on (conversation_id, seq).
@@ -344,6 +353,34 @@ class CallbackAttempt(Base):
     __table_args__ = (Index("ix_callback_attempts_delivery", "delivery_id", "attempt"),)
 
 
+class MessageFeedback(Base):
+    """One user's rating of one message (one per user and message; a second replaces it)."""
+
+    __tablename__ = "message_feedback"
+
+    message_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(128))
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    # The agent that wrote the rated reply, copied so the aggregates need no join.
+    agent_id: Mapped[str | None] = mapped_column(String(128))
+    rating: Mapped[int] = mapped_column(SmallInteger)
+    comment: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[list[str]] = mapped_column(JSONType)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_message_feedback_agent", "tenant_id", "agent_id", "updated_at"),
+        Index("ix_message_feedback_conversation", "conversation_id"),
+    )
+
+
+feedback_table = Base.metadata.tables["message_feedback"]
 jobs_table = Base.metadata.tables["jobs"]
 callback_deliveries_table = Base.metadata.tables["callback_deliveries"]
 callback_attempts_table = Base.metadata.tables["callback_attempts"]

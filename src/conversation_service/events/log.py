@@ -63,6 +63,7 @@ class EventType(StrEnum):
     MESSAGE_FAILED = "message.failed"
     MESSAGE_UPDATED = "message.updated"
     MESSAGE_DELETED = "message.deleted"
+    MESSAGE_FEEDBACK = "message.feedback"
     CONVERSATION_UPDATED = "conversation.updated"
     CONVERSATION_AGENT_CHANGED = "conversation.agent_changed"
     SESSION_STARTED = "session.started"

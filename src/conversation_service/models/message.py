@@ -16,6 +16,7 @@ from conversation_service.models.common import (
     Sentiment,
     check_metadata,
 )
+from conversation_service.models.feedback import FeedbackOut
 
 
 class Role(StrEnum):
@@ -103,3 +104,7 @@ class MessageOut(BaseModel):
     parent_id: uuid.UUID | None
     created_at: datetime
     updated_at: datetime
+    feedback: FeedbackOut | None = Field(
+        default=None,
+        description="Your own feedback on this reply (in history pages and single reads).",
+    )

@@ -17,11 +17,20 @@ class BodyGuardMiddleware:
     """413 for bodies over ``max_bytes`` (declared or streamed), 415 for non-JSON bodies."""
 
     def __init__(
-        self, app: ASGIApp, *, max_bytes: int, extra_prefixes: tuple[str, ...] = ()
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        extra_prefixes: tuple[str, ...] = (),
+        ndjson_paths: tuple[str, ...] = (),
+        ndjson_max_bytes: int = 0,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.prefixes = _GUARDED_PREFIXES + extra_prefixes
+        # Exact paths that take application/x-ndjson (and only it), with a bound of their own.
+        self.ndjson_paths = frozenset(ndjson_paths)
+        self.ndjson_max_bytes = ndjson_max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -32,7 +41,9 @@ class BodyGuardMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        error = self._check_headers(headers)
+        ndjson = scope["path"] in self.ndjson_paths
+        limit = self.ndjson_max_bytes if ndjson else self.max_bytes
+        error = self._check_headers(headers, limit, ndjson=ndjson)
         if error is not None:
             await problem_response(error, scope["path"])(scope, receive, send)
             return
@@ -48,26 +59,32 @@ class BodyGuardMiddleware:
                 return
             chunk = message.get("body", b"")
             received += len(chunk)
-            if received > self.max_bytes:
-                error = PayloadTooLargeError(f"request body is over {self.max_bytes} bytes")
+            if received > limit:
+                error = PayloadTooLargeError(f"request body is over {limit} bytes")
                 await problem_response(error, scope["path"])(scope, receive, send)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
         await self.app(scope, replay_body(b"".join(chunks), receive), send)
 
-    def _check_headers(self, headers: dict[bytes, bytes]) -> ServiceError | None:
+    def _check_headers(
+        self, headers: dict[bytes, bytes], limit: int, *, ndjson: bool
+    ) -> ServiceError | None:
         length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit():
                 return PayloadTooLargeError("invalid Content-Length")
-            if int(length) > self.max_bytes:
-                return PayloadTooLargeError(f"request body is over {self.max_bytes} bytes")
+            if int(length) > limit:
+                return PayloadTooLargeError(f"request body is over {limit} bytes")
             if int(length) == 0:
                 return None
         elif b"transfer-encoding" not in headers:
             return None  # no body at all
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if ndjson:
+            if content_type != b"application/x-ndjson":
+                return UnsupportedMediaTypeError("this request body must be application/x-ndjson")
+            return None
         if content_type != b"application/json" and not (
             content_type.startswith(b"application/") and content_type.endswith(b"+json")
         ):

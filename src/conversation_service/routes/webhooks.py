@@ -11,6 +11,7 @@ from typing import Any, Literal
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
+from conversation_service.models.feedback import FeedbackOut
 from conversation_service.models.handoff import AgentChangedData
 from conversation_service.models.message import MessageOut
 
@@ -92,6 +93,25 @@ class WorkflowStepChangedEvent(BaseModel):
     data: WorkflowStepData
 
 
+class MessageFeedbackData(BaseModel):
+    """A user gave, replaced or withdrew (``feedback: null``) their feedback on a reply."""
+
+    tenant_id: str
+    conversation_id: str
+    message_id: str
+    agent_id: str | None = Field(description="The agent that wrote the reply.")
+    user_id: str
+    feedback: FeedbackOut | None
+
+
+class MessageFeedbackEvent(BaseModel):
+    """``message.feedback``."""
+
+    type: Literal["message.feedback"]
+    timestamp: datetime
+    data: MessageFeedbackData
+
+
 def document_webhooks(app: FastAPI) -> None:
     """Add every callback payload to ``app.webhooks`` (OpenAPI ``webhooks``)."""
 
@@ -114,6 +134,10 @@ def document_webhooks(app: FastAPI) -> None:
     @app.webhooks.post("conversation.agent_changed")
     def conversation_agent_changed(body: AgentChangedEvent) -> None:
         """Another agent took the conversation over (a handoff)."""
+
+    @app.webhooks.post("message.feedback")
+    def message_feedback(body: MessageFeedbackEvent) -> None:
+        """A user rated a reply (thumbs up or down), replaced or withdrew their rating."""
 
     @app.webhooks.post("workflow.step_changed")
     def workflow_step_changed(body: WorkflowStepChangedEvent) -> None:

@@ -31,6 +31,7 @@ from conversation_service.services.conversation_manager import (
     purge_conversation,
     to_out,
 )
+from conversation_service.services.search_text import index_values
 from conversation_service.services.unit_of_work import UnitOfWork
 from conversation_service.utils.clock import new_id, utcnow
 from conversation_service.utils.json_merge import merge_patch
@@ -82,6 +83,7 @@ async def create_conversation(
             agents=[data.agent_id],
             workflow_id=data.workflow_id,
             title=data.title,
+            **index_values(data.title or "", None),
             status=ConversationStatus.ACTIVE.value,
             priority=data.priority.value,
             metadata=data.metadata,
@@ -116,6 +118,8 @@ async def update_conversation(
     for name in ("title", "workflow_id"):
         if name in fields:
             values[name] = getattr(patch, name)
+    if "title" in fields:
+        values.update(index_values(patch.title or "", None))
     if "tags" in fields:
         values["tags"] = list(dict.fromkeys(patch.tags or []))
     if "priority" in fields and patch.priority is not None:

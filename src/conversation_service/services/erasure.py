@@ -34,6 +34,7 @@ from conversation_service.db.tables import api_keys_table as api_keys
 from conversation_service.db.tables import callback_attempts_table as attempts
 from conversation_service.db.tables import callback_deliveries_table as deliveries
 from conversation_service.db.tables import conversations_table as conversations
+from conversation_service.db.tables import feedback_table as feedback
 from conversation_service.db.tables import idempotency_table as idempotency
 from conversation_service.db.tables import jobs_table as jobs
 from conversation_service.db.tables import messages_table as messages
@@ -157,6 +158,7 @@ async def purge_conversations(
         )
         await conn.execute(delete(jobs).where(jobs.c.conversation_id.in_(chunk)))
         await conn.execute(delete(idempotency).where(idempotency.c.conversation_id.in_(chunk)))
+        await conn.execute(delete(feedback).where(feedback.c.conversation_id.in_(chunk)))
         counts.messages += await deleted_count(
             conn, delete(messages).where(messages.c.conversation_id.in_(chunk))
         )

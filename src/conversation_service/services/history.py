@@ -4,14 +4,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, bindparam, select
+from sqlalchemy import BigInteger, Integer, and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conversation_service.config.constants import MAX_SEQ
 from conversation_service.db.tables import conversations_table as conversations
+from conversation_service.db.tables import feedback_table as feedback
 from conversation_service.db.tables import messages_table as messages
 from conversation_service.errors import ConversationNotFoundError, InvalidCursorError
 from conversation_service.services.auth import Principal
+from conversation_service.services.feedback import FEEDBACK_COLUMNS, feedback_json
 from conversation_service.services.message_store import MESSAGE_COLUMNS, message_json
 from conversation_service.utils.cursors import CursorCodec, CursorError
 
@@ -19,8 +21,18 @@ from conversation_service.utils.cursors import CursorCodec, CursorError
 def _page_statement(ascending: bool) -> Any:
     """A history page as one prebuilt statement (compiled once, cached by SQLAlchemy)."""
     return (
-        select(*MESSAGE_COLUMNS)
-        .select_from(messages.join(conversations, conversations.c.id == messages.c.conversation_id))
+        select(*MESSAGE_COLUMNS, *FEEDBACK_COLUMNS)
+        .select_from(
+            messages.join(conversations, conversations.c.id == messages.c.conversation_id)
+            # The caller's own feedback, one primary-key probe per row.
+            .outerjoin(
+                feedback,
+                and_(
+                    feedback.c.message_id == messages.c.id,
+                    feedback.c.user_id == bindparam("p_user_id"),
+                ),
+            )
+        )
         .where(
             messages.c.conversation_id == bindparam("p_conversation_id"),
             messages.c.deleted_at.is_(None),
@@ -97,7 +109,7 @@ async def list_messages(
             {"k": "msg", "c": str(conversation_id), "o": order, "s": rows[-1]["seq"]}
         )
     return {
-        "data": [message_json(row) for row in rows],
+        "data": [{**message_json(row), "feedback": feedback_json(row)} for row in rows],
         "has_more": next_cursor is not None,
         "next_cursor": next_cursor,
     }

@@ -45,6 +45,7 @@ from conversation_service.models.message import (
 from conversation_service.services import idempotency
 from conversation_service.services.auth import Principal
 from conversation_service.services.conversation_manager import owned_by, require_owned
+from conversation_service.services.search_text import SEARCH_COLUMNS, index_values
 from conversation_service.utils.clock import new_id, utcnow
 from conversation_service.utils.memory_utils import SUPPORTED_ENCODINGS, message_tokens
 
@@ -97,6 +98,8 @@ def message_json(m: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
         "parent_id": m["parent_id"],
         "created_at": m["created_at"],
         "updated_at": m["updated_at"],
+        # The reader's own feedback: filled in by the reads that join it (history, one message).
+        "feedback": None,
     }
 
 
@@ -176,6 +179,7 @@ async def row_for(
         "tokens_o200k": tokens["o200k_base"],
         "token_count": tokens["o200k_base"],
         "always_include": is_always_included(draft.role.value, draft.metadata),
+        **index_values(draft.content, None),  # neutral until processing detects the language
     }
 
 
@@ -264,6 +268,7 @@ INSERT_COLUMNS = (
     "tokens_o200k",
     "token_count",
     "always_include",
+    *SEARCH_COLUMNS,
 )
 
 

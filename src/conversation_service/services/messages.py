@@ -15,15 +15,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import conversations_table as conversations
+from conversation_service.db.tables import feedback_table as feedback
 from conversation_service.db.tables import messages_table as messages
 from conversation_service.events.log import EventType
 from conversation_service.models.message import MessageCreate, MessageStatus, MessageUpdate, Role
 from conversation_service.services import callbacks
 from conversation_service.services.auth import Principal
+from conversation_service.services.feedback import own_feedback
 from conversation_service.services.message_store import (
     MESSAGE_COLUMNS,
     MessageDraft,
@@ -34,6 +36,7 @@ from conversation_service.services.message_store import (
     visible_row,
 )
 from conversation_service.services.outbox import JobKind, JobSpec, queue_for
+from conversation_service.services.search_text import EMPTY_INDEX
 from conversation_service.services.sessions import SessionActivity, get_session, touch_session
 from conversation_service.services.unit_of_work import UnitOfWork
 from conversation_service.utils.clock import utcnow
@@ -171,8 +174,11 @@ def activity(metadata: dict[str, Any]) -> SessionActivity:
 async def get_message(
     uow: UnitOfWork, principal: Principal, conversation_id: uuid.UUID, message_id: uuid.UUID
 ) -> dict[str, Any]:
-    """One visible message of one of the caller's conversations (JSON-ready)."""
-    return message_json(await visible_row(uow.conn, principal, conversation_id, message_id))
+    """One visible message of one of the caller's conversations, with the caller's feedback
+    (JSON-ready)."""
+    message = message_json(await visible_row(uow.conn, principal, conversation_id, message_id))
+    message["feedback"] = await own_feedback(uow.conn, principal, message_id)
+    return message
 
 
 async def update_message_metadata(
@@ -218,10 +224,13 @@ async def delete_message(
             content_parts=None,
             metadata={},
             always_include=False,
+            **EMPTY_INDEX,
             deleted_at=now,
             updated_at=now,
         )
     )
+    # Feedback rated what is now erased: it goes too (and leaves the agent's aggregates).
+    await uow.conn.execute(delete(feedback).where(feedback.c.message_id == message_id))
     await uow.conn.execute(
         update(conversations)
         .where(conversations.c.id == conversation_id)

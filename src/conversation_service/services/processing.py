@@ -41,6 +41,7 @@ from conversation_service.services.memory_manager import (
 )
 from conversation_service.services.message_store import count_message_tokens
 from conversation_service.services.outbox import JobKind, JobSpec, queue_for
+from conversation_service.services.search_text import index_values
 
 log = logging.getLogger(__name__)
 SUMMARY_LOCK_SECONDS = 300
@@ -110,6 +111,8 @@ async def process_message(ctx: JobContext) -> dict[str, Any]:
                 tokens_o200k=tokens["o200k_base"],
                 token_count=tokens["o200k_base"],
                 language=language,
+                # Re-stemmed now that the language is known (the append used the fallback).
+                **index_values(row.content, language),
                 metadata=normalise_metadata(row.metadata, row.content),
             )
         )

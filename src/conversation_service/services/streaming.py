@@ -50,6 +50,7 @@ from conversation_service.services import message_store
 from conversation_service.services.auth import Principal
 from conversation_service.services.conversation_manager import tenant_of
 from conversation_service.services.messages import append, processing_job
+from conversation_service.services.search_text import index_values
 from conversation_service.services.unit_of_work import UnitOfWork, Units
 from conversation_service.utils.clock import utcnow
 from conversation_service.utils.json_merge import merge_patch
@@ -67,6 +68,7 @@ _STATE_COLUMNS = (
     messages.c.status,
     messages.c.metadata,
     messages.c.token_count,
+    messages.c.language,
 )
 
 
@@ -206,6 +208,7 @@ async def _finish(
                     tokens_o200k=tokens["o200k_base"],
                     token_count=tokens["o200k_base"],
                     always_include=message_store.is_always_included(row["role"], metadata),
+                    **index_values(content, row["language"]),
                     updated_at=now,
                 )
                 .returning(*message_store.MESSAGE_COLUMNS)

@@ -339,6 +339,8 @@ function contentOf(message) {
 
 function upsertMessage(incoming, { fromSnapshot = false } = {}) {
   const known = state.messages.get(incoming.id);
+  // Events carry no reader's feedback: keep what this page learnt from its own reads.
+  if (known && known.feedbackKnown) incoming = { ...incoming, feedback: known.feedback };
   const message = known ? Object.assign(known, incoming) : { ...incoming };
   if (incoming.status === "streaming") {
     if (!message.deltas) {
@@ -480,8 +482,39 @@ function renderMessage(message) {
     parts.push(language);
   }
   if (message.sentiment) parts.push(sentimentChip(message.sentiment));
+  if (message.role === "assistant" && message.status === "completed") parts.push(thumbs(message));
   meta.replaceChildren(...parts);
   stickToBottom();
+}
+
+// Thumbs up or down on a reply: pressing the pressed one again withdraws the feedback.
+function thumbs(message) {
+  const group = document.createElement("span");
+  group.className = "thumbs";
+  const rating = message.feedback ? message.feedback.rating : 0;
+  for (const [value, label, testid] of [[1, "👍", "thumb-up"], [-1, "👎", "thumb-down"]]) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "thumb";
+    button.textContent = label;
+    button.dataset.testid = testid;
+    button.title = value === 1 ? "Good reply" : "Bad reply";
+    button.setAttribute("aria-pressed", String(rating === value));
+    button.addEventListener("click", () => rate(message, rating === value ? 0 : value));
+    group.append(button);
+  }
+  return group;
+}
+
+async function rate(message, value) {
+  const path = `/conversations/${message.conversation_id}/messages/${message.id}/feedback`;
+  try {
+    message.feedback = value ? await api(path, { method: "PUT", body: { rating: value } }) : (await api(path, { method: "DELETE" }), null);
+    message.feedbackKnown = true;
+    renderMessage(message);
+  } catch (error) {
+    toast(error.message);
+  }
 }
 
 function insertInOrder(container, node, seq) {
@@ -648,6 +681,15 @@ function handleFrame(frame) {
     case "conversation.updated":
       upsertConversation(data.conversation);
       break;
+    case "message.feedback": {
+      const message = state.messages.get(data.message_id);
+      if (message) {
+        message.feedback = data.feedback;
+        message.feedbackKnown = true;
+        renderMessage(message);
+      }
+      break;
+    }
     case "conversation.agent_changed":
       stats.agentChanges += 1;
       upsertConversation({ id: conversationId, agent_id: data.to_agent_id, agents: data.agents });
@@ -694,6 +736,21 @@ async function selectConversation(id) {
   delete state.lastEventId[id];
   subscribe(id);
   refreshSidePanels().catch(() => {});
+  loadFeedback(id).catch(() => {});
+}
+
+// The live stream carries no reader's feedback; the history pages do (the newest 100 replies).
+async function loadFeedback(id) {
+  const page = await api(`/conversations/${id}/messages?order=desc&limit=100`);
+  if (state.current?.id !== id) return;
+  for (const item of page.data) {
+    const message = state.messages.get(item.id);
+    if (message && !message.feedbackKnown) {
+      message.feedback = item.feedback;
+      message.feedbackKnown = true;
+      renderMessage(message);
+    }
+  }
 }
 
 function openNewDialog() {

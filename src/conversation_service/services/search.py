@@ -1,0 +1,346 @@
+"""Search over a user's history: ``GET /api/v1/search`` and ``GET /internal/v1/search``.
+
+Both transports call ``search``. A hit is a message: its content matched, or its conversation's
+title did, in which case the hit is the conversation's first message the filters admit (so a
+title match opens the chat where it starts). Hits are ordered by score (higher is better), then
+newest first; a message that matched both ways appears once, with its better score.
+
+PostgreSQL matches ``to_tsquery('simple', …)`` against a GIN expression index over the search
+columns and scores with ``ts_rank``; SQLite matches FTS5 tables and scores with ``-bm25``. The
+two engines index the same tokens (``services.search_text``), so they find the same messages;
+their scores are on different scales. Snippets and highlights are computed here, from the
+stored text, identically for both.
+"""
+
+import functools
+import hashlib
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    FromClause,
+    Integer,
+    Select,
+    String,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    table,
+    text,
+    union_all,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from conversation_service.db.tables import conversations_table as conversations
+from conversation_service.db.tables import messages_table as messages
+from conversation_service.errors import InvalidCursorError, ValidationError
+from conversation_service.models.conversation import ConversationStatus
+from conversation_service.services.auth import Principal
+from conversation_service.services.search_query import (
+    ParsedQuery,
+    fts5_match,
+    highlights,
+    parse,
+    snippet,
+    tsquery,
+)
+from conversation_service.services.unit_of_work import UnitOfWork
+from conversation_service.utils.cursors import CursorCodec, CursorError
+
+_CURSOR_KIND: Final = "search"
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilters:
+    """What narrows a search besides the query (all optional)."""
+
+    conversation_id: uuid.UUID | None = None
+    agent_id: str | None = None
+    role: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    include_archived: bool = False
+
+
+async def search(
+    uow: UnitOfWork,
+    principal: Principal,
+    q: str,
+    filters: SearchFilters,
+    *,
+    limit: int,
+    cursor: str | None,
+    codec: CursorCodec,
+) -> dict[str, Any]:
+    """One page of the principal's hits for ``q``, in the lists' envelope."""
+    if not q.strip():
+        raise ValidationError("q must contain something to search for")
+    fingerprint = _fingerprint(principal, q, filters)
+    offset = _decode_cursor(codec, cursor, fingerprint) if cursor is not None else 0
+    query = parse(q)
+    if query.matches_nothing:
+        return {"data": [], "has_more": False, "next_cursor": None}
+    rows = await _hits(uow.conn, principal, query, filters, limit=limit + 1, offset=offset)
+    has_more = len(rows) > limit
+    data = [_hit(row, query) for row in rows[:limit]]
+    next_cursor = (
+        codec.encode({"k": _CURSOR_KIND, "f": fingerprint, "o": offset + limit})
+        if has_more
+        else None
+    )
+    return {"data": data, "has_more": has_more, "next_cursor": next_cursor}
+
+
+def _fingerprint(principal: Principal, q: str, filters: SearchFilters) -> str:
+    # A cursor continues the search it came from: another query, filter or caller is refused.
+    raw = orjson.dumps(
+        [principal.tenant_id, principal.user_id, q, asdict(filters)],
+        default=str,
+    )
+    return hashlib.sha256(raw).hexdigest()[:24]
+
+
+def _decode_cursor(codec: CursorCodec, cursor: str, fingerprint: str) -> int:
+    try:
+        payload = codec.decode(cursor)
+        if payload.get("k") != _CURSOR_KIND or payload.get("f") != fingerprint:
+            raise CursorError("cursor belongs to another search")
+        offset = payload["o"]
+        if not isinstance(offset, int) or offset < 0:
+            raise CursorError("cursor is not well-formed")
+    except (CursorError, KeyError) as exc:
+        raise InvalidCursorError(str(exc)) from exc
+    return offset
+
+
+def _hit(row: Any, query: ParsedQuery) -> dict[str, Any]:
+    spans = highlights(row.content, row.language, query)
+    if spans or not row.title:
+        shown = snippet(row.content, spans)
+    else:  # a title match: show the title, where the match is
+        shown = snippet(row.title, highlights(row.title, None, query))
+    return {
+        "conversation_id": row.conversation_id,
+        "conversation_title": row.title,
+        "message_id": row.id,
+        "seq": row.seq,
+        "role": row.role,
+        "created_at": row.created_at,
+        "score": round(float(row.score), 6),
+        "snippet": shown,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """Which filters a search has: one prebuilt statement per shape and dialect."""
+
+    dialect: str
+    conversation: bool
+    agent: bool
+    role: bool
+    after: bool
+    before: bool
+    include_archived: bool
+
+    @classmethod
+    def of(cls, dialect: str, filters: SearchFilters) -> "_Shape":
+        return cls(
+            dialect,
+            filters.conversation_id is not None,
+            filters.agent_id is not None,
+            filters.role is not None,
+            filters.created_after is not None,
+            filters.created_before is not None,
+            filters.include_archived,
+        )
+
+
+def _params(
+    principal: Principal, query: ParsedQuery, filters: SearchFilters, limit: int, offset: int
+) -> dict[str, Any]:
+    return {
+        "p_tenant": principal.tenant_id,
+        "p_user": principal.user_id,
+        "p_conversation_id": filters.conversation_id,
+        "p_agent_id": filters.agent_id,
+        "p_role": filters.role,
+        "p_after": filters.created_after,
+        "p_before": filters.created_before,
+        # Each branch's best ``offset + limit`` hold every hit of the page, even after a
+        # message found both ways is counted once.
+        "p_top": offset + limit,
+        "p_limit": limit,
+        "p_offset": offset,
+        "mq": fts5_match(query),
+        "tq": tsquery(query),
+    }
+
+
+def _conversation_scope(shape: _Shape) -> list[ColumnElement[bool]]:
+    c = conversations.c
+    where = [c.tenant_id == bindparam("p_tenant"), c.user_id == bindparam("p_user")]
+    where.append(c.deleted_at.is_(None))
+    if not shape.include_archived:
+        where.append(c.status != literal_column(f"'{ConversationStatus.ARCHIVED.value}'"))
+    if shape.conversation:
+        where.append(c.id == bindparam("p_conversation_id", type_=c.id.type))
+    if shape.agent:
+        where.append(c.agent_id == bindparam("p_agent_id"))
+    return where
+
+
+def _message_scope(m: Any, shape: _Shape) -> list[ColumnElement[bool]]:
+    where = [m.c.deleted_at.is_(None)]
+    if shape.role:
+        where.append(m.c.role == bindparam("p_role"))
+    if shape.after:
+        where.append(m.c.created_at > bindparam("p_after", type_=m.c.created_at.type))
+    if shape.before:
+        where.append(m.c.created_at < bindparam("p_before", type_=m.c.created_at.type))
+    return where
+
+
+def _pg_vector(t: FromClause) -> ColumnElement[Any]:
+    # Exactly the expression of the GIN indexes (migration 0007), or they would not be used.
+    simple: ColumnElement[Any] = literal_column("'simple'::regconfig")
+    stems = func.setweight(func.to_tsvector(simple, t.c.search_stems), literal_column("'A'"))
+    words = func.setweight(func.to_tsvector(simple, t.c.search_words), literal_column("'B'"))
+    return stems.op("||")(words)
+
+
+def _first_message(shape: _Shape) -> Any:
+    """The first message of the outer row's conversation that the filters admit."""
+    first = messages.alias("first_message")
+    return (
+        select(first.c.id)
+        .where(first.c.conversation_id == conversations.c.id, *_message_scope(first, shape))
+        .order_by(first.c.seq)
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def _fts_hits(fts: str, match: Any) -> Any:
+    """Rowids and scores (``-bm25``: higher is better) of one FTS5 table's matches."""
+    return (
+        select(
+            literal_column(f"{fts}.rowid").label("rid"),
+            (-func.bm25(literal_column(fts), 2.0, 1.0)).label("score"),
+        )
+        .select_from(table(fts))
+        .where(text(f"{fts} MATCH :mq").bindparams(match))
+        .cte(f"{fts}_hits")
+        .prefix_with("MATERIALIZED")
+    )
+
+
+def _branches(shape: _Shape) -> list[Select[Any]]:
+    """The message-content and the title match, each its ``p_top`` best (message id, score)."""
+    scope = _conversation_scope(shape)
+    top = bindparam("p_top", type_=Integer())
+    if shape.dialect == "postgresql":
+        joined = messages.join(conversations, conversations.c.id == messages.c.conversation_id)
+        ts = func.to_tsquery(literal_column("'simple'::regconfig"), bindparam("tq", type_=String()))
+        m_vector, c_vector = _pg_vector(messages), _pg_vector(conversations)
+        content = select(
+            messages.c.id.label("message_id"),
+            func.ts_rank(m_vector, ts).label("score"),
+            messages.c.created_at.label("created_at"),
+        ).where(m_vector.op("@@")(ts))
+        title = select(
+            _first_message(shape).label("message_id"),
+            func.ts_rank(c_vector, ts).label("score"),
+        ).where(c_vector.op("@@")(ts), *scope)
+    else:
+        match = bindparam("mq", type_=String())
+        # The full-text match runs first, materialized: left to itself SQLite may walk the
+        # owner's messages and probe the FTS index row by row, which grows with the history.
+        m_hits = _fts_hits("messages_fts", match)
+        c_hits = _fts_hits("conversations_fts", match)
+        joined = messages.join(m_hits, m_hits.c.rid == literal_column("messages.rowid")).join(
+            conversations, conversations.c.id == messages.c.conversation_id
+        )
+        content = select(
+            messages.c.id.label("message_id"),
+            m_hits.c.score,
+            messages.c.created_at.label("created_at"),
+        )
+        title = (
+            select(_first_message(shape).label("message_id"), c_hits.c.score)
+            .select_from(
+                conversations.join(c_hits, c_hits.c.rid == literal_column("conversations.rowid"))
+            )
+            .where(*scope)
+        )
+    content = (
+        content.select_from(joined)
+        .where(*scope, *_message_scope(messages, shape))
+        .order_by(literal_column("score").desc(), messages.c.created_at.desc())
+        .limit(top)
+    )
+    titled = title.subquery("titled")
+    first = messages.alias("title_message")
+    title_hits = (
+        select(titled.c.message_id, titled.c.score, first.c.created_at)
+        .join(first, first.c.id == titled.c.message_id)
+        .order_by(titled.c.score.desc(), first.c.created_at.desc())
+        .limit(top)
+    )
+    return [content, title_hits]
+
+
+@functools.cache
+def _statement(shape: _Shape) -> Any:
+    """The page of hits for one shape of search, built once (SQLAlchemy then caches its SQL)."""
+    both = union_all(*(b.subquery().select() for b in _branches(shape))).subquery("both")
+    best = (
+        select(both.c.message_id, func.max(both.c.score).label("score"))
+        .group_by(both.c.message_id)
+        .subquery("best")
+    )
+    score = best.c.score.cast(Float)
+    return (
+        select(
+            messages.c.id,
+            messages.c.conversation_id,
+            messages.c.seq,
+            messages.c.role,
+            messages.c.created_at,
+            messages.c.content,
+            messages.c.language,
+            conversations.c.title,
+            score.label("score"),
+        )
+        .select_from(
+            best.join(messages, messages.c.id == best.c.message_id).join(
+                conversations, conversations.c.id == messages.c.conversation_id
+            )
+        )
+        .order_by(score.desc(), messages.c.created_at.desc(), messages.c.id.desc())
+        .limit(bindparam("p_limit", type_=Integer()))
+        .offset(bindparam("p_offset", type_=Integer()))
+    )
+
+
+async def _hits(
+    conn: AsyncConnection,
+    principal: Principal,
+    query: ParsedQuery,
+    filters: SearchFilters,
+    *,
+    limit: int,
+    offset: int,
+) -> list[Any]:
+    stmt = _statement(_Shape.of(conn.dialect.name, filters))
+    params = _params(principal, query, filters, limit, offset)
+    return list((await conn.execute(stmt, params)).all())
+
+
+__all__ = ["SearchFilters", "search"]
