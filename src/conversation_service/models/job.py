@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from conversation_service.config.constants import MAX_SEQ
 from conversation_service.models.common import InputModel
 from conversation_service.models.conversation import Priority
 
@@ -27,7 +28,10 @@ class TaskRequest(InputModel):
         default=None, description="sentiment/process: the message (default: the newest one)."
     )
     until_seq: int | None = Field(
-        default=None, ge=1, description="summary: cover history up to this seq (default: all)."
+        default=None,
+        ge=1,
+        le=MAX_SEQ,
+        description="summary: cover history up to this seq (default: all).",
     )
 
 
