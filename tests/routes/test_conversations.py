@@ -219,3 +219,22 @@ async def test_delete_hides_and_purge_erases_everything(
     # A soft-deleted conversation can still be purged by its owner.
     again = await client.delete(f"/api/v1/conversations/{soft['id']}", params={"purge": "true"})
     assert again.status_code == 204
+
+
+async def test_the_v1_form_of_a_conversation_id_names_the_same_conversation(
+    client: httpx.AsyncClient,
+) -> None:
+    # Schemathesis carried a `/v1` id (`conv_<hex>`) into an /api/v1 path and got a 422.
+    cid = (await create_conversation(client))["id"]
+    v1_id = "conv_" + uuid.UUID(cid).hex
+    appended = await client.post(f"/api/v1/conversations/{v1_id}/messages", json={"content": "hi"})
+    assert appended.status_code == 201, appended.text
+    assert appended.json()["conversation_id"] == cid
+    page = (await client.get(f"/api/v1/conversations/{v1_id}/messages")).json()
+    assert [m["content"] for m in page["data"]] == ["hi"]
+    assert (await client.get(f"/api/v1/conversations/{v1_id}")).json()["id"] == cid
+    unknown = await client.get(f"/api/v1/conversations/conv_{uuid.uuid4().hex}")
+    assert unknown.status_code == 404
+    for malformed in ("conv_xyz", "conv_" + "0" * 31, "nope"):
+        refused = await client.get(f"/api/v1/conversations/{malformed}")
+        assert refused.status_code == 422, malformed

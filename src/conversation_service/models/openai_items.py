@@ -173,7 +173,8 @@ class OpaqueItemOut(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: str
-    type: str
+    # Not "message", which MessageItemOut describes: a response matches exactly one of the two.
+    type: str = Field(json_schema_extra={"not": {"const": "message"}})
 
 
 def _out_kind(data: Any) -> str:

@@ -1,7 +1,6 @@
 """Public conversation routes under ``/api/v1/conversations``."""
 
 import re
-import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -15,7 +14,7 @@ from conversation_service.models.conversation import (
     ConversationStatus,
     ConversationUpdate,
 )
-from conversation_service.routes.deps import CurrentUser, ResourcesDep, UoW
+from conversation_service.routes.deps import ConversationPath, CurrentUser, ResourcesDep, UoW
 from conversation_service.routes.errors import problems
 from conversation_service.services import conversation_manager, conversations
 from conversation_service.services.conversation_manager import ConversationFilters
@@ -93,7 +92,7 @@ def _metadata_filters(request: Request) -> tuple[tuple[str, str], ...]:
 
 @router.get("/{conversation_id}", responses=problems(401, 404, 422))
 async def get_conversation(
-    conversation_id: uuid.UUID, user: CurrentUser, uow: UoW
+    conversation_id: ConversationPath, user: CurrentUser, uow: UoW
 ) -> ConversationOut:
     """Get one conversation."""
     return await conversation_manager.get_conversation(uow.conn, user, conversation_id)
@@ -101,7 +100,7 @@ async def get_conversation(
 
 @router.patch("/{conversation_id}", responses=problems(400, 401, 404, 413, 415, 422))
 async def update_conversation(
-    conversation_id: uuid.UUID,
+    conversation_id: ConversationPath,
     body: ConversationUpdate,
     user: CurrentUser,
     uow: UoW,
@@ -112,7 +111,7 @@ async def update_conversation(
 
 @router.post("/{conversation_id}/archive", responses=problems(401, 404, 422))
 async def archive_conversation(
-    conversation_id: uuid.UUID,
+    conversation_id: ConversationPath,
     user: CurrentUser,
     uow: UoW,
     resources: ResourcesDep,
@@ -130,7 +129,7 @@ async def archive_conversation(
     responses=problems(401, 404, 422),
 )
 async def delete_conversation(
-    conversation_id: uuid.UUID,
+    conversation_id: ConversationPath,
     user: CurrentUser,
     uow: UoW,
     resources: ResourcesDep,

@@ -1,11 +1,14 @@
 """Request dependencies: resources, the unit of work, credentials and load-or-404 guards."""
 
 import logging
+import re
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BeforeValidator
 
 from conversation_service.config.constants import MAX_IDEMPOTENCY_KEY_CHARS
 from conversation_service.errors import BadRequestError, UnauthorizedError
@@ -28,6 +31,23 @@ async def get_resources(request: Request) -> Resources:
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+_V1_CONVERSATION_ID = re.compile(r"conv_([0-9a-f]{32})")
+
+
+def _from_v1_form(value: object) -> object:
+    """``conv_<32 hex>``, the id ``/v1`` shows, as the UUID it stands for; others unchanged."""
+    if isinstance(value, str) and (match := _V1_CONVERSATION_ID.fullmatch(value)):
+        return uuid.UUID(hex=match.group(1))
+    return value
+
+
+# A conversation id in a path: its UUID, or the `/v1` form of the same id.
+ConversationPath = Annotated[
+    uuid.UUID,
+    BeforeValidator(_from_v1_form),
+    Path(description="The conversation's id; its `/v1` form (`conv_` and 32 hex digits) too."),
+]
 
 
 _READ_METHODS = frozenset({"GET", "HEAD"})

@@ -6,7 +6,6 @@ events carry an ``id:`` line so the browser's ``EventSource`` resumes with ``Las
 ``Authorization`` header on ``EventSource`` either, may pass the JWT as ``?token=``.
 """
 
-import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
@@ -17,7 +16,7 @@ from pydantic import AfterValidator
 from conversation_service.errors import UnauthorizedError
 from conversation_service.events.log import parse_event_id
 from conversation_service.models.streaming import EVENT_ID_PATTERN, check_event_id
-from conversation_service.routes.deps import ResourcesDep, WriteUoW
+from conversation_service.routes.deps import ConversationPath, ResourcesDep, WriteUoW
 from conversation_service.routes.errors import problems
 from conversation_service.services import subscriptions
 from conversation_service.services.auth import Principal
@@ -70,7 +69,7 @@ _SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     responses={**_SSE_RESPONSE, **problems(400, 401, 404, 422)},
 )
 async def conversation_events(
-    conversation_id: uuid.UUID,
+    conversation_id: ConversationPath,
     user: Annotated[Principal, Depends(stream_user)],
     uow: WriteUoW,
     resources: ResourcesDep,

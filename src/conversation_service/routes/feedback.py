@@ -9,7 +9,13 @@ from fastapi import APIRouter, Depends, Path, Query, Response, status
 from conversation_service.config.constants import MAX_ID_CHARS
 from conversation_service.models.common import IsoDateTime, utc_bound
 from conversation_service.models.feedback import AgentFeedback, FeedbackIn, FeedbackOut
-from conversation_service.routes.deps import CurrentUser, ResourcesDep, UoW, internal_service
+from conversation_service.routes.deps import (
+    ConversationPath,
+    CurrentUser,
+    ResourcesDep,
+    UoW,
+    internal_service,
+)
 from conversation_service.routes.errors import problems
 from conversation_service.services import feedback
 
@@ -26,7 +32,7 @@ _ID = {"min_length": 1, "max_length": MAX_ID_CHARS, "pattern": r"^[^\x00-\x1f]+$
 
 @public.put("", responses=problems(400, 401, 404, 413, 415, 422))
 async def give_feedback(
-    conversation_id: uuid.UUID,
+    conversation_id: ConversationPath,
     message_id: uuid.UUID,
     body: FeedbackIn,
     user: CurrentUser,
@@ -47,7 +53,7 @@ async def give_feedback(
     responses=problems(401, 404, 422),
 )
 async def withdraw_feedback(
-    conversation_id: uuid.UUID,
+    conversation_id: ConversationPath,
     message_id: uuid.UUID,
     user: CurrentUser,
     uow: UoW,

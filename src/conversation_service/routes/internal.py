@@ -20,7 +20,7 @@ from conversation_service.models.memory import (
     OpenAIContext,
 )
 from conversation_service.models.session import SessionContext, SessionContextPatch
-from conversation_service.routes.deps import ResourcesDep, UoW, internal_service
+from conversation_service.routes.deps import ConversationPath, ResourcesDep, UoW, internal_service
 from conversation_service.routes.errors import problems
 from conversation_service.routes.messages import JSONBytesResponse
 from conversation_service.services import context_tracker, conversation_manager, sessions
@@ -33,7 +33,7 @@ router = APIRouter(
 
 
 @router.get("/conversations/{conversation_id}", responses=problems(401, 404, 422))
-async def get_conversation(conversation_id: uuid.UUID, uow: UoW) -> ConversationOut:
+async def get_conversation(conversation_id: ConversationPath, uow: UoW) -> ConversationOut:
     """Any tenant's conversation, for the orchestrator."""
     return await conversation_manager.get_conversation_for_service(uow.conn, conversation_id)
 
@@ -44,7 +44,7 @@ async def get_conversation(conversation_id: uuid.UUID, uow: UoW) -> Conversation
     responses=problems(401, 404, 422),
 )
 async def get_context(
-    conversation_id: uuid.UUID,
+    conversation_id: ConversationPath,
     uow: UoW,
     strategy: MemoryStrategy | None = None,
     max_tokens: Annotated[int | None, Query(ge=16, le=2_000_000)] = None,
@@ -112,7 +112,7 @@ def _parse_if_match(value: str | None) -> int | None:
 
 @router.get("/conversations/{conversation_id}/tracked-context", responses=problems(401, 404, 422))
 async def get_tracked_context(
-    conversation_id: uuid.UUID, uow: UoW, response: Response
+    conversation_id: ConversationPath, uow: UoW, response: Response
 ) -> TrackedContextOut:
     """Tracked context (entities, topics, intent, variables…); the version is the ``ETag``."""
     await conversation_manager.get_conversation_for_service(uow.conn, conversation_id)
@@ -126,7 +126,7 @@ async def get_tracked_context(
     responses=problems(400, 401, 404, 412, 413, 415, 422),
 )
 async def patch_tracked_context(
-    conversation_id: uuid.UUID,
+    conversation_id: ConversationPath,
     body: TrackedContextPatch,
     uow: UoW,
     resources: ResourcesDep,
@@ -160,7 +160,7 @@ async def patch_tracked_context(
     responses=problems(400, 401, 404, 422),
 )
 async def tracked_context_history(
-    conversation_id: uuid.UUID,
+    conversation_id: ConversationPath,
     uow: UoW,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     before_version: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,

@@ -1,7 +1,6 @@
 """Internal conversation routes for the orchestrator: handoffs between agents, conversations a
 workflow starts, and the tenant-wide list (service keys only)."""
 
-import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
@@ -15,6 +14,7 @@ from conversation_service.models.workflow import (
     WorkflowConversationOut,
 )
 from conversation_service.routes.deps import (
+    ConversationPath,
     ResourcesDep,
     ServiceIdempotencyKey,
     UoW,
@@ -77,7 +77,7 @@ async def list_conversations(
     responses=problems(400, 401, 404, 409, 413, 415, 422, 503),
 )
 async def hand_off(
-    conversation_id: uuid.UUID,
+    conversation_id: ConversationPath,
     body: HandoffIn,
     key: ServiceIdempotencyKey,
     uow: UoW,

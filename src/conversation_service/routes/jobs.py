@@ -10,7 +10,13 @@ from conversation_service.models.job import (
     RedeliveryOut,
     TaskRequest,
 )
-from conversation_service.routes.deps import CurrentUser, ResourcesDep, UoW, internal_service
+from conversation_service.routes.deps import (
+    ConversationPath,
+    CurrentUser,
+    ResourcesDep,
+    UoW,
+    internal_service,
+)
 from conversation_service.routes.errors import problems
 from conversation_service.services import callbacks, jobs
 
@@ -32,7 +38,7 @@ async def get_job(job_id: uuid.UUID, user: CurrentUser, uow: UoW) -> JobOut:
     responses=problems(400, 401, 404, 413, 415, 422),
 )
 async def request_task(
-    conversation_id: uuid.UUID,
+    conversation_id: ConversationPath,
     body: TaskRequest,
     uow: UoW,
     resources: ResourcesDep,

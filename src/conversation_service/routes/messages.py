@@ -13,7 +13,13 @@ from conversation_service.config.constants import (
 )
 from conversation_service.models.common import Page
 from conversation_service.models.message import MessageCreate, MessageOut, MessageUpdate
-from conversation_service.routes.deps import CurrentUser, IdempotencyKey, ResourcesDep, UoW
+from conversation_service.routes.deps import (
+    ConversationPath,
+    CurrentUser,
+    IdempotencyKey,
+    ResourcesDep,
+    UoW,
+)
 from conversation_service.routes.errors import problems
 from conversation_service.services import history, messages
 from conversation_service.utils import jsonio
@@ -37,7 +43,7 @@ class JSONBytesResponse(Response):
     responses=problems(400, 401, 404, 409, 413, 415, 422),
 )
 async def append_message(
-    conversation_id: uuid.UUID,
+    conversation_id: ConversationPath,
     body: MessageCreate,
     user: CurrentUser,
     key: IdempotencyKey,
@@ -54,7 +60,7 @@ async def append_message(
 
 @router.get("", response_model=Page[MessageOut], responses=problems(400, 401, 404, 422))
 async def list_messages(
-    conversation_id: uuid.UUID,
+    conversation_id: ConversationPath,
     user: CurrentUser,
     uow: UoW,
     resources: ResourcesDep,
@@ -73,7 +79,7 @@ async def list_messages(
 
 @router.get("/{message_id}", response_model=MessageOut, responses=problems(401, 404, 422))
 async def get_message(
-    conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, uow: UoW
+    conversation_id: ConversationPath, message_id: uuid.UUID, user: CurrentUser, uow: UoW
 ) -> Response:
     """Get one message."""
     return JSONBytesResponse(await messages.get_message(uow, user, conversation_id, message_id))
@@ -83,7 +89,7 @@ async def get_message(
     "/{message_id}", response_model=MessageOut, responses=problems(400, 401, 404, 413, 415, 422)
 )
 async def update_message(
-    conversation_id: uuid.UUID,
+    conversation_id: ConversationPath,
     message_id: uuid.UUID,
     body: MessageUpdate,
     user: CurrentUser,
@@ -102,7 +108,7 @@ async def update_message(
     responses=problems(401, 404, 422),
 )
 async def delete_message(
-    conversation_id: uuid.UUID, message_id: uuid.UUID, user: CurrentUser, uow: UoW
+    conversation_id: ConversationPath, message_id: uuid.UUID, user: CurrentUser, uow: UoW
 ) -> None:
     """Delete a message (its content is erased; its seq stays as a gap-free tombstone)."""
     await messages.delete_message(uow, user, conversation_id, message_id)

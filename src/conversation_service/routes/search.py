@@ -15,7 +15,12 @@ from conversation_service.models.search import (
     MAX_SEARCH_LIMIT,
     SearchHit,
 )
-from conversation_service.routes.deps import CurrentUser, ResourcesDep, UoW, internal_service
+from conversation_service.routes.deps import (
+    CurrentUser,
+    ResourcesDep,
+    UoW,
+    internal_service,
+)
 from conversation_service.routes.errors import problems
 from conversation_service.routes.messages import JSONBytesResponse
 from conversation_service.services import search as search_service

@@ -1,6 +1,5 @@
 """Public session and summary routes under ``/api/v1/conversations/{id}``."""
 
-import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
@@ -10,7 +9,7 @@ from conversation_service.errors import SummaryNotFoundError
 from conversation_service.models.common import Page
 from conversation_service.models.memory import SummaryOut
 from conversation_service.models.session import SessionOut, SessionStart
-from conversation_service.routes.deps import CurrentUser, ResourcesDep, UoW
+from conversation_service.routes.deps import ConversationPath, CurrentUser, ResourcesDep, UoW
 from conversation_service.routes.errors import problems
 from conversation_service.services import sessions, summaries
 from conversation_service.services.conversation_manager import require_owned
@@ -20,7 +19,7 @@ router = APIRouter(prefix="/api/v1/conversations/{conversation_id}", tags=["sess
 
 @router.get("/sessions", responses=problems(400, 401, 404, 422))
 async def list_sessions(
-    conversation_id: uuid.UUID,
+    conversation_id: ConversationPath,
     user: CurrentUser,
     uow: UoW,
     resources: ResourcesDep,
@@ -37,7 +36,7 @@ async def list_sessions(
     "/sessions", status_code=status.HTTP_201_CREATED, responses=problems(400, 401, 404, 415, 422)
 )
 async def start_session(
-    conversation_id: uuid.UUID,
+    conversation_id: ConversationPath,
     body: SessionStart,
     user: CurrentUser,
     uow: UoW,
@@ -47,14 +46,16 @@ async def start_session(
 
 
 @router.get("/sessions/current", responses=problems(401, 404, 422))
-async def current_session(conversation_id: uuid.UUID, user: CurrentUser, uow: UoW) -> SessionOut:
+async def current_session(
+    conversation_id: ConversationPath, user: CurrentUser, uow: UoW
+) -> SessionOut:
     """The active session (404 when the user has been inactive longer than the session TTL)."""
     return await sessions.current_session(uow.conn, user, conversation_id)
 
 
 @router.post("/sessions/current/end", responses=problems(401, 404, 422))
 async def end_current_session(
-    conversation_id: uuid.UUID,
+    conversation_id: ConversationPath,
     user: CurrentUser,
     uow: UoW,
 ) -> SessionOut:
@@ -63,7 +64,7 @@ async def end_current_session(
 
 
 @router.get("/summary", responses=problems(401, 404, 422))
-async def get_summary(conversation_id: uuid.UUID, user: CurrentUser, uow: UoW) -> SummaryOut:
+async def get_summary(conversation_id: ConversationPath, user: CurrentUser, uow: UoW) -> SummaryOut:
     """The newest summary of the conversation (earlier versions are kept)."""
     await require_owned(uow.conn, user, conversation_id)
     row = await summaries.latest_summary(uow.conn, conversation_id)

@@ -21,7 +21,7 @@ from conversation_service.models.streaming import (
     StreamFail,
     StreamResult,
 )
-from conversation_service.routes.deps import ResourcesDep, UoW, internal_service
+from conversation_service.routes.deps import ConversationPath, ResourcesDep, UoW, internal_service
 from conversation_service.routes.errors import problems
 from conversation_service.routes.messages import JSONBytesResponse
 from conversation_service.services import streaming
@@ -40,7 +40,7 @@ router = APIRouter(
     responses=problems(400, 401, 404, 409, 413, 415, 422),
 )
 async def create_agent_message(
-    conversation_id: uuid.UUID, body: AgentMessageCreate, uow: UoW, resources: ResourcesDep
+    conversation_id: ConversationPath, body: AgentMessageCreate, uow: UoW, resources: ResourcesDep
 ) -> Response:
     """Append an agent, tool or system message; ``status: streaming`` opens it for deltas."""
     message = await streaming.create_agent_message(
@@ -56,7 +56,10 @@ async def create_agent_message(
     responses=problems(400, 401, 404, 409, 413, 415, 422),
 )
 async def append_deltas(
-    conversation_id: uuid.UUID, message_id: uuid.UUID, body: DeltasIn, resources: ResourcesDep
+    conversation_id: ConversationPath,
+    message_id: uuid.UUID,
+    body: DeltasIn,
+    resources: ResourcesDep,
 ) -> Response:
     """Publish chunks of a streaming message at once; a re-sent ``index`` is ignored."""
     ids = await streaming.append_deltas(
@@ -76,7 +79,7 @@ async def append_deltas(
 
 @router.post("/{message_id}/complete", responses=problems(400, 401, 404, 409, 413, 415, 422))
 async def complete_message(
-    conversation_id: uuid.UUID,
+    conversation_id: ConversationPath,
     message_id: uuid.UUID,
     uow: UoW,
     resources: ResourcesDep,
@@ -96,7 +99,7 @@ async def complete_message(
 
 @router.post("/{message_id}/fail", responses=problems(400, 401, 404, 409, 413, 415, 422))
 async def fail_message(
-    conversation_id: uuid.UUID,
+    conversation_id: ConversationPath,
     message_id: uuid.UUID,
     body: StreamFail,
     uow: UoW,
