@@ -16,6 +16,7 @@ from conversation_service.queue.producer import Dispatcher, OutboxRelay
 from conversation_service.resources import Resources, cursor_key
 from conversation_service.routes import (
     api_keys,
+    branches,
     conversations,
     health,
     internal,
@@ -140,6 +141,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
     too_many = problems(429)
     app.include_router(conversations.router, responses=too_many)
     app.include_router(messages.router, responses=too_many)
+    app.include_router(branches.router, responses=too_many)
     app.include_router(sessions.router, responses=too_many)
     app.include_router(internal.router, responses=too_many)
     app.include_router(internal_conversations.router, responses=too_many)

@@ -88,6 +88,8 @@ _VARYING = {
     "id",
     "conversation_id",
     "message_id",
+    "parent_id",
+    "branch_id",
     "seq",
     "created_at",
     "updated_at",
