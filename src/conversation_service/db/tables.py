@@ -72,6 +72,9 @@ class Conversation(Base):
     # The newest message of the active branch (null while empty); appends move it, and
     # ``PUT …/active-leaf`` selects another branch (``services.message_tree``).
     active_leaf_id: Mapped[uuid.UUID | None]
+    # The leaf's run, kept beside it under the same row lock: an append that continues the
+    # leaf reads it from the locked row, never from a message row its snapshot may not see.
+    active_branch_id: Mapped[uuid.UUID | None]
     # ``{"conversation_id", "message_id"}`` of the path this conversation was forked from.
     forked_from: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime]

@@ -63,7 +63,7 @@ async def set_active_leaf(
     ).one_or_none()
     if live is None:
         raise unknown_reference("message_id", message_id)
-    leaf = await message_tree.newest_under(uow.conn, conversation_id, message_id)
+    leaf, run = await message_tree.newest_under(uow.conn, conversation_id, message_id)
     assert locked is not None  # require_owned raised otherwise
     if leaf == locked.active_leaf_id:
         return await get_conversation(uow.conn, principal, conversation_id)
@@ -71,7 +71,7 @@ async def set_active_leaf(
         await uow.conn.execute(
             update(conversations)
             .where(conversations.c.id == conversation_id)
-            .values(active_leaf_id=leaf, updated_at=utcnow())
+            .values(active_leaf_id=leaf, active_branch_id=run, updated_at=utcnow())
             .returning(*COLUMNS)
         )
     ).one()

@@ -105,6 +105,7 @@ async def fork_conversation(
             token_count=tokens,
             last_message_at=last_at,
             active_leaf_id=parent,
+            active_branch_id=fork.id if parent is not None else None,
             updated_at=utcnow(),
         )
     )

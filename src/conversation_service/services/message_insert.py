@@ -100,7 +100,6 @@ _parent_id = bindparam("m_parent_id", type_=Uuid())
 _message_id = bindparam("m_id", type_=Uuid())
 _conversation_id = bindparam("b_conversation_id", type_=Uuid())
 _referenced = messages.alias("referenced")
-_leaf = messages.alias("leaf")
 _run_head = messages.alias("run_head")
 
 
@@ -113,26 +112,40 @@ def _parent_is_live() -> Any:
 
 
 def _pg_append() -> Any:
-    """The whole append in one statement: lock, bump, move the leaf, insert."""
+    """The whole append in one statement: lock, bump, move the leaf, insert.
+
+    The run is decided in the UPDATE, whose right-hand sides read the locked row as it was
+    (``active_leaf_id``, ``active_branch_id``); the old leaf comes from the ``FOR UPDATE`` read,
+    which returns the newest committed row once the lock is granted.
+    """
     prev = (
         select(conversations.c.id, conversations.c.active_leaf_id)
         .where(*_locked_owner_clause())
         .with_for_update()
         .cte("prev")
     )
+    inherits = or_(
+        not_(_parent_set), _parent_id.is_not_distinct_from(conversations.c.active_leaf_id)
+    )
     bumped = (
         update(conversations)
         .where(conversations.c.id == prev.c.id)
-        .values(**_BUMP_VALUES, active_leaf_id=_message_id)
+        .values(
+            **_BUMP_VALUES,
+            active_leaf_id=_message_id,
+            active_branch_id=case(
+                (inherits, func.coalesce(conversations.c.active_branch_id, conversations.c.id)),
+                else_=_message_id,
+            ),
+        )
         .returning(
             conversations.c.last_seq,
             conversations.c.agent_id,
+            conversations.c.active_branch_id,
             prev.c.active_leaf_id.label("prev_leaf"),
         )
         .cte("bumped")
     )
-    inherits = or_(not_(_parent_set), _parent_id.is_not_distinct_from(bumped.c.prev_leaf))
-    leaf_branch = select(_leaf.c.branch_id).where(_leaf.c.id == bumped.c.prev_leaf)
     agent = case(
         (bindparam("m_inherit_agent", type_=Boolean()), bumped.c.agent_id),
         else_=bindparam("m_agent_id", type_=messages.c.agent_id.type),
@@ -143,10 +156,7 @@ def _pg_append() -> Any:
             for name in INSERT_COLUMNS
         ),
         case((_parent_set, _parent_id), else_=bumped.c.prev_leaf),
-        case(
-            (inherits, func.coalesce(leaf_branch.scalar_subquery(), _conversation_id)),
-            else_=_message_id,
-        ),
+        bumped.c.active_branch_id,
         bumped.c.last_seq,
     ).where(or_(not_(_parent_set), _parent_id.is_(None), _parent_is_live()))
     return (
@@ -165,10 +175,7 @@ def _sqlite_bump() -> Any:
             conversations.c.last_seq,
             conversations.c.agent_id,
             conversations.c.active_leaf_id,
-            select(_leaf.c.branch_id)
-            .where(_leaf.c.id == conversations.c.active_leaf_id)
-            .scalar_subquery()
-            .label("leaf_branch"),
+            conversations.c.active_branch_id,
             _parent_is_live().label("parent_live"),
         )
     )
@@ -181,7 +188,7 @@ _INSERT = insert(messages)
 _MOVE_LEAF = (
     update(conversations)
     .where(conversations.c.id == bindparam("b_conversation_id"))
-    .values(active_leaf_id=bindparam("b_leaf"))
+    .values(active_leaf_id=bindparam("b_leaf"), active_branch_id=bindparam("b_branch"))
 )
 
 
@@ -225,14 +232,17 @@ async def insert_with_next_seq(
         raise unknown_reference("parent_id", parent_id)
     prev_leaf = bumped.active_leaf_id
     if not given or parent_id == prev_leaf:
-        parent_id, branch_id = prev_leaf, bumped.leaf_branch or conversation_id
+        parent_id, branch_id = prev_leaf, bumped.active_branch_id or conversation_id
     else:
         branch_id = values["id"]
     agent_id = bumped.agent_id if inherit_agent else values["agent_id"]
     seq = int(bumped.last_seq)
     placed = Placed(seq, agent_id, parent_id, branch_id)
     await conn.execute(_INSERT, {**values, **placed._asdict()})
-    await conn.execute(_MOVE_LEAF, {"b_conversation_id": conversation_id, "b_leaf": values["id"]})
+    await conn.execute(
+        _MOVE_LEAF,
+        {"b_conversation_id": conversation_id, "b_leaf": values["id"], "b_branch": branch_id},
+    )
     return placed
 
 

@@ -260,10 +260,10 @@ _NEWEST_OF_RUN = (
 
 async def newest_under(
     conn: AsyncConnection, conversation_id: uuid.UUID, message_id: uuid.UUID
-) -> uuid.UUID:
+) -> tuple[uuid.UUID, uuid.UUID]:
     """The newest message (highest seq, tombstones included: it is the tree's leaf) in the
-    subtree of ``message_id``: its own run from it on, and every run that forks off at or
-    below it. One read per run of the subtree, never per message."""
+    subtree of ``message_id``, with its run: its own run from it on, and every run that forks
+    off at or below it. One read per run of the subtree, never per message."""
     target = (await conn.execute(RUN_OF, {"p_message": message_id})).one()
     run = target.branch_id or conversation_id
     runs = [run]
@@ -271,7 +271,7 @@ async def newest_under(
         above = head.branch_ancestry
         if any(uuid.UUID(str(r)) == run and int(until) >= target.seq for r, until in above):
             runs.append(head.id)
-    best: tuple[int, uuid.UUID] = (target.seq, message_id)
+    best: tuple[int, uuid.UUID, uuid.UUID] = (target.seq, message_id, run)
     for branch in runs:
         newest = (
             await conn.execute(
@@ -279,5 +279,5 @@ async def newest_under(
             )
         ).one_or_none()
         if newest is not None and newest.seq > best[0]:
-            best = (newest.seq, newest.id)
-    return best[1]
+            best = (newest.seq, newest.id, branch)
+    return best[1], best[2]

@@ -30,6 +30,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("branch_ancestry", _JSON, nullable=True))
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         batch_op.add_column(sa.Column("active_leaf_id", sa.Uuid(), nullable=True))
+        batch_op.add_column(sa.Column("active_branch_id", sa.Uuid(), nullable=True))
         batch_op.add_column(sa.Column("forked_from", _JSON, nullable=True))
     with op.batch_alter_table("summaries", schema=None) as batch_op:
         batch_op.add_column(sa.Column("covers_until_message_id", sa.Uuid(), nullable=True))
@@ -44,6 +45,7 @@ def upgrade() -> None:
         "SELECT m.id FROM messages AS m WHERE m.conversation_id = conversations.id "
         "AND m.seq = conversations.last_seq)"
     )
+    op.execute("UPDATE conversations SET active_branch_id = id WHERE active_leaf_id IS NOT NULL")
     op.execute(
         "UPDATE summaries SET covers_until_message_id = ("
         "SELECT m.id FROM messages AS m WHERE m.conversation_id = summaries.conversation_id "
@@ -77,4 +79,5 @@ def downgrade() -> None:
         batch_op.drop_column("covers_until_message_id")
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         batch_op.drop_column("forked_from")
+        batch_op.drop_column("active_branch_id")
         batch_op.drop_column("active_leaf_id")
