@@ -275,7 +275,12 @@ async def _explain_refused_append(
 
 
 RUN_OF = (
-    select(messages.c.branch_id, messages.c.seq, _run_head.c.branch_ancestry)
+    select(
+        messages.c.conversation_id,
+        messages.c.branch_id,
+        messages.c.seq,
+        _run_head.c.branch_ancestry,
+    )
     .select_from(messages.outerjoin(_run_head, _run_head.c.id == messages.c.branch_id))
     .where(messages.c.id == bindparam("p_message"))
 )

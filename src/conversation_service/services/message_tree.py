@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, RowMapping, bindparam, select
+from sqlalchemy import BigInteger, Integer, RowMapping, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conversation_service.db.tables import conversations_table as conversations
@@ -281,3 +281,94 @@ async def newest_under(
         if newest is not None and newest.seq > best[0]:
             best = (newest.seq, newest.id, branch)
     return best[1], best[2]
+
+
+async def path_of(
+    conn: AsyncConnection, conversation_id: uuid.UUID, message_id: uuid.UUID
+) -> Path | None:
+    """The path ending at a message of the conversation (None when it is not one), for
+    trusted callers (workers) that have no principal."""
+    row = (await conn.execute(RUN_OF, {"p_message": message_id})).one_or_none()
+    if row is None or row.conversation_id != conversation_id:
+        return None
+    return path_to(conversation_id, message_id, row.branch_id, row.seq, row.branch_ancestry)
+
+
+_AT = select(messages.c.id).where(
+    messages.c.conversation_id == bindparam("p_conversation_id"),
+    messages.c.branch_id == bindparam("p_branch"),
+    messages.c.seq == bindparam("p_seq", type_=BigInteger()),
+)
+_TOKENS_IN = select(func.coalesce(func.sum(messages.c.tokens_o200k), 0)).where(
+    messages.c.conversation_id == bindparam("p_conversation_id"),
+    messages.c.branch_id == bindparam("p_branch"),
+    messages.c.seq > bindparam("p_low", type_=BigInteger()),
+    messages.c.seq <= bindparam("p_high", type_=BigInteger()),
+    messages.c.deleted_at.is_(None),
+)
+
+
+async def message_at(
+    conn: AsyncConnection, conversation_id: uuid.UUID, path: Path, seq: int
+) -> uuid.UUID | None:
+    """The id of the path's message with this seq (None when the path has none)."""
+    for segment in path.segments:
+        if segment.low < seq <= segment.high:
+            params = {"p_conversation_id": conversation_id, "p_branch": segment.branch_id}
+            found: uuid.UUID | None = await conn.scalar(_AT, {**params, "p_seq": seq})
+            return found
+    return None
+
+
+async def path_tokens(
+    conn: AsyncConnection, conversation_id: uuid.UUID, path: Path, low: int, high: int
+) -> int:
+    """o200k tokens of the path's live messages with ``low < seq <= high``."""
+    total = 0
+    for segment in path.segments:
+        start, end = max(segment.low, low), min(segment.high, high)
+        if start < end:
+            params = {
+                "p_conversation_id": conversation_id,
+                "p_branch": segment.branch_id,
+                "p_low": start,
+                "p_high": end,
+            }
+            total += int(await conn.scalar(_TOKENS_IN, params) or 0)
+    return total
+
+
+async def holds_message(conn: AsyncConnection, path: Path, message_id: uuid.UUID | None) -> bool:
+    """Whether a message is on the path."""
+    if message_id is None:
+        return False
+    row = (await conn.execute(RUN_OF, {"p_message": message_id})).one_or_none()
+    return row is not None and path.holds(row.branch_id, row.seq)
+
+
+async def path_span(
+    conn: AsyncConnection,
+    conversation_id: uuid.UUID,
+    path: Path,
+    low: int,
+    high: int,
+    statements: tuple[Any, Any],
+    *,
+    batch: int = 500,
+) -> list[RowMapping]:
+    """Every live message of the path with ``low < seq <= high``, oldest first."""
+    rows: list[RowMapping] = []
+    while True:
+        more = await path_rows(
+            conn,
+            conversation_id,
+            path,
+            after=rows[-1]["seq"] if rows else low,
+            before=high + 1,
+            ascending=True,
+            limit=batch,
+            statements=statements,
+        )
+        rows.extend(more)
+        if len(more) < batch:
+            return rows
