@@ -65,10 +65,14 @@ class ServiceClient:
         result: dict[str, Any] = await self._call("GET", f"/conversations/{conversation_id}")
         return result
 
-    async def context(self, conversation_id: str | uuid.UUID) -> dict[str, Any]:
-        """``GET /conversations/{id}/context``: the window (messages, summary, session…)."""
+    async def context(
+        self, conversation_id: str | uuid.UUID, leaf: str | None = None
+    ) -> dict[str, Any]:
+        """``GET /conversations/{id}/context``: the window (messages, summary, session…), along
+        the path to ``leaf`` when given (the message being answered), else the active path."""
+        query = f"?leaf={leaf}" if leaf else ""
         result: dict[str, Any] = await self._call(
-            "GET", f"/conversations/{conversation_id}/context"
+            "GET", f"/conversations/{conversation_id}/context{query}"
         )
         return result
 
