@@ -3,8 +3,9 @@
 ``POST /callbacks`` verifies the Standard Webhooks signature, drops repeated ``webhook-id``\\ s,
 answers ``202`` at once and runs the turn in the background (the service's delivery has a short
 timeout, and a reply takes seconds to stream): a user's ``message.created``, or
-``message.regenerate_requested`` (the new reply becomes a sibling of the earlier one). ``GET /agents/{agent_id}`` answers the service's
-agent validation: ``200`` with ``usable`` for a known agent, ``404`` for an unknown one.
+``message.regenerate_requested`` (the new reply becomes a sibling of the earlier one).
+``GET /agents/{agent_id}`` answers the service's agent validation: ``200`` with ``usable`` for a
+known agent, ``404`` for an unknown one.
 """
 
 import asyncio
