@@ -7,6 +7,12 @@
 // lost and none is shown twice. The first subscription asks from "0-0", which the service answers
 // with a snapshot (the newest messages, streaming ones with their partial text) and then live
 // events.
+//
+// Branches: the page shows the conversation's active path. A pencil on a user message edits it
+// (the next message sent follows the edited message's parent), a reply can be regenerated, and
+// "‹ i/n ›" switches between siblings (PUT …/active-leaf). Whenever the shown path changes (a
+// message that does not follow the newest one shown, or conversation.branch_changed) the page
+// reloads the active path over REST.
 
 const API = "/api/v1";
 const TOKEN_KEY = "conversation-service.token";
@@ -31,6 +37,7 @@ const state = {
   subscribedTo: null,
   awaitingReply: false,
   refreshTimers: [],
+  editing: null, // the user message being edited: the next message sent becomes its sibling
 };
 
 // What the page observed, for people debugging and for the browser test.
@@ -41,6 +48,7 @@ const stats = {
   streamedMismatches: 0,
   reconnects: 0,
   snapshots: 0,
+  pathReloads: 0,
 };
 
 // -- tokens and REST ---------------------------------------------------------------------------
@@ -381,8 +389,91 @@ function renderMessage(message) {
     parts.push(language);
   }
   if (message.sentiment) parts.push(sentimentChip(message.sentiment));
+  parts.push(...branchControls(message));
   meta.replaceChildren(...parts);
   stickToBottom();
+}
+
+function button(label, testid, title, onClick) {
+  const node = document.createElement("button");
+  node.type = "button";
+  node.className = "message-action";
+  node.textContent = label;
+  node.title = title;
+  node.dataset.testid = testid;
+  node.addEventListener("click", () => onClick().catch((error) => toast(error.message)));
+  return node;
+}
+
+function branchControls(message) {
+  const controls = [];
+  const siblings = message.siblings;
+  if (siblings && siblings.count > 1) {
+    const label = document.createElement("span");
+    label.className = "siblings";
+    label.dataset.testid = "siblings";
+    label.textContent = `${siblings.index}/${siblings.count}`;
+    controls.push(
+      button("‹", "sibling-prev", "Previous version", () => switchSibling(message, -1)),
+      label,
+      button("›", "sibling-next", "Next version", () => switchSibling(message, +1)),
+    );
+  }
+  if (message.role === "user") {
+    controls.push(button("✎", "edit", "Edit and resend", async () => startEditing(message)));
+  } else if (message.role === "assistant" && message.status !== "streaming") {
+    controls.push(button("↻", "regenerate", "Regenerate this reply", () => regenerate(message)));
+  }
+  return controls;
+}
+
+// -- branches ----------------------------------------------------------------------------------
+
+function shownLeaf() {
+  let leaf = null;
+  for (const message of state.messages.values()) if (!leaf || message.seq > leaf.seq) leaf = message;
+  return leaf;
+}
+
+async function reloadPath() {
+  const conversation = state.current;
+  if (!conversation) return;
+  const page = await api(`/conversations/${conversation.id}/messages?order=desc&limit=50`);
+  if (state.current?.id !== conversation.id) return;
+  stats.pathReloads += 1;
+  clearMessages();
+  // Like a snapshot: a streaming reply's earlier deltas are not in this copy.
+  for (const message of (page.data || []).reverse()) upsertMessage(message, { fromSnapshot: true });
+}
+
+async function switchSibling(message, step) {
+  const id = state.current.id;
+  const list = await api(`/conversations/${id}/messages/${message.id}/siblings`);
+  const target = list.data[message.siblings.index - 1 + step];
+  if (!target) return;
+  await api(`/conversations/${id}/active-leaf`, { method: "PUT", body: { message_id: target.id } });
+  await reloadPath();
+}
+
+function startEditing(message) {
+  state.editing = message;
+  const input = $("composer-input");
+  input.value = message.content;
+  input.dataset.editing = "true";
+  input.placeholder = "Edit your message (Esc cancels)";
+  input.focus();
+}
+
+function stopEditing() {
+  state.editing = null;
+  const input = $("composer-input");
+  delete input.dataset.editing;
+  input.placeholder = "Write a message… (Enter to send, Shift+Enter for a new line)";
+}
+
+async function regenerate(message) {
+  await api(`/conversations/${state.current.id}/messages/${message.id}/regenerate`, { method: "POST" });
+  setAwaitingReply(true);
 }
 
 function insertInOrder(container, node, seq) {
@@ -526,7 +617,17 @@ function handleFrame(frame) {
       for (const message of data.messages) upsertMessage(message, { fromSnapshot: true });
       if (![...state.messages.values()].some((m) => m.status === "streaming")) setAwaitingReply(false);
       break;
-    case "message.created":
+    case "message.created": {
+      const leaf = shownLeaf();
+      const follows = !leaf || data.message.parent_id === leaf.id || state.messages.has(data.message.id);
+      if (follows) upsertMessage(data.message);
+      else reloadPath().catch(() => {});
+      if (data.message.role === "user") setAwaitingReply(true);
+      break;
+    }
+    case "conversation.branch_changed":
+      reloadPath().catch(() => {});
+      break;
     case "message.updated":
       upsertMessage(data.message);
       if (data.message.role === "user" && frame.type === "message.created") setAwaitingReply(true);
@@ -570,6 +671,7 @@ async function selectConversation(id) {
   state.current = conversation;
   history.replaceState(null, "", `#${id}`);
   clearMessages();
+  stopEditing();
   renderHeader();
   renderConversationList();
   renderSummary(null);
@@ -609,15 +711,23 @@ async function createConversation(agentId, title) {
 async function sendMessage(text) {
   const conversation = state.current;
   if (!conversation || !text.trim()) return;
+  const body = {
+    content: text,
+    metadata: { channel: "web", client: "chat-page", locale: navigator.language || "en" },
+  };
+  const edited = state.editing;
+  if (edited) body.parent_id = edited.parent_id; // null for the first message: a new root
   const message = await api(`/conversations/${conversation.id}/messages`, {
     method: "POST",
     headers: { "Idempotency-Key": crypto.randomUUID() },
-    body: {
-      content: text,
-      metadata: { channel: "web", client: "chat-page", locale: navigator.language || "en" },
-    },
+    body,
   });
-  upsertMessage(message);
+  if (edited) {
+    stopEditing();
+    await reloadPath();
+  } else {
+    upsertMessage(message);
+  }
   setAwaitingReply(true);
   if (!conversation.title) {
     const title = text.trim().replace(/\s+/g, " ").slice(0, 60);
@@ -654,6 +764,11 @@ function wireUi() {
     input.style.height = `${Math.min(input.scrollHeight, 160)}px`;
   });
   input.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && state.editing) {
+      stopEditing();
+      input.value = "";
+      return;
+    }
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       $("composer").requestSubmit();
@@ -708,4 +823,13 @@ const ready = start().catch((error) => {
   throw error;
 });
 
-window.chatApp = { state, stats, ready, dropConnection, createConversation, sendMessage, selectConversation };
+window.chatApp = {
+  state,
+  stats,
+  ready,
+  dropConnection,
+  createConversation,
+  sendMessage,
+  selectConversation,
+  reloadPath,
+};
