@@ -300,6 +300,8 @@ function contentOf(message) {
 
 function upsertMessage(incoming, { fromSnapshot = false } = {}) {
   const known = state.messages.get(incoming.id);
+  // Only history pages and snapshots carry siblings; events keep the place already known.
+  if (known && incoming.siblings == null) incoming = { ...incoming, siblings: known.siblings };
   const message = known ? Object.assign(known, incoming) : { ...incoming };
   if (incoming.status === "streaming") {
     if (!message.deltas) {
