@@ -191,23 +191,17 @@ def segment_statements(columns: Sequence[Any]) -> tuple[Any, Any]:
     return _segment_statement(True, columns), _segment_statement(False, columns)
 
 
-_CHILDREN = (
-    select(messages.c.id, messages.c.parent_id)
-    .where(
-        messages.c.conversation_id == bindparam("p_conversation_id"),
-        messages.c.parent_id.in_(bindparam("p_parents", expanding=True)),
-        messages.c.deleted_at.is_(None),
-    )
-    .order_by(messages.c.seq)
+# No ORDER BY: sorted by seq here, SQLite would walk the (conversation_id, seq) index through
+# the whole conversation instead of probing (conversation_id, parent_id) per parent.
+_CHILDREN = select(messages.c.id, messages.c.parent_id, messages.c.seq).where(
+    messages.c.conversation_id == bindparam("p_conversation_id"),
+    messages.c.parent_id.in_(bindparam("p_parents", expanding=True)),
+    messages.c.deleted_at.is_(None),
 )
-_ROOTS = (
-    select(messages.c.id, messages.c.parent_id)
-    .where(
-        messages.c.conversation_id == bindparam("p_conversation_id"),
-        messages.c.parent_id.is_(None),
-        messages.c.deleted_at.is_(None),
-    )
-    .order_by(messages.c.seq)
+_ROOTS = select(messages.c.id, messages.c.parent_id, messages.c.seq).where(
+    messages.c.conversation_id == bindparam("p_conversation_id"),
+    messages.c.parent_id.is_(None),
+    messages.c.deleted_at.is_(None),
 )
 
 
@@ -223,7 +217,7 @@ async def children_of(
         rows.extend(await conn.execute(_CHILDREN, params))
     if None in parents:
         rows.extend(await conn.execute(_ROOTS, {"p_conversation_id": conversation_id}))
-    for row in rows:
+    for row in sorted(rows, key=lambda row: row.seq):
         found[row.parent_id].append(row.id)
     return found
 
