@@ -75,6 +75,9 @@ class Conversation(Base):
     # The leaf's run, kept beside it under the same row lock: an append that continues the
     # leaf reads it from the locked row, never from a message row its snapshot may not see.
     active_branch_id: Mapped[uuid.UUID | None]
+    # The active leaf before the last append: the append's UPDATE sets it from the row it
+    # locked, so RETURNING hands back the leaf it followed without a second statement.
+    replaced_leaf_id: Mapped[uuid.UUID | None]
     # ``{"conversation_id", "message_id"}`` of the path this conversation was forked from.
     forked_from: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime]

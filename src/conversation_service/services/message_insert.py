@@ -1,9 +1,9 @@
 """The append's SQL: the next seq, the parent, the run and the active leaf, under the
 conversation's row lock.
 
-The conversation row is the lock: taking it (``SELECT … FOR UPDATE`` on PostgreSQL, the write
-lock on SQLite) serialises every append of one conversation, so ``seq`` stays gap-free and the
-parent a message follows by default (the active leaf) is read after the previous append moved it.
+The conversation row is the lock: its UPDATE (a row lock on PostgreSQL, the write lock on SQLite)
+serialises every append of one conversation, so ``seq`` stays gap-free and the parent a message
+follows by default (the active leaf) is read after the previous append moved it.
 
 A message continues its parent's run (``branch_id``) when the parent is the active leaf, which is
 always a leaf (appends and ``PUT …/active-leaf`` only ever point it at a message without
@@ -11,9 +11,9 @@ children); otherwise it starts a run of its own (``branch_id`` = its id), and
 ``services.message_tree`` records the runs above it. So every run is a chain and a path is a few
 range scans (see ``message_tree``).
 
-On PostgreSQL a non-branching append is still one statement (a data-modifying CTE); SQLite takes
-three (bump, insert, move the leaf). A refused reference leaves the statement without a row and
-the caller's error rolls the bump back.
+On PostgreSQL an append is one statement (a data-modifying CTE), on SQLite two (bump, insert),
+as before trees: the conversation's UPDATE moves the leaf and decides the run itself. A refused
+reference leaves the statement without a row and the caller's error rolls the bump back.
 """
 
 import uuid
@@ -111,27 +111,23 @@ def _parent_is_live() -> Any:
     )
 
 
-def _pg_append() -> Any:
-    """The whole append in one statement: lock, bump, move the leaf, insert.
+def _bump() -> Any:
+    """The conversation's UPDATE under its row lock: next seq, counters, and the new leaf.
 
-    The run is decided in the UPDATE, whose right-hand sides read the locked row as it was
-    (``active_leaf_id``, ``active_branch_id``); the old leaf comes from the ``FOR UPDATE`` read,
-    which returns the newest committed row once the lock is granted.
+    Its right-hand sides read the row as it was when locked (on PostgreSQL the newest committed
+    version, once the lock is granted), so the run is decided here: the message continues the
+    leaf's run when it follows the leaf. ``replaced_leaf_id`` keeps the leaf it replaced, which
+    RETURNING (new values only) hands back as the default parent.
     """
-    prev = (
-        select(conversations.c.id, conversations.c.active_leaf_id)
-        .where(*_locked_owner_clause())
-        .with_for_update()
-        .cte("prev")
-    )
     inherits = or_(
         not_(_parent_set), _parent_id.is_not_distinct_from(conversations.c.active_leaf_id)
     )
-    bumped = (
+    return (
         update(conversations)
-        .where(conversations.c.id == prev.c.id)
+        .where(*_locked_owner_clause())
         .values(
             **_BUMP_VALUES,
+            replaced_leaf_id=conversations.c.active_leaf_id,
             active_leaf_id=_message_id,
             active_branch_id=case(
                 (inherits, func.coalesce(conversations.c.active_branch_id, conversations.c.id)),
@@ -142,10 +138,14 @@ def _pg_append() -> Any:
             conversations.c.last_seq,
             conversations.c.agent_id,
             conversations.c.active_branch_id,
-            prev.c.active_leaf_id.label("prev_leaf"),
+            conversations.c.replaced_leaf_id,
         )
-        .cte("bumped")
     )
+
+
+def _pg_append() -> Any:
+    """The whole append in one statement: the bump (lock, seq, leaf, run), then the insert."""
+    bumped = _bump().cte("bumped")
     agent = case(
         (bindparam("m_inherit_agent", type_=Boolean()), bumped.c.agent_id),
         else_=bindparam("m_agent_id", type_=messages.c.agent_id.type),
@@ -155,7 +155,7 @@ def _pg_append() -> Any:
             agent if name == "agent_id" else bindparam(f"m_{name}", type_=messages.c[name].type)
             for name in INSERT_COLUMNS
         ),
-        case((_parent_set, _parent_id), else_=bumped.c.prev_leaf),
+        case((_parent_set, _parent_id), else_=bumped.c.replaced_leaf_id),
         bumped.c.active_branch_id,
         bumped.c.last_seq,
     ).where(or_(not_(_parent_set), _parent_id.is_(None), _parent_is_live()))
@@ -167,29 +167,14 @@ def _pg_append() -> Any:
 
 
 def _sqlite_bump() -> Any:
-    return (
-        update(conversations)
-        .where(*_locked_owner_clause())
-        .values(**_BUMP_VALUES)
-        .returning(
-            conversations.c.last_seq,
-            conversations.c.agent_id,
-            conversations.c.active_leaf_id,
-            conversations.c.active_branch_id,
-            _parent_is_live().label("parent_live"),
-        )
-    )
+    bump = _bump()
+    return bump.returning(_parent_is_live().label("parent_live"))
 
 
 # Built once: every append reuses the compiled form from SQLAlchemy's statement cache.
 _PG_APPEND = _pg_append()
 _SQLITE_BUMP = _sqlite_bump()
 _INSERT = insert(messages)
-_MOVE_LEAF = (
-    update(conversations)
-    .where(conversations.c.id == bindparam("b_conversation_id"))
-    .values(active_leaf_id=bindparam("b_leaf"), active_branch_id=bindparam("b_branch"))
-)
 
 
 async def insert_with_next_seq(
@@ -230,19 +215,11 @@ async def insert_with_next_seq(
         await _explain_refused_append(conn, principal, conversation_id, parent_id)
     if given and parent_id is not None and not bumped.parent_live:
         raise unknown_reference("parent_id", parent_id)
-    prev_leaf = bumped.active_leaf_id
-    if not given or parent_id == prev_leaf:
-        parent_id, branch_id = prev_leaf, bumped.active_branch_id or conversation_id
-    else:
-        branch_id = values["id"]
+    if not given:
+        parent_id = bumped.replaced_leaf_id
     agent_id = bumped.agent_id if inherit_agent else values["agent_id"]
-    seq = int(bumped.last_seq)
-    placed = Placed(seq, agent_id, parent_id, branch_id)
+    placed = Placed(int(bumped.last_seq), agent_id, parent_id, bumped.active_branch_id)
     await conn.execute(_INSERT, {**values, **placed._asdict()})
-    await conn.execute(
-        _MOVE_LEAF,
-        {"b_conversation_id": conversation_id, "b_leaf": values["id"], "b_branch": branch_id},
-    )
     return placed
 
 

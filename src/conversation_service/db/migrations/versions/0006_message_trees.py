@@ -31,6 +31,7 @@ def upgrade() -> None:
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         batch_op.add_column(sa.Column("active_leaf_id", sa.Uuid(), nullable=True))
         batch_op.add_column(sa.Column("active_branch_id", sa.Uuid(), nullable=True))
+        batch_op.add_column(sa.Column("replaced_leaf_id", sa.Uuid(), nullable=True))
         batch_op.add_column(sa.Column("forked_from", _JSON, nullable=True))
     with op.batch_alter_table("summaries", schema=None) as batch_op:
         batch_op.add_column(sa.Column("covers_until_message_id", sa.Uuid(), nullable=True))
@@ -80,4 +81,5 @@ def downgrade() -> None:
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         batch_op.drop_column("forked_from")
         batch_op.drop_column("active_branch_id")
+        batch_op.drop_column("replaced_leaf_id")
         batch_op.drop_column("active_leaf_id")
