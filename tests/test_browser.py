@@ -1,6 +1,7 @@
 """The chat page in a real browser (Debian's headless Chromium driven by Playwright) against a
 live ``dev`` stack: create a conversation, chat in English and Spanish, watch the replies stream,
-survive a dropped connection without losing a token, and save a screenshot for the README.
+survive a dropped connection without losing a token, and save a screenshot for the README; a
+handoff between agents; edit a message, regenerate a reply and switch between the versions.
 """
 
 import shutil
@@ -215,6 +216,70 @@ async def test_a_handoff_shows_who_spoke_and_a_line_between_the_agents(
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "browser-handoff-failure.png"))
         shutil.copy(stack.log_path, ARTIFACTS / "browser-handoff-failure-dev.log")
+        raise
+    finally:
+        await page.close()
+
+
+async def test_edit_regenerate_and_switch_between_versions(
+    stack: DevStackProcess, browser: Browser
+) -> None:
+    page = await browser.new_page(viewport={"width": 1360, "height": 860})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        await page.goto(stack.base_url + "/")
+        await page.evaluate("() => window.chatApp.ready")
+        await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live")
+        await page.get_by_test_id("new-conversation").click()
+        await page.get_by_test_id("new-agent").fill("demo-assistant")
+        await page.get_by_test_id("new-title").fill("Branches")
+        await page.get_by_test_id("new-submit").click()
+        await expect(page.get_by_test_id("conversation-title")).to_have_text("Branches")
+        users = page.locator('[data-testid="message"][data-role="user"]')
+        replies = page.locator('[data-testid="message"][data-role="assistant"]')
+
+        await send(page, "Hi! My name is Ana and I love Lisbon.")
+        await expect(replies.nth(0)).to_have_attribute("data-status", "completed", timeout=20_000)
+        await expect(replies.nth(0).locator(".bubble")).to_contain_text("Ana")
+        first_reply = await replies.nth(0).get_attribute("data-message-id")
+
+        # Regenerate: a second version of the reply, shown as 2/2 once it completes.
+        await replies.nth(0).get_by_test_id("regenerate").click()
+        await expect(replies.nth(0).get_by_test_id("siblings")).to_have_text("2/2", timeout=20_000)
+        await expect(replies.nth(0)).to_have_attribute("data-status", "completed", timeout=20_000)
+        assert await replies.nth(0).get_attribute("data-message-id") != first_reply
+        await expect(replies).to_have_count(1)
+
+        # Switch back to the first version.
+        await replies.nth(0).get_by_test_id("sibling-prev").click()
+        await expect(replies.nth(0).get_by_test_id("siblings")).to_have_text("1/2")
+        await expect(replies.nth(0)).to_have_attribute("data-message-id", first_reply or "")
+
+        # Edit the user message: a new version of it, answered in turn.
+        await users.nth(0).get_by_test_id("edit").click()
+        await expect(page.get_by_test_id("composer-input")).to_have_value(
+            "Hi! My name is Ana and I love Lisbon."
+        )
+        await send(page, "Hi! My name is Bea and I love Porto.")
+        await expect(users.nth(0).locator(".bubble")).to_have_text(
+            "Hi! My name is Bea and I love Porto."
+        )
+        await expect(users.nth(0).get_by_test_id("siblings")).to_have_text("2/2")
+        await expect(replies.nth(0)).to_have_attribute("data-status", "completed", timeout=20_000)
+        await expect(replies.nth(0).locator(".bubble")).to_contain_text("Bea")
+        await expect(users).to_have_count(1)
+
+        # And back to the original question, with the reply version last shown there.
+        await users.nth(0).get_by_test_id("sibling-prev").click()
+        await expect(users.nth(0).locator(".bubble")).to_contain_text("Ana")
+        await expect(users.nth(0).get_by_test_id("siblings")).to_have_text("1/2")
+        await expect(replies.nth(0).get_by_test_id("siblings")).to_have_text("2/2")
+        assert errors == []
+    except BaseException:
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "browser-branches-failure.png"))
+        shutil.copy(stack.log_path, ARTIFACTS / "browser-branches-failure-dev.log")
         raise
     finally:
         await page.close()

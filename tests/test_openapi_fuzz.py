@@ -112,6 +112,8 @@ NOT_FUZZED = re.compile(r"^(DELETE /.*users/.*/data|POST /api/v1/conversations/i
 BUSINESS_RULES = re.compile(
     r"^(PATCH /internal/v1/conversations/\{conversation_id\}/tracked-context"
     r"|POST /api/v1/conversations/\{conversation_id\}/messages"
+    # ?leaf= names a message: a schema-valid id of none of the conversation's messages is a 422.
+    r"|GET /api/v1/conversations/\{conversation_id\}/messages"
     r"|POST /internal/v1/conversations/\{conversation_id\}/messages"
     r"|POST /internal/v1/conversations/\{conversation_id\}/tasks"
     r"|PATCH /internal/v1/sessions/\{session_id\}/context"

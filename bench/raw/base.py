@@ -124,3 +124,30 @@ def seed_rows(
     for seq in range(1, count + 1):
         moment = start + timedelta(seconds=seq)
         yield message_row(conversation_id, tenant_id, seq, f"{content} #{seq}", moment)
+
+
+# Seeded histories are one line of the message tree (schema 0006+: parent links, the root run,
+# the active leaf, summaries ending at a message), as migration 0006 makes existing ones. The
+# baseline's older schema has none of these columns, so each seeder checks first.
+HAS_TREE_POSTGRES = (
+    "SELECT count(*) FROM information_schema.columns "
+    "WHERE table_name = 'conversations' AND column_name = 'active_leaf_id'"
+)
+HAS_TREE_SQLITE = (
+    "SELECT count(*) FROM pragma_table_info('conversations') WHERE name = 'active_leaf_id'"
+)
+
+
+def tree_statements(placeholder: str) -> tuple[str, ...]:
+    """The statements that link a seeded conversation (``placeholder`` = its id) as a line."""
+    return (
+        "UPDATE messages SET branch_id = conversation_id, parent_id = (SELECT p.id FROM messages "
+        "AS p WHERE p.conversation_id = messages.conversation_id AND p.seq = messages.seq - 1) "
+        f"WHERE conversation_id = {placeholder}",
+        "UPDATE conversations SET active_branch_id = id, active_leaf_id = (SELECT m.id FROM "
+        "messages AS m WHERE m.conversation_id = conversations.id AND m.seq = "
+        f"conversations.last_seq) WHERE id = {placeholder}",
+        "UPDATE summaries SET covers_until_message_id = (SELECT m.id FROM messages AS m WHERE "
+        "m.conversation_id = summaries.conversation_id AND m.seq = summaries.covers_until_seq) "
+        f"WHERE conversation_id = {placeholder}",
+    )

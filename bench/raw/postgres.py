@@ -7,12 +7,14 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import make_url
 
 from bench.raw.base import (
+    HAS_TREE_POSTGRES,
     INSERT_COLUMNS,
     SELECT_COLUMNS,
     RawConnection,
     RawPool,
     new_message_row,
     seed_rows,
+    tree_statements,
 )
 
 _CONNECT_TIMEOUT = 3.0
@@ -108,6 +110,7 @@ class PostgresBackend:
                     count,
                     count,
                 )
+                await link_postgres(conn, conversation_id)
             await conn.execute("ANALYZE messages")
         finally:
             await conn.close()
@@ -129,3 +132,10 @@ class PostgresBackend:
             return f"{type(exc).__name__}: {exc}"
         await conn.close()
         return None
+
+
+async def link_postgres(conn: asyncpg.Connection, conversation_id: uuid.UUID) -> None:
+    """Link a seeded conversation as one line of the tree, when the schema has trees."""
+    if await conn.fetchval(HAS_TREE_POSTGRES):
+        for statement in tree_statements("$1"):
+            await conn.execute(statement, conversation_id)

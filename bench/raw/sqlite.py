@@ -13,12 +13,14 @@ import aiosqlite
 from sqlalchemy.engine import make_url
 
 from bench.raw.base import (
+    HAS_TREE_SQLITE,
     INSERT_COLUMNS,
     SELECT_COLUMNS,
     RawConnection,
     RawPool,
     new_message_row,
     seed_rows,
+    tree_statements,
 )
 
 # The pragmas the service's engine sets on every connection.
@@ -143,6 +145,7 @@ class SqliteBackend:
                 "UPDATE conversations SET last_seq = ?, message_count = ? WHERE id = ?",
                 (count, count, conversation_id.hex),
             )
+            await link_sqlite(db, conversation_id)
             await db.commit()
         finally:
             await db.close()
@@ -155,3 +158,12 @@ class SqliteBackend:
             await db.commit()
         finally:
             await db.close()
+
+
+async def link_sqlite(db: aiosqlite.Connection, conversation_id: uuid.UUID) -> None:
+    """Link a seeded conversation as one line of the tree, when the schema has trees."""
+    cursor = await db.execute(HAS_TREE_SQLITE)
+    row = await cursor.fetchone()
+    if row is not None and row[0]:
+        for statement in tree_statements("?"):
+            await db.execute(statement, (conversation_id.hex,))

@@ -23,8 +23,8 @@ import aiosqlite
 import asyncpg  # type: ignore[import-untyped]
 
 from bench.raw.base import INSERT_COLUMNS, SELECT_COLUMNS, message_row, new_id
-from bench.raw.postgres import PostgresBackend
-from bench.raw.sqlite import SQLITE_PRAGMAS, SqliteBackend
+from bench.raw.postgres import PostgresBackend, link_postgres
+from bench.raw.sqlite import SQLITE_PRAGMAS, SqliteBackend, link_sqlite
 from conversation_service.db.tables import summaries_table
 from conversation_service.services.memory_manager import CHUNK
 from conversation_service.services.sessions import TTL as SESSION_TTL
@@ -33,7 +33,10 @@ from conversation_service.services.summaries import summary_message_tokens
 SUMMARY_GAP = 200
 TOKENS = (20, 60)
 WINDOW_COLUMNS = (*SELECT_COLUMNS, "tokens_cl100k", "tokens_o200k")
-SUMMARY_COLUMNS = tuple(column.name for column in summaries_table.c)
+# The message a summary ends at is set by ``link_*`` where the schema has it (0006+).
+SUMMARY_COLUMNS = tuple(
+    column.name for column in summaries_table.c if column.name != "covers_until_message_id"
+)
 _SEQ = WINDOW_COLUMNS.index("seq")
 _ROLE = WINDOW_COLUMNS.index("role")
 _COVERS = SUMMARY_COLUMNS.index("covers_until_seq")
@@ -355,6 +358,7 @@ async def seed_history(
                 await conn.execute(
                     update.format("$2", "$3", "$4") + "WHERE id = $1", conversation_id, *counters
                 )
+                await link_postgres(conn, conversation_id)
             await conn.execute("ANALYZE messages")
             await conn.execute("ANALYZE summaries")
         finally:
@@ -382,6 +386,7 @@ async def seed_history(
         await db.execute(
             update.format("?", "?", "?") + "WHERE id = ?", (*counters, conversation_id.hex)
         )
+        await link_sqlite(db, conversation_id)
         await db.commit()
     finally:
         await db.close()

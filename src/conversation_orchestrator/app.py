@@ -2,10 +2,12 @@
 
 ``POST /callbacks`` verifies the Standard Webhooks signature, drops repeated ``webhook-id``\\ s,
 answers ``202`` at once and runs the turn in the background (the service's delivery has a short
-timeout, and a reply takes seconds to stream). ``GET /agents/{agent_id}`` answers the service's
-agent validation: ``200`` with ``usable`` for a known agent, ``404`` for an unknown one.
-A turn whose reply hands over (``demo-assistant`` asked for support) calls the service's handoff
-and lets the next agent greet the user from the context it reads then.
+timeout, and a reply takes seconds to stream): a user's ``message.created``, or
+``message.regenerate_requested`` (the new reply becomes a sibling of the earlier one).
+``GET /agents/{agent_id}`` answers the service's agent validation: ``200`` with ``usable`` for a
+known agent, ``404`` for an unknown one. A turn whose reply hands over (``demo-assistant`` asked
+for support) calls the service's handoff and lets the next agent greet the user from the context
+it reads then.
 """
 
 import asyncio
@@ -103,7 +105,9 @@ class ReplyRunner:
             async with asyncio.timeout(self.settings.reply_timeout_seconds):
                 conversation = await self.service.conversation(conversation_id)
                 agent = DEMO_AGENTS.get(conversation["agent_id"]) or DEMO_AGENTS[DEFAULT_AGENT]
-                context = await self.service.context(conversation_id)
+                # The path to the message answered: a regenerated reply, or a reply to a message
+                # the user has since branched away from, sees that message's history.
+                context = await self.service.context(conversation_id, leaf=str(message["id"]))
                 reply = compose_reply(build_turn(context, message), agent)
                 if reply.learned_name:
                     # Durable memory: the window and the summary may lose it, this does not.
@@ -241,7 +245,9 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
 
     @app.post("/callbacks", status_code=202)
     async def callbacks(request: Request) -> JSONResponse:
-        """Signed callbacks from the service; ``message.created`` from a user starts a turn."""
+        """Signed callbacks from the service; ``message.created`` from a user, and
+        ``message.regenerate_requested`` (a new reply to a user message, a sibling of the old
+        one), start a turn."""
         runner = runner_of(request)
         raw = await request.body()
         headers = {key.lower(): value for key, value in request.headers.items()}
@@ -257,7 +263,8 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         event = orjson.loads(raw)
         data = event.get("data") or {}
         message = data.get("message") or {}
-        if event.get("type") != "message.created" or message.get("role") != "user":
+        answered = ("message.created", "message.regenerate_requested")
+        if event.get("type") not in answered or message.get("role") != "user":
             return JSONResponse({"status": "ignored", "type": event.get("type")}, status_code=200)
         runner.start(str(data["conversation_id"]), message)
         return JSONResponse({"status": "accepted"}, status_code=202)

@@ -38,9 +38,13 @@ class ServiceClient:
         found = await self.client.agent_conversation(conversation_id)
         return found.model_dump(mode="json")
 
-    async def context(self, conversation_id: str | uuid.UUID) -> dict[str, Any]:
-        """``GET /conversations/{id}/context``: the window (messages, summary, session…)."""
-        window = await self.client.context_window(conversation_id)
+    async def context(
+        self, conversation_id: str | uuid.UUID, leaf: str | None = None
+    ) -> dict[str, Any]:
+        """``GET /conversations/{id}/context``: the window (messages, summary, session…), along
+        the path to ``leaf`` when given (the message being answered), else the active path."""
+        options = {"leaf": leaf} if leaf else {}
+        window = await self.client.context_window(conversation_id, **options)
         return window.model_dump(mode="json")
 
     async def patch_tracked_context(

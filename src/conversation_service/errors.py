@@ -186,3 +186,11 @@ class SummaryNotFoundError(NotFoundError):
 
     code = "summary-not-found"
     title = "No summary yet"
+
+
+class UnknownMessageReferenceError(ValidationError):
+    """A body ``parent_id``/``message_id`` (or ``?leaf=``) is not a live message of this
+    conversation: another conversation's, unknown or deleted."""
+
+    code = "unknown-message-reference"
+    title = "Not a message of this conversation"

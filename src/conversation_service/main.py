@@ -19,6 +19,7 @@ from conversation_service.queue.producer import Dispatcher, OutboxRelay
 from conversation_service.resources import Resources, cursor_key
 from conversation_service.routes import (
     api_keys,
+    branches,
     conversations,
     feedback,
     health,
@@ -191,6 +192,7 @@ def create_app(
     app.include_router(imports.router, responses=too_many)
     app.include_router(conversations.router, responses=too_many)
     app.include_router(messages.router, responses=too_many)
+    app.include_router(branches.router, responses=too_many)
     app.include_router(sessions.router, responses=too_many)
     app.include_router(internal.router, responses=too_many)
     app.include_router(internal_conversations.router, responses=too_many)

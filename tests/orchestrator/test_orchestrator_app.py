@@ -83,6 +83,15 @@ async def test_a_user_message_starts_a_turn(orchestrator: httpx.AsyncClient) -> 
     assert (await orchestrator.get("/health")).json()["stats"]["replies_started"] == 1
 
 
+async def test_a_regenerate_request_starts_a_turn(orchestrator: httpx.AsyncClient) -> None:
+    event = {**message_event("user"), "type": "message.regenerate_requested"}
+    response = await orchestrator.post(
+        "/callbacks", content=orjson.dumps(event), headers=signed(event, "msg_regenerate")
+    )
+    assert response.status_code == 202
+    assert (await orchestrator.get("/health")).json()["stats"]["replies_started"] == 1
+
+
 async def test_agent_directory_knows_the_demo_agents(orchestrator: httpx.AsyncClient) -> None:
     known = await orchestrator.get("/agents/demo-assistant")
     assert known.status_code == 200

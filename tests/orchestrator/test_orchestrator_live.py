@@ -174,3 +174,31 @@ def test_a_support_request_is_handed_to_the_support_agent_who_greets_by_name(
         conversation = client.get(f"/api/v1/conversations/{conversation_id}").json()
     assert conversation["agent_id"] == "support-agent"
     assert conversation["agents"] == ["demo-assistant", "support-agent"]
+
+
+def test_a_regenerated_reply_streams_back_as_a_sibling(stack: DevStackProcess) -> None:
+    token = stack.token()
+    with stack.client() as client:
+        created = client.post("/api/v1/conversations", json={"agent_id": "demo-assistant"})
+    conversation_id = created.json()["id"]
+    with subscribe(stack, token, conversation_id) as socket:
+        turn = converse(stack, socket, conversation_id, "Hi! My name is Ana and I love Lisbon.")
+        with stack.client() as client:
+            url = f"/api/v1/conversations/{conversation_id}/messages/{turn.reply['id']}/regenerate"
+            asked = client.post(url)
+        assert asked.status_code == 202, asked.text
+        again: dict[str, Any] = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not again:
+            frame = orjson.loads(socket.recv(timeout=30))
+            message = (frame.get("data") or {}).get("message") or {}
+            if frame["type"] == "message.completed" and message.get("id") != turn.reply["id"]:
+                again = message
+    assert again, stack.describe("no regenerated reply")
+    assert again["parent_id"] == turn.user["id"]
+    assert again["content"].startswith("Hi Ana!")
+    with stack.client() as client:
+        siblings = client.get(
+            f"/api/v1/conversations/{conversation_id}/messages/{again['id']}/siblings"
+        ).json()["data"]
+    assert [m["id"] for m in siblings] == [turn.reply["id"], again["id"]]

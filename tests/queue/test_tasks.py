@@ -152,3 +152,56 @@ async def test_summary_is_generated_incrementally_and_versions_are_kept(
     assert all(m["seq"] > v2["covers_until_seq"] for m in context["messages"])
     summary_jobs = await queue_env.jobs(conversation_id=uuid.UUID(cid), kind="generate_summary")
     assert len({j["dedupe_key"] for j in summary_jobs}) == len(summary_jobs)
+
+
+async def test_a_branch_gets_a_summary_of_its_own_path(queue_env: QueueEnv) -> None:
+    cid = (
+        await create_conversation(
+            queue_env.client, memory_policy={"strategy": "summary_buffer", "max_tokens": 120}
+        )
+    )["id"]
+    url = f"/api/v1/conversations/{cid}/messages"
+    line = [
+        "I am planning a trip to Japan in April with my wife.",
+        "We want to visit Kyoto temples and see the cherry blossoms.",
+        "Our budget is about four thousand dollars for two weeks.",
+        "We prefer traditional ryokan hotels over modern chains.",
+        "My wife is vegetarian, so restaurants need vegetarian options.",
+        "We land in Tokyo Narita airport on April third in the morning.",
+        "I would like one night in a capsule hotel just for the experience.",
+        "We both enjoy hiking, so a mountain trail near Kyoto would be great.",
+        "Please avoid very early trains, we are not morning people.",
+        "Our anniversary is on April tenth, so a special dinner that night.",
+    ]
+    sent = [(await queue_env.client.post(url, json={"content": text})).json() for text in line]
+    await queue_env.run_worker(CONVERSATION_SUMMARY_TRIGGER_TOKENS="40")
+    first = await queue_env.client.get(f"/api/v1/conversations/{cid}/summary")
+    assert first.status_code == 200, first.text
+    assert first.json()["version"] == 1
+    # Edit the second message: the new branch shares only the first message with the line.
+    branch = [
+        "Actually we would rather see Hokkaido and its snow festival instead.",
+        "Sapporo beer museum and the ramen alley are high on our list.",
+        "We want to rent a car and drive around Lake Toya for two days.",
+        "A hot spring in Noboribetsu would be perfect after the drive.",
+        "Our flight home leaves from New Chitose airport in the evening.",
+        "We would also love to see the blue pond near Biei in winter.",
+        "Can you suggest a rail pass that covers Sapporo, Otaru and Hakodate?",
+        "A day in the Otaru canal district with its glass workshops sounds lovely.",
+    ]
+    edited = {"content": branch[0], "parent_id": sent[0]["id"]}
+    assert (await queue_env.client.post(url, json=edited)).status_code == 201
+    for text in branch[1:]:
+        await queue_env.client.post(url, json={"content": text})
+    await queue_env.run_worker(CONVERSATION_SUMMARY_TRIGGER_TOKENS="40")
+    second = (await queue_env.client.get(f"/api/v1/conversations/{cid}/summary")).json()
+    assert second["version"] == 2
+    for only_on_the_line in ("ryokan", "vegetarian", "capsule", "Narita"):
+        assert only_on_the_line not in second["text"]
+    context = (
+        await queue_env.client.get(
+            f"/internal/v1/conversations/{cid}/context", headers=queue_env.service
+        )
+    ).json()
+    assert context["summary"]["version"] == 2
+    assert all("ryokan" not in m["content"] for m in context["messages"])

@@ -147,3 +147,10 @@ async def test_session_context_refuses_user_tokens_and_unknown_sessions(
     assert (await client.get(url, headers=SERVICE)).status_code == 404
     refused = await client.patch(url, json={"variables": {"a": 1}}, headers=SERVICE)
     assert refused.status_code == 404
+
+
+async def test_a_session_client_or_channel_with_nul_is_422(client: httpx.AsyncClient) -> None:
+    cid = (await create_conversation(client))["id"]
+    for body in ({"client": "a\u0000b"}, {"channel": "\u0000"}):
+        response = await client.post(f"/api/v1/conversations/{cid}/sessions", json=body)
+        assert response.status_code == 422, response.text

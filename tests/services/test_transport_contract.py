@@ -88,6 +88,9 @@ _VARYING = {
     "id",
     "conversation_id",
     "message_id",
+    "parent_id",
+    "branch_id",
+    "branch_ancestry",
     "seq",
     "created_at",
     "updated_at",
@@ -316,6 +319,42 @@ async def test_a_completed_agent_message_leaves_the_same_through_internal_rest_a
     # The orchestrator wrote it: no message.created callback.
     assert [event for event, _ in left["callbacks"]] == ["conversation.created"]
     assert [event for event, _ in left["events"]] == ["message.created"]
+
+
+async def test_a_reply_to_an_earlier_message_branches_the_same_through_rest_and_the_websocket(
+    app: FastAPI, client: httpx.AsyncClient, redis: Redis, base_url: str
+) -> None:
+    async def asked(cid: str) -> str:
+        url = f"/api/v1/conversations/{cid}/messages"
+        first = (await client.post(url, json={"content": "first"})).json()
+        await client.post(url, json={"content": "second"})
+        return str(first["id"])
+
+    async def check(cid: str, parent: str) -> None:
+        conversation = (await client.get(f"/api/v1/conversations/{cid}")).json()
+        path = (await client.get(f"/api/v1/conversations/{cid}/messages")).json()["data"]
+        assert [m["content"] for m in path] == ["first", "Again."]
+        assert path[1]["parent_id"] == parent
+        assert conversation["active_leaf_id"] == path[1]["id"]
+
+    async def rest(cid: str) -> None:
+        parent = await asked(cid)
+        created = await client.post(
+            f"/internal/v1/conversations/{cid}/messages",
+            json={"role": "assistant", "content": "Again.", "parent_id": parent},
+            headers=SERVICE,
+        )
+        assert created.status_code == 201, created.text
+        await check(cid, parent)
+
+    async def websocket(cid: str) -> None:
+        parent = await asked(cid)
+        frame = {"role": "assistant", "content": "Again.", "parent_id": parent}
+        await _agent_ws(base_url, [{"type": "create", "conversation_id": cid, **frame}])
+        await check(cid, parent)
+
+    left = await _compare(app, client, redis, {"rest": rest, "websocket": websocket})
+    assert [message["content"] for message in left["messages"]] == ["first", "second", "Again."]
 
 
 async def test_deleting_a_message_leaves_the_same_through_the_public_api_and_v1(

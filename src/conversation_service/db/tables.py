@@ -70,6 +70,17 @@ class Conversation(Base):
     sentiment_score: Mapped[float | None] = mapped_column(Float)
     # Messages counted in the rolling conversation-level sentiment.
     sentiment_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # The newest message of the active branch (null while empty); appends move it, and
+    # ``PUT …/active-leaf`` selects another branch (``services.message_tree``).
+    active_leaf_id: Mapped[uuid.UUID | None]
+    # The leaf's run, kept beside it under the same row lock: an append that continues the
+    # leaf reads it from the locked row, never from a message row its snapshot may not see.
+    active_branch_id: Mapped[uuid.UUID | None]
+    # The active leaf before the last append: the append's UPDATE sets it from the row it
+    # locked, so RETURNING hands back the leaf it followed without a second statement.
+    replaced_leaf_id: Mapped[uuid.UUID | None]
+    # ``{"conversation_id", "message_id"}`` of the path this conversation was forked from.
+    forked_from: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     last_message_at: Mapped[datetime | None]
@@ -121,6 +132,11 @@ class Message(Base):
     sentiment_score: Mapped[float | None] = mapped_column(Float)
     sentiment_model: Mapped[str | None] = mapped_column(String(32))
     parent_id: Mapped[uuid.UUID | None]
+    # The linear run of the tree this message belongs to: the conversation id for the first
+    # root's run, else the id of the message that started the run (services.message_tree).
+    branch_id: Mapped[uuid.UUID | None]
+    # On the first message of a run only: ``[[branch_id, until_seq], …]`` of the runs above it.
+    branch_ancestry: Mapped[list[list[Any]] | None] = mapped_column(JSONType)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -139,6 +155,16 @@ class Message(Base):
             "seq",
             sqlite_where=text("always_include"),
             postgresql_where=text("always_include"),
+        ),
+        # A path is a few range scans, one per run it crosses.
+        Index("ix_messages_branch", "conversation_id", "branch_id", "seq"),
+        # Siblings: the children of one parent in creation order.
+        Index("ix_messages_parent", "conversation_id", "parent_id", "seq"),
+        Index(
+            "ix_messages_branch_heads",
+            "conversation_id",
+            sqlite_where=text("branch_ancestry IS NOT NULL"),
+            postgresql_where=text("branch_ancestry IS NOT NULL"),
         ),
     )
 
@@ -176,6 +202,8 @@ class Summary(Base):
     tenant_id: Mapped[str] = mapped_column(String(128))
     version: Mapped[int] = mapped_column(Integer)
     covers_until_seq: Mapped[int] = mapped_column(BigInteger)
+    # The last message covered: a summary belongs to the path through it.
+    covers_until_message_id: Mapped[uuid.UUID | None]
     content: Mapped[str] = mapped_column(Text)
     token_count: Mapped[int] = mapped_column(Integer)
     tokens_cl100k: Mapped[int] = mapped_column(Integer)

@@ -66,6 +66,7 @@ class EventType(StrEnum):
     MESSAGE_FEEDBACK = "message.feedback"
     CONVERSATION_UPDATED = "conversation.updated"
     CONVERSATION_AGENT_CHANGED = "conversation.agent_changed"
+    CONVERSATION_BRANCH_CHANGED = "conversation.branch_changed"
     SESSION_STARTED = "session.started"
     SESSION_ENDED = "session.ended"
     SUMMARY_UPDATED = "summary.updated"

@@ -60,6 +60,13 @@ class ConversationUpdate(InputModel):
     memory_policy: MemoryPolicy | None = None
 
 
+class ForkedFrom(BaseModel):
+    """Where a fork came from."""
+
+    conversation_id: uuid.UUID
+    message_id: uuid.UUID
+
+
 class ConversationOut(BaseModel):
     """A conversation as the API returns it."""
 
@@ -81,3 +88,18 @@ class ConversationOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     last_message_at: datetime | None
+    active_leaf_id: uuid.UUID | None = Field(
+        default=None, description="The newest message of the active branch (null while empty)."
+    )
+    forked_from: ForkedFrom | None = Field(
+        default=None, description="The conversation and message this one was forked from."
+    )
+
+
+class ForkCreate(InputModel):
+    """Body of ``POST /conversations/{id}/fork``."""
+
+    message_id: uuid.UUID | None = Field(
+        default=None, description="The last message copied; default: the active leaf."
+    )
+    title: SafeText | None = Field(default=None, max_length=constants.MAX_TITLE_CHARS)

@@ -74,13 +74,24 @@ class MessageCreate(InputModel):
         default=None, max_length=constants.MAX_CONTENT_PARTS
     )
     metadata: Metadata = Field(default_factory=dict)
-    parent_id: uuid.UUID | None = None
+    parent_id: uuid.UUID | None = Field(
+        default=None,
+        description="The message this one follows. Left out: the conversation's active leaf "
+        "(as before trees). Any other message starts a new branch; null starts a new root.",
+    )
 
 
 class MessageUpdate(InputModel):
     """Body of ``PATCH /messages/{id}``: a JSON merge patch of the metadata."""
 
     metadata: Metadata
+
+
+class Siblings(BaseModel):
+    """A message's place among the children of its parent (1-based, creation order)."""
+
+    index: int
+    count: int
 
 
 class MessageOut(BaseModel):
@@ -101,10 +112,31 @@ class MessageOut(BaseModel):
     token_count: int | None
     language: str | None
     sentiment: Sentiment | None
-    parent_id: uuid.UUID | None
+    parent_id: uuid.UUID | None = Field(description="The message it follows (null for a root).")
+    siblings: Siblings | None = Field(
+        default=None,
+        description="In history pages and sibling lists: its place among its parent's "
+        "children, for a '‹ index/count ›' switch.",
+    )
     created_at: datetime
     updated_at: datetime
     feedback: FeedbackOut | None = Field(
         default=None,
         description="Your own feedback on this reply (in history pages and single reads).",
     )
+
+
+class ActiveLeafUpdate(InputModel):
+    """Body of ``PUT /conversations/{id}/active-leaf``: the message whose branch to show."""
+
+    message_id: uuid.UUID = Field(
+        description="Any live message; the active leaf becomes the newest message under it."
+    )
+
+
+class RegenerateAccepted(BaseModel):
+    """Answer of ``POST …/messages/{id}/regenerate``: the orchestrator was asked."""
+
+    conversation_id: uuid.UUID
+    message_id: uuid.UUID = Field(description="The user message a new reply will answer.")
+    status: Literal["requested"]

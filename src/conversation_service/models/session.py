@@ -6,14 +6,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from conversation_service.models.common import InputModel, Metadata
+from conversation_service.models.common import InputModel, Metadata, SafeText
 
 
 class SessionStart(InputModel):
     """Body of ``POST /conversations/{id}/sessions``: start a session explicitly."""
 
-    channel: str | None = Field(default=None, min_length=1, max_length=64)
-    client: str | None = Field(default=None, min_length=1, max_length=256)
+    # No NUL: PostgreSQL text cannot store it (a 500 the OpenAPI fuzz found).
+    channel: SafeText | None = Field(default=None, min_length=1, max_length=64)
+    client: SafeText | None = Field(default=None, min_length=1, max_length=256)
     locale: str | None = Field(
         default=None, min_length=2, max_length=35, pattern=r"^[A-Za-z0-9-]+$"
     )

@@ -47,7 +47,11 @@ class AgentMessageCreate(InputModel):
     content: SafeText = Field(default="", max_length=constants.MAX_MESSAGE_CHARS)
     status: Literal[MessageStatus.STREAMING, MessageStatus.COMPLETED] = MessageStatus.COMPLETED
     metadata: Metadata = Field(default_factory=dict)
-    parent_id: uuid.UUID | None = None
+    parent_id: uuid.UUID | None = Field(
+        default=None,
+        description="The message this one follows. Left out: the conversation's active leaf "
+        "(as before trees). Any other message starts a new branch; null starts a new root.",
+    )
     agent_id: Identifier | None = Field(
         default=None,
         description="The agent writing it (assistant and tool messages); default: the "

@@ -61,10 +61,15 @@ async def get_context(
             "messages instead of this agent's own turns.",
         ),
     ] = None,
+    leaf: Annotated[
+        uuid.UUID | None,
+        Query(description="Build the window from the path ending here (default: active path)."),
+    ] = None,
 ) -> Response:
-    """The context window for the agent's next turn (policy defaults, overridable here)."""
+    """The context window for the agent's next turn (policy defaults, overridable here), built
+    from the active path of the message tree or from ``leaf``'s."""
     request = WindowRequest(
-        strategy=strategy, max_tokens=max_tokens, last_n=last_n, encoding=encoding
+        strategy=strategy, max_tokens=max_tokens, last_n=last_n, encoding=encoding, leaf=leaf
     )
     window = await context_window(uow.conn, conversation_id, request)
     if format_ == "openai":

@@ -12,7 +12,12 @@ from conversation_service.config.constants import (
     MAX_SEQ,
 )
 from conversation_service.models.common import Page
-from conversation_service.models.message import MessageCreate, MessageOut, MessageUpdate
+from conversation_service.models.message import (
+    MessageCreate,
+    MessageOut,
+    MessageUpdate,
+    RegenerateAccepted,
+)
 from conversation_service.routes.deps import (
     ConversationPath,
     CurrentUser,
@@ -21,7 +26,7 @@ from conversation_service.routes.deps import (
     UoW,
 )
 from conversation_service.routes.errors import problems
-from conversation_service.services import history, messages
+from conversation_service.services import branches, history, messages
 from conversation_service.utils import jsonio
 
 router = APIRouter(prefix="/api/v1/conversations/{conversation_id}/messages", tags=["messages"])
@@ -69,12 +74,50 @@ async def list_messages(
     order: Literal["asc", "desc"] = "asc",
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS)] = None,
+    leaf: Annotated[
+        uuid.UUID | None, Query(description="Show the path ending at this message.")
+    ] = None,
+    view: Annotated[
+        Literal["path", "all"],
+        Query(description="path: the active path (or ?leaf=); all: every message by seq."),
+    ] = "path",
 ) -> Response:
-    """A page of history by ``seq`` (keyset: ``after_seq``/``before_seq`` or ``cursor``)."""
-    page = history.PageRequest(after_seq, before_seq, order, limit, cursor)
+    """A page of history by ``seq`` (keyset: ``after_seq``/``before_seq`` or ``cursor``): the
+    active path root to leaf, the path to ``leaf``, or ``view=all``."""
+    page = history.PageRequest(after_seq, before_seq, order, limit, cursor, leaf, view)
     return JSONBytesResponse(
         await history.list_messages(uow.conn, user, conversation_id, page, codec=resources.cursors)
     )
+
+
+@router.get(
+    "/{message_id}/siblings", response_model=Page[MessageOut], responses=problems(401, 404, 422)
+)
+async def list_siblings(
+    conversation_id: ConversationPath, message_id: uuid.UUID, user: CurrentUser, uow: UoW
+) -> Response:
+    """Every child of the message's parent, the message included, in creation order."""
+    return JSONBytesResponse(await branches.list_siblings(uow, user, conversation_id, message_id))
+
+
+@router.post(
+    "/{message_id}/regenerate",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RegenerateAccepted,
+    responses=problems(401, 404, 409, 422),
+)
+async def regenerate(
+    conversation_id: ConversationPath,
+    message_id: uuid.UUID,
+    user: CurrentUser,
+    uow: UoW,
+    resources: ResourcesDep,
+) -> Response:
+    """Ask the orchestrator for a new reply to a user message (or to the one a reply answers)."""
+    accepted = await branches.request_regeneration(
+        uow, user, conversation_id, message_id, settings=resources.settings
+    )
+    return JSONBytesResponse(accepted, status_code=202)
 
 
 @router.get("/{message_id}", response_model=MessageOut, responses=problems(401, 404, 422))

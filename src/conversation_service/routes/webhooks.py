@@ -23,6 +23,22 @@ class MessageCreatedData(BaseModel):
     message: MessageOut
 
 
+class RegenerateRequestedData(BaseModel):
+    """A user asked for another reply to one of their messages."""
+
+    conversation_id: str
+    message_id: str = Field(description="The user message to answer.")
+    message: MessageOut
+
+
+class RegenerateRequestedEvent(BaseModel):
+    """``message.regenerate_requested``."""
+
+    type: Literal["message.regenerate_requested"]
+    timestamp: datetime
+    data: RegenerateRequestedData
+
+
 class TaskOutcomeData(BaseModel):
     """How a requested task ended."""
 
@@ -118,6 +134,11 @@ def document_webhooks(app: FastAPI) -> None:
     @app.webhooks.post("message.created")
     def message_created(body: MessageCreatedEvent) -> None:
         """A user message was stored; sent at high priority to ORCHESTRATOR_CALLBACK_URL."""
+
+    @app.webhooks.post("message.regenerate_requested")
+    def message_regenerate_requested(body: RegenerateRequestedEvent) -> None:
+        """A new reply to ``message_id`` is wanted, at high priority: stream it through the
+        internal API with ``parent_id`` = ``message_id`` (it becomes a sibling of the old)."""
 
     @app.webhooks.post("task.completed")
     def task_completed(body: TaskCompletedEvent) -> None:

@@ -49,6 +49,8 @@ COLUMNS = (
     conversations.c.created_at,
     conversations.c.updated_at,
     conversations.c.last_message_at,
+    conversations.c.active_leaf_id,
+    conversations.c.forked_from,
 )
 
 
@@ -93,6 +95,8 @@ def to_out(m: RowMapping) -> ConversationOut:
         created_at=m["created_at"],
         updated_at=m["updated_at"],
         last_message_at=m["last_message_at"],
+        active_leaf_id=m["active_leaf_id"],
+        forked_from=m["forked_from"],
     )
 
 

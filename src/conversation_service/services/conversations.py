@@ -67,9 +67,10 @@ async def create_conversation(
     *,
     settings: ConversationSettings,
     agents: AgentDirectory | None = None,
+    forked_from: dict[str, str] | None = None,
 ) -> ConversationOut:
     """Create a conversation owned by the caller; its agent is validated through the
-    orchestrator first when a directory is configured."""
+    orchestrator first when a directory is configured. ``forked_from`` is set by forks."""
     if agents is not None:
         await agents.ensure_usable(principal.tenant_id, data.agent_id)
     now = utcnow()
@@ -91,6 +92,7 @@ async def create_conversation(
             memory_policy=(
                 data.memory_policy.model_dump(mode="json") if data.memory_policy else None
             ),
+            forked_from=forked_from,
             last_seq=0,
             message_count=0,
             token_count=0,

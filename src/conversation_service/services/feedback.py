@@ -40,6 +40,20 @@ def feedback_json(row: RowMapping | dict[str, Any]) -> dict[str, Any] | None:
     return {"rating": row["rating"], "comment": row["comment"], "tags": row["tags"]}
 
 
+async def feedback_on(
+    conn: AsyncConnection, principal: Principal, message_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """The principal's feedback on each of the messages that has one (one indexed query)."""
+    if not message_ids:
+        return {}
+    rows = await conn.execute(
+        select(feedback.c.message_id, *FEEDBACK_COLUMNS).where(
+            feedback.c.message_id.in_(message_ids), feedback.c.user_id == principal.user_id
+        )
+    )
+    return {row.message_id: feedback_json(row._mapping) for row in rows}  # type: ignore[misc]
+
+
 async def own_feedback(
     conn: AsyncConnection, principal: Principal, message_id: uuid.UUID
 ) -> dict[str, Any] | None:

@@ -15,15 +15,13 @@ copy, so no Redis call is needed. There is one rendering of a window (``context_
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     BindParameter,
     Executable,
-    Integer,
     RowMapping,
+    Uuid,
     and_,
     bindparam,
     func,
@@ -45,7 +43,8 @@ from conversation_service.models.memory import (
     MemoryPolicy,
     MemoryStrategy,
 )
-from conversation_service.services import message_store
+from conversation_service.services import message_store, message_tree
+from conversation_service.services.message_insert import unknown_reference
 from conversation_service.services.sessions import TTL as SESSION_TTL
 from conversation_service.utils.clock import utcnow
 from conversation_service.utils.memory_window import (
@@ -61,10 +60,12 @@ _WINDOW_COLUMNS = (
     *message_store.MESSAGE_COLUMNS,
     messages.c.tokens_cl100k,
     messages.c.tokens_o200k,
+    messages.c.branch_id,
 )
 
 
 _SUMMARY_FIELDS = (
+    "covers_until_message_id",
     "content",
     "version",
     "covers_until_seq",
@@ -95,12 +96,24 @@ _current_session = (
     .correlate(conversations)
     .scalar_subquery()
 )
-# Everything but the messages in one round trip: the policy, the newest summary, the current
-# session's context (the durable copy, which every write updates) and the tracked context.
+_leaf = messages.alias("leaf")
+_leaf_run = messages.alias("leaf_run")
+_covered = messages.alias("covered")
+# Everything but the messages in one round trip: the policy, the newest summary (and where the
+# message it ends at sits in the tree), the path's leaf (named, else the active one) with its
+# run's ancestry, the current session's context (the durable copy, which every write updates)
+# and the tracked context.
 _HEAD = (
     select(
         conversations.c.memory_policy,
         *(summaries_t.c[name].label(f"summary_{name}") for name in _SUMMARY_FIELDS),
+        _covered.c.branch_id.label("covered_branch"),
+        _covered.c.seq.label("covered_seq"),
+        _leaf.c.id.label("leaf_id"),
+        _leaf.c.seq.label("leaf_seq"),
+        _leaf.c.branch_id.label("leaf_branch"),
+        _leaf.c.deleted_at.label("leaf_deleted_at"),
+        _leaf_run.c.branch_ancestry.label("leaf_ancestry"),
         sessions_t.c.id.label("session_id"),
         sessions_t.c.context.label("session_context"),
         tracked_t.c.data.label("tracked_data"),
@@ -113,6 +126,16 @@ _HEAD = (
                 summaries_t.c.version == _latest_version,
             ),
         )
+        .outerjoin(_covered, _covered.c.id == summaries_t.c.covers_until_message_id)
+        .outerjoin(
+            _leaf,
+            and_(
+                _leaf.c.conversation_id == conversations.c.id,
+                _leaf.c.id
+                == func.coalesce(bindparam("p_leaf", type_=Uuid()), conversations.c.active_leaf_id),
+            ),
+        )
+        .outerjoin(_leaf_run, _leaf_run.c.id == _leaf.c.branch_id)
         .outerjoin(sessions_t, sessions_t.c.id == _current_session)
         .outerjoin(tracked_t, tracked_t.c.conversation_id == conversations.c.id)
     )
@@ -129,17 +152,8 @@ _ALWAYS = (
     )
     .order_by(messages.c.seq)
 )
-_CHUNK = (
-    select(*_WINDOW_COLUMNS)
-    .where(
-        messages.c.conversation_id == _conversation_id,
-        messages.c.deleted_at.is_(None),
-        messages.c.seq > bindparam("p_floor", type_=BigInteger()),
-        messages.c.seq < bindparam("p_below", type_=BigInteger()),
-    )
-    .order_by(messages.c.seq.desc())
-    .limit(bindparam("p_limit", type_=Integer()))
-)
+# Recent messages: newest first along the path's runs.
+_PATH_READS = message_tree.segment_statements(_WINDOW_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +164,8 @@ class WindowRequest:
     max_tokens: int | None = None
     last_n: int | None = None
     encoding: Encoding | None = None
+    # The path's last message; None: the conversation's active leaf.
+    leaf: uuid.UUID | None = None
 
 
 def resolve_policy(stored: dict[str, Any] | None, request: WindowRequest) -> MemoryPolicy:
@@ -190,8 +206,11 @@ def _candidate(row: RowMapping, encoding: Encoding) -> WindowCandidate:
 
 
 @dataclass(frozen=True, slots=True)
-class _Window:
+class Window:
+    """What a window read found: the policy, the path, the summary used and the selection."""
+
     policy: MemoryPolicy
+    path: message_tree.Path
     summary: dict[str, Any] | None
     selection: WindowSelection
     rows: list[RowMapping]
@@ -215,7 +234,7 @@ async def context_window(
 ) -> dict[str, Any]:
     """The window, summary, session context and tracked context of a conversation (JSON-ready,
     in the ``ConversationMemory`` shape); ``context_view.openai_view`` derives the chat form."""
-    window = await _load(conn, conversation_id, request, utcnow(), chunk)
+    window = await load_window(conn, conversation_id, request, chunk=chunk)
     summary = window.summary
     return {
         "conversation_id": str(conversation_id),
@@ -244,33 +263,56 @@ async def context_window(
     }
 
 
-async def _load(
+async def load_window(
     conn: AsyncConnection,
     conversation_id: uuid.UUID,
     request: WindowRequest,
-    now: datetime,
-    chunk_size: int,
-) -> _Window:
-    """The window's reads and the choice they feed."""
-    heads = await _fetch(
-        conn, _HEAD, {"p_conversation_id": conversation_id, "p_active_since": now - SESSION_TTL}
-    )
+    *,
+    chunk: int = CHUNK,
+) -> Window:
+    """The window's reads and the choice they feed, along the path to ``request.leaf`` (the
+    active path by default). A summary counts only when the message it ends at is on the path."""
+    params = {
+        "p_conversation_id": conversation_id,
+        "p_active_since": utcnow() - SESSION_TTL,
+        "p_leaf": request.leaf,
+    }
+    heads = await _fetch(conn, _HEAD, params)
     if not heads:
         raise ConversationNotFoundError(f"conversation {conversation_id} not found")
     head = heads[0]
+    if request.leaf is not None and (head["leaf_id"] is None or head["leaf_deleted_at"]):
+        raise unknown_reference("leaf", request.leaf)
+    path = (
+        message_tree.path_to(
+            conversation_id,
+            head["leaf_id"],
+            head["leaf_branch"],
+            head["leaf_seq"],
+            head["leaf_ancestry"],
+        )
+        if head["leaf_id"] is not None
+        else message_tree.EMPTY
+    )
     policy = resolve_policy(head["memory_policy"], request)
     summary = (
         {name: head[f"summary_{name}"] for name in _SUMMARY_FIELDS}
-        if policy.strategy is MemoryStrategy.SUMMARY_BUFFER and head["summary_version"] is not None
+        if policy.strategy is MemoryStrategy.SUMMARY_BUFFER
+        and head["summary_version"] is not None
+        and path.holds(head["covered_branch"], head["covered_seq"] or 0)
         else None
     )
     summary_tokens = summary[_TOKENS[policy.encoding]] if summary else 0
     floor = summary["covers_until_seq"] if summary else 0
-    always = await _fetch(conn, _ALWAYS, {"p_conversation_id": conversation_id})
+    always = [
+        row
+        for row in await _fetch(conn, _ALWAYS, {"p_conversation_id": conversation_id})
+        if path.holds(row["branch_id"], row["seq"])
+    ]
     pinned = [_candidate(r, policy.encoding) for r in always]
     fixed_tokens = summary_tokens + sum(c.tokens for c in pinned)
     recent = await _recent(
-        conn, conversation_id, policy, floor, policy.max_tokens - fixed_tokens, chunk_size
+        conn, conversation_id, path, policy, floor, policy.max_tokens - fixed_tokens, chunk
     )
     try:
         selection = select_window(
@@ -286,8 +328,9 @@ async def _load(
         raise ValidationError(str(exc)) from exc
     by_seq = {row["seq"]: row for row in (*always, *recent)}
     session_id = head["session_id"]
-    return _Window(
+    return Window(
         policy=policy,
+        path=path,
         summary=summary,
         selection=selection,
         rows=[by_seq[seq] for seq in selection.seqs],
@@ -300,27 +343,28 @@ async def _load(
 async def _recent(
     conn: AsyncConnection,
     conversation_id: uuid.UUID,
+    path: message_tree.Path,
     policy: MemoryPolicy,
     floor: int,
     room: int,
     chunk_size: int,
 ) -> list[RowMapping]:
-    """Newest-first rows after ``floor``, just enough to decide the window."""
+    """Newest-first rows of the path after ``floor``, just enough to decide the window."""
     wanted = policy.last_n + 1 if policy.strategy is MemoryStrategy.LAST_N else None
     column = _TOKENS[policy.encoding]
     rows: list[RowMapping] = []
     spent = 0
     below = MAX_SEQ
     while True:
-        chunk = await _fetch(
+        chunk = await message_tree.path_rows(
             conn,
-            _CHUNK,
-            {
-                "p_conversation_id": conversation_id,
-                "p_floor": floor,
-                "p_below": below,
-                "p_limit": chunk_size,
-            },
+            conversation_id,
+            path,
+            after=floor,
+            before=below,
+            ascending=False,
+            limit=chunk_size,
+            statements=_PATH_READS,
         )
         rows.extend(chunk)
         spent += sum(row[column] for row in chunk)

@@ -1,10 +1,8 @@
 """Message rows: the one rendering of a message, drafts, the insert with the next seq, token
 counts, and the visibility rule every message read goes through (use cases: ``services.messages``).
 
-The append is one statement on PostgreSQL (a data-modifying CTE bumps the conversation's
-``last_seq`` under its row lock and inserts the message with that seq), two on SQLite. The row
-lock is what makes ``seq`` gap-free and unique under concurrency; a rolled-back append rolls
-back its increment too.
+The append's SQL (next seq, parent, run, active leaf under the conversation's row lock) is
+``services.message_insert``; the tree reads are ``services.message_tree``.
 """
 
 import asyncio
@@ -12,30 +10,14 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
-from sqlalchemy import (
-    Boolean,
-    ColumnElement,
-    Integer,
-    RowMapping,
-    bindparam,
-    case,
-    insert,
-    literal_column,
-    select,
-    update,
-)
+from sqlalchemy import ColumnElement, RowMapping, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conversation_service.db.tables import conversations_table as conversations
 from conversation_service.db.tables import messages_table as messages
-from conversation_service.errors import (
-    ConversationNotFoundError,
-    ConversationNotWritableError,
-    MessageNotFoundError,
-)
-from conversation_service.models.conversation import ConversationStatus
+from conversation_service.errors import MessageNotFoundError
 from conversation_service.models.message import (
     MessageCreate,
     MessageOut,
@@ -45,7 +27,8 @@ from conversation_service.models.message import (
 from conversation_service.services import idempotency
 from conversation_service.services.auth import Principal
 from conversation_service.services.conversation_manager import owned_by, require_owned
-from conversation_service.services.search_text import SEARCH_COLUMNS, index_values
+from conversation_service.services.message_insert import insert_with_next_seq, record_run
+from conversation_service.services.search_text import index_values
 from conversation_service.utils.clock import new_id, utcnow
 from conversation_service.utils.memory_utils import SUPPORTED_ENCODINGS, message_tokens
 
@@ -117,7 +100,10 @@ class MessageDraft:
     content_parts: list[dict[str, Any]] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     status: MessageStatus = MessageStatus.COMPLETED
+    # The message it follows (None: a new root); ignored unless ``parent_given``: a draft
+    # without a parent follows the conversation's active leaf, as clients did before trees.
     parent_id: uuid.UUID | None = None
+    parent_given: bool = False
     # Who wrote an assistant or tool message; None: the conversation's current agent.
     agent_id: str | None = None
 
@@ -139,6 +125,7 @@ def user_draft(data: MessageCreate) -> MessageDraft:
         ),
         metadata=data.metadata,
         parent_id=data.parent_id,
+        parent_given="parent_id" in data.model_fields_set,
     )
 
 
@@ -171,7 +158,6 @@ async def row_for(
         "content_parts": draft.content_parts,
         "status": draft.status.value,
         "metadata": draft.metadata,
-        "parent_id": draft.parent_id,
         "idempotency_key": idempotency_key,
         "created_at": now,
         "updated_at": now,
@@ -213,10 +199,26 @@ async def insert_message(
             return Inserted(message=replay, replayed=True)
     now = utcnow()
     values = await row_for(principal, conversation_id, draft, new_id(), now, idempotency_key)
-    seq, agent_id = await _insert_with_next_seq(
-        conn, principal, conversation_id, values, now, inherit_agent=draft.inherits_agent
+    placed = await insert_with_next_seq(
+        conn,
+        principal,
+        conversation_id,
+        values,
+        now,
+        parent=(draft.parent_given, draft.parent_id),
+        inherit_agent=draft.inherits_agent,
     )
-    message = message_json({**values, **UNPROCESSED, "seq": seq, "agent_id": agent_id})
+    if placed.branch_id == values["id"]:
+        await record_run(conn, values["id"], placed.parent_id)
+    message = message_json(
+        {
+            **values,
+            **UNPROCESSED,
+            "seq": placed.seq,
+            "agent_id": placed.agent_id,
+            "parent_id": placed.parent_id,
+        }
+    )
     if scope is not None:
         await idempotency.record_response(
             conn, scope, conversation_id=conversation_id, status_code=201, response=message
@@ -248,130 +250,6 @@ def is_always_included(role: str, metadata: dict[str, Any]) -> bool:
     if metadata.get("pinned") is True:
         return True
     return role == Role.SYSTEM.value and metadata.get("type") != "handoff"
-
-
-INSERT_COLUMNS = (
-    "id",
-    "conversation_id",
-    "tenant_id",
-    "role",
-    "agent_id",
-    "content",
-    "content_parts",
-    "status",
-    "metadata",
-    "parent_id",
-    "idempotency_key",
-    "created_at",
-    "updated_at",
-    "tokens_cl100k",
-    "tokens_o200k",
-    "token_count",
-    "always_include",
-    *SEARCH_COLUMNS,
-)
-
-
-def bump_statement() -> Any:
-    """UPDATE … RETURNING last_seq under the conversation's row lock (bind parameters only)."""
-    return (
-        update(conversations)
-        .where(
-            conversations.c.id == bindparam("b_conversation_id"),
-            conversations.c.tenant_id == bindparam("b_tenant_id"),
-            conversations.c.user_id == bindparam("b_user_id"),
-            conversations.c.deleted_at.is_(None),
-            # Constants inline (not anonymous binds): INSERT … FROM SELECT executed with a
-            # parameter dict requires every bind to be named in it.
-            conversations.c.status == literal_column(f"'{ConversationStatus.ACTIVE.value}'"),
-        )
-        .values(
-            last_seq=conversations.c.last_seq + literal_column("1"),
-            message_count=conversations.c.message_count + literal_column("1"),
-            token_count=conversations.c.token_count + bindparam("b_tokens", type_=Integer()),
-            updated_at=bindparam("b_now", type_=messages.c.created_at.type),
-            last_message_at=bindparam("b_now", type_=messages.c.created_at.type),
-        )
-        .returning(conversations.c.last_seq, conversations.c.agent_id)
-    )
-
-
-def append_statement(seq: ColumnElement[int], current_agent: ColumnElement[str]) -> Any:
-    """INSERT … SELECT of the message in the ``m_<column>`` parameters, with ``seq``.
-
-    With the columns of ``bump_statement().cte("bumped")`` it is the whole append in one
-    statement on PostgreSQL. ``agent_id`` is the conversation's current agent (read under the
-    same row lock) when ``m_inherit_agent`` is true.
-    """
-    # Bind names must not be column names: a parameter dict whose keys match columns would
-    # also become SET clauses of the CTE's UPDATE.
-    agent = case(
-        (bindparam("m_inherit_agent", type_=Boolean()), current_agent),
-        else_=bindparam("m_agent_id", type_=messages.c.agent_id.type),
-    )
-    source = select(
-        *(
-            agent if name == "agent_id" else bindparam(f"m_{name}", type_=messages.c[name].type)
-            for name in INSERT_COLUMNS
-        ),
-        seq,
-    )
-    return insert(messages).from_select([*INSERT_COLUMNS, "seq"], source)
-
-
-# Built once: every append reuses the compiled form from SQLAlchemy's statement cache.
-_BUMP = bump_statement()
-_BUMPED = bump_statement().cte("bumped")
-_PG_APPEND = append_statement(_BUMPED.c.last_seq, _BUMPED.c.agent_id).returning(
-    messages.c.seq, messages.c.agent_id
-)
-_INSERT = insert(messages)
-
-
-async def _insert_with_next_seq(
-    conn: AsyncConnection,
-    principal: Principal,
-    conversation_id: uuid.UUID,
-    values: dict[str, Any],
-    now: Any,
-    *,
-    inherit_agent: bool,
-) -> tuple[int, str | None]:
-    params = {
-        "b_conversation_id": conversation_id,
-        "b_tenant_id": principal.tenant_id,
-        "b_user_id": principal.user_id,
-        "b_tokens": values["token_count"],
-        "b_now": now,
-    }
-    if conn.dialect.name == "postgresql":
-        row_params = {f"m_{name}": values[name] for name in INSERT_COLUMNS}
-        row_params["m_inherit_agent"] = inherit_agent
-        row = (await conn.execute(_PG_APPEND, {**params, **row_params})).one_or_none()
-        if row is None:
-            await _explain_refused_append(conn, principal, conversation_id)
-        return int(row.seq), row.agent_id
-    bumped = (await conn.execute(_BUMP, params)).one_or_none()
-    if bumped is None:
-        await _explain_refused_append(conn, principal, conversation_id)
-    agent_id = bumped.agent_id if inherit_agent else values["agent_id"]
-    await conn.execute(_INSERT, {**values, "seq": bumped.last_seq, "agent_id": agent_id})
-    return int(bumped.last_seq), agent_id
-
-
-async def _explain_refused_append(
-    conn: AsyncConnection, principal: Principal, conversation_id: uuid.UUID
-) -> NoReturn:
-    status = (
-        await conn.execute(
-            select(conversations.c.status).where(owned_by(principal, conversation_id))
-        )
-    ).scalar_one_or_none()
-    if status is None:
-        raise ConversationNotFoundError(f"conversation {conversation_id} not found")
-    raise ConversationNotWritableError(
-        f"conversation is {status}; set its status to active to add messages"
-    )
 
 
 def visible(principal: Principal, conversation_id: uuid.UUID) -> list[ColumnElement[bool]]:

@@ -63,6 +63,9 @@ async def append_user_message(
     """Append a user message from the public API; a repeated Idempotency-Key returns the first
     response and records nothing."""
     fingerprint = {"conversation_id": str(conversation_id), **data.model_dump(mode="json")}
+    if "parent_id" in data.model_fields_set:
+        # ``"parent_id": null`` (a new root) is another request than leaving it out.
+        fingerprint["parent_id_given"] = True
     return await append(
         uow,
         principal,

@@ -10,7 +10,7 @@ from collections import Counter
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conversation_service.analysis.language import detect_language
@@ -28,7 +28,7 @@ from conversation_service.db.tables import messages_table as messages
 from conversation_service.errors import ValidationError
 from conversation_service.events.log import EventType, summary_lock_key
 from conversation_service.models.memory import MemoryStrategy
-from conversation_service.services import callbacks, summaries
+from conversation_service.services import callbacks, message_tree, summaries
 from conversation_service.services.job_context import (
     JobContext,
     RetryableJobError,
@@ -36,7 +36,7 @@ from conversation_service.services.job_context import (
 )
 from conversation_service.services.memory_manager import (
     WindowRequest,
-    context_window,
+    load_window,
     resolve_policy,
 )
 from conversation_service.services.message_store import count_message_tokens
@@ -45,6 +45,9 @@ from conversation_service.services.search_text import index_values
 
 log = logging.getLogger(__name__)
 SUMMARY_LOCK_SECONDS = 300
+_SPAN_READS = message_tree.segment_statements(
+    (messages.c.id, messages.c.seq, messages.c.role, messages.c.content, messages.c.language)
+)
 
 
 def normalise_metadata(metadata: dict[str, Any], content: str) -> dict[str, Any]:
@@ -158,26 +161,22 @@ async def summary_job_if_due(
 ) -> JobSpec | None:
     """A summary job when the tokens left out of the window pass the trigger threshold."""
     try:
-        window = await context_window(
+        window = await load_window(
             conn, conversation_id, WindowRequest(strategy=MemoryStrategy.SUMMARY_BUFFER)
         )
     except ValidationError:
         return None  # the policy's budget cannot even hold the pinned messages
-    cut_seq = window["cut_seq"]
-    if not window["truncated"] or cut_seq is None:
+    cut_seq = window.selection.cut_seq
+    if not window.selection.truncated or cut_seq is None:
         return None
-    floor = window["summary"]["covers_until_seq"] if window["summary"] else 0
-    outside = await conn.scalar(
-        select(func.coalesce(func.sum(messages.c.tokens_o200k), 0)).where(
-            messages.c.conversation_id == conversation_id,
-            messages.c.seq > floor,
-            messages.c.seq <= cut_seq,
-            messages.c.deleted_at.is_(None),
-        )
+    floor = window.summary["covers_until_seq"] if window.summary else 0
+    outside = await message_tree.path_tokens(conn, conversation_id, window.path, floor, cut_seq)
+    if outside < ctx.settings.summary_trigger_tokens:
+        return None
+    until = await message_tree.message_at(conn, conversation_id, window.path, cut_seq)
+    return summary_spec(
+        ctx.settings, conversation_id, tenant_id, priority, until_seq=cut_seq, until_message=until
     )
-    if int(outside or 0) < ctx.settings.summary_trigger_tokens:
-        return None
-    return summary_spec(ctx.settings, conversation_id, tenant_id, priority, until_seq=cut_seq)
 
 
 def summary_spec(
@@ -187,20 +186,27 @@ def summary_spec(
     priority: str,
     *,
     until_seq: int,
+    until_message: uuid.UUID | None = None,
     queue: str | None = None,
     callback_url: str | None = None,
     notify: bool = False,
 ) -> JobSpec:
-    """A ``generate_summary`` job for history up to ``until_seq`` (one per span, ever)."""
+    """A ``generate_summary`` job for the path up to ``until_message`` (seq ``until_seq``; no
+    message: the active path), one per span, ever."""
+    span = str(until_message) if until_message is not None else str(until_seq)
     return JobSpec(
         kind=JobKind.GENERATE_SUMMARY,
         queue=queue or queue_for(JobKind.GENERATE_SUMMARY, priority),
         tenant_id=tenant_id,
         conversation_id=conversation_id,
-        args={"until_seq": until_seq, "notify": notify},
+        args={
+            "until_seq": until_seq,
+            "notify": notify,
+            **({"until_message": span} if until_message is not None else {}),
+        },
         callback_url=callback_url,
         max_attempts=settings.job_max_attempts,
-        dedupe_key=None if notify else f"summary:{conversation_id}:{until_seq}",
+        dedupe_key=None if notify else f"summary:{conversation_id}:{span}",
     )
 
 
@@ -302,38 +308,40 @@ async def generate_summary(ctx: JobContext) -> dict[str, Any]:
             conn = reading.conn
             stored = (
                 await conn.execute(
-                    select(conversations.c.memory_policy, conversations.c.deleted_at).where(
-                        conversations.c.id == conversation_id
-                    )
+                    select(
+                        conversations.c.memory_policy,
+                        conversations.c.deleted_at,
+                        conversations.c.active_leaf_id,
+                    ).where(conversations.c.id == conversation_id)
                 )
             ).one_or_none()
             if stored is None or stored.deleted_at is not None:
                 raise SubjectGoneError("conversation deleted")
             stored_policy = stored.memory_policy
+            named = ctx.args.get("until_message")
+            leaf = uuid.UUID(named) if named else stored.active_leaf_id
+            path = await message_tree.path_of(conn, conversation_id, leaf) if leaf else None
+            if path is None:
+                raise SubjectGoneError("the summarised path is gone")
             latest = await summaries.latest_summary(conn, conversation_id)
+            if latest and not await message_tree.holds_message(
+                conn, path, latest["covers_until_message_id"]
+            ):
+                latest = None  # another branch's summary: this path starts afresh
             floor = latest["covers_until_seq"] if latest else 0
             if floor >= until_seq:
                 return {"skipped": "already covered", "covers_until_seq": floor}
-            rows = (
-                await conn.execute(
-                    select(messages.c.seq, messages.c.role, messages.c.content, messages.c.language)
-                    .where(
-                        messages.c.conversation_id == conversation_id,
-                        messages.c.seq > floor,
-                        messages.c.seq <= until_seq,
-                        messages.c.deleted_at.is_(None),
-                        messages.c.role.in_(("user", "assistant")),
-                    )
-                    .order_by(messages.c.seq)
-                )
-            ).all()
-        languages = Counter(row.language for row in rows if row.language)
+            span = await message_tree.path_span(
+                conn, conversation_id, path, floor, until_seq, _SPAN_READS
+            )
+            rows = [row for row in span if row["role"] in ("user", "assistant")]
+        languages = Counter(row["language"] for row in rows if row["language"])
         language = languages.most_common(1)[0][0] if languages else None
         budget = resolve_policy(stored_policy, WindowRequest()).max_tokens
         summarizer = build_summarizer(ctx.settings, budget_tokens=budget)
         text = await summarizer.summarize(
             latest["content"] if latest else None,
-            [SummaryInput(role=row.role, content=row.content, seq=row.seq) for row in rows],
+            [SummaryInput(role=r["role"], content=r["content"], seq=r["seq"]) for r in rows],
             language,
         )
         if text is None:
@@ -345,6 +353,7 @@ async def generate_summary(ctx: JobContext) -> dict[str, Any]:
                 tenant_id=ctx.job["tenant_id"],
                 content=text,
                 covers_until_seq=until_seq,
+                covers_until_message_id=span[-1]["id"] if span else None,
                 method=type(summarizer).__name__.removesuffix("Summarizer").lower(),
             )
             summary = {

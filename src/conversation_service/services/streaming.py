@@ -106,6 +106,7 @@ async def create_agent_message(
         metadata=data.metadata,
         status=MessageStatus(data.status),
         parent_id=data.parent_id,
+        parent_given="parent_id" in data.model_fields_set,
         agent_id=data.agent_id if data.role in (Role.ASSISTANT, Role.TOOL) else None,
     )
     result = await append(uow, principal, conversation_id, draft, settings=settings)

@@ -6,14 +6,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from conversation_service.db.tables import messages_table as messages
+from conversation_service.config.constants import MAX_SEQ
 from conversation_service.events import log as events
 from conversation_service.events.store import StreamStore
-from conversation_service.models.message import MessageStatus
-from conversation_service.services import message_store, sessions
+from conversation_service.models.message import MessageOut, MessageStatus
+from conversation_service.services import message_store, message_tree, sessions
 from conversation_service.services.auth import Principal
 from conversation_service.services.conversation_manager import (
     get_conversation_for_service,
@@ -51,24 +50,25 @@ async def record_viewer_activity(
 async def snapshot(
     conn: AsyncConnection, store: StreamStore, conversation_id: uuid.UUID
 ) -> dict[str, Any]:
-    """The conversation and its newest messages (streaming ones with their partial content)."""
+    """The conversation and the newest messages of its active path, with their ``siblings``
+    (streaming ones with their partial content)."""
     conversation = await get_conversation_for_service(conn, conversation_id)
-    rows = (
-        (
-            await conn.execute(
-                select(*message_store.MESSAGE_COLUMNS)
-                .where(
-                    messages.c.conversation_id == conversation_id, messages.c.deleted_at.is_(None)
-                )
-                .order_by(messages.c.seq.desc())
-                .limit(SNAPSHOT_MESSAGES + 1)
-            )
-        )
-        .mappings()
-        .all()
+    leaf = conversation.active_leaf_id
+    path = await message_tree.path_of(conn, conversation_id, leaf) if leaf else None
+    rows = await message_tree.path_rows(
+        conn,
+        conversation_id,
+        path or message_tree.EMPTY,
+        after=-1,
+        before=MAX_SEQ,
+        ascending=False,
+        limit=SNAPSHOT_MESSAGES + 1,
     )
-    items = [message_store.to_out(row) for row in rows[:SNAPSHOT_MESSAGES]]
-    items.reverse()
+    newest = [message_store.message_json(row) for row in reversed(rows[:SNAPSHOT_MESSAGES])]
+    items = [
+        MessageOut.model_validate(item)
+        for item in await message_tree.with_siblings(conn, conversation_id, newest)
+    ]
     dumped = []
     for item in items:
         data = item.model_dump(mode="json")

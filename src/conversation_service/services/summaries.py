@@ -7,8 +7,10 @@ from typing import Any
 from sqlalchemy import RowMapping, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from conversation_service.db.tables import conversations_table as conversations
 from conversation_service.db.tables import summaries_table as summaries
 from conversation_service.models.memory import SummaryOut
+from conversation_service.services import message_tree
 from conversation_service.utils.clock import new_id, utcnow
 from conversation_service.utils.memory_utils import count_tokens, message_tokens
 
@@ -51,9 +53,20 @@ async def add_summary(
     tenant_id: str,
     content: str,
     covers_until_seq: int,
+    covers_until_message_id: uuid.UUID | None = None,
     method: str,
 ) -> dict[str, Any]:
-    """Store a new version after the newest one; earlier versions are kept."""
+    """Store a new version after the newest one; earlier versions are kept. Without
+    ``covers_until_message_id`` it covers the active path up to ``covers_until_seq``."""
+    if covers_until_message_id is None:
+        leaf = await conn.scalar(
+            select(conversations.c.active_leaf_id).where(conversations.c.id == conversation_id)
+        )
+        path = await message_tree.path_of(conn, conversation_id, leaf) if leaf else None
+        if path is not None:
+            covers_until_message_id = await message_tree.message_at(
+                conn, conversation_id, path, covers_until_seq
+            )
     current = await conn.scalar(
         select(func.max(summaries.c.version)).where(summaries.c.conversation_id == conversation_id)
     )
@@ -63,6 +76,7 @@ async def add_summary(
         "tenant_id": tenant_id,
         "version": (current or 0) + 1,
         "covers_until_seq": covers_until_seq,
+        "covers_until_message_id": covers_until_message_id,
         "content": content,
         "token_count": count_tokens(content, "o200k_base"),
         "tokens_cl100k": summary_message_tokens(content, "cl100k_base"),

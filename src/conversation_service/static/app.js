@@ -13,6 +13,12 @@
 // everywhere. A handoff (a `system` message with `metadata.type = "handoff"`) is drawn as a line
 // between the agents' replies; the `conversation.agent_changed` event moves the header to the new
 // agent at once and fetches the line if the page has not seen it.
+//
+// Branches: the page shows the conversation's active path. A pencil on a user message edits it
+// (the next message sent follows the edited message's parent), a reply can be regenerated, and
+// "‹ i/n ›" switches between siblings (PUT …/active-leaf). Whenever the shown path changes (a
+// message that does not follow the newest one shown, or conversation.branch_changed) the page
+// reloads the active path over REST.
 
 const API = "/api/v1";
 const TOKEN_KEY = "conversation-service.token";
@@ -37,6 +43,7 @@ const state = {
   subscribedTo: null,
   awaitingReply: false,
   refreshTimers: [],
+  editing: null, // the user message being edited: the next message sent becomes its sibling
 };
 
 // What the page observed, for people debugging and for the browser test.
@@ -48,6 +55,7 @@ const stats = {
   reconnects: 0,
   snapshots: 0,
   agentChanges: 0,
+  pathReloads: 0,
 };
 
 // -- tokens and REST ---------------------------------------------------------------------------
@@ -341,6 +349,8 @@ function upsertMessage(incoming, { fromSnapshot = false } = {}) {
   const known = state.messages.get(incoming.id);
   // Events carry no reader's feedback: keep what this page learnt from its own reads.
   if (known && known.feedbackKnown) incoming = { ...incoming, feedback: known.feedback };
+  // Only history pages and snapshots carry siblings; events keep the place already known.
+  if (known && incoming.siblings == null) incoming = { ...incoming, siblings: known.siblings };
   const message = known ? Object.assign(known, incoming) : { ...incoming };
   if (incoming.status === "streaming") {
     if (!message.deltas) {
@@ -483,6 +493,7 @@ function renderMessage(message) {
   }
   if (message.sentiment) parts.push(sentimentChip(message.sentiment));
   if (message.role === "assistant" && message.status === "completed") parts.push(thumbs(message));
+  parts.push(...branchControls(message));
   meta.replaceChildren(...parts);
   stickToBottom();
 }
@@ -515,6 +526,88 @@ async function rate(message, value) {
   } catch (error) {
     toast(error.message);
   }
+}
+
+function button(label, testid, title, onClick) {
+  const node = document.createElement("button");
+  node.type = "button";
+  node.className = "message-action";
+  node.textContent = label;
+  node.title = title;
+  node.dataset.testid = testid;
+  node.addEventListener("click", () => onClick().catch((error) => toast(error.message)));
+  return node;
+}
+
+function branchControls(message) {
+  const controls = [];
+  const siblings = message.siblings;
+  if (siblings && siblings.count > 1) {
+    const label = document.createElement("span");
+    label.className = "siblings";
+    label.dataset.testid = "siblings";
+    label.textContent = `${siblings.index}/${siblings.count}`;
+    controls.push(
+      button("‹", "sibling-prev", "Previous version", () => switchSibling(message, -1)),
+      label,
+      button("›", "sibling-next", "Next version", () => switchSibling(message, +1)),
+    );
+  }
+  if (message.role === "user") {
+    controls.push(button("✎", "edit", "Edit and resend", async () => startEditing(message)));
+  } else if (message.role === "assistant" && message.status !== "streaming") {
+    controls.push(button("↻", "regenerate", "Regenerate this reply", () => regenerate(message)));
+  }
+  return controls;
+}
+
+// -- branches ----------------------------------------------------------------------------------
+
+function shownLeaf() {
+  let leaf = null;
+  for (const message of state.messages.values()) if (!leaf || message.seq > leaf.seq) leaf = message;
+  return leaf;
+}
+
+async function reloadPath() {
+  const conversation = state.current;
+  if (!conversation) return;
+  const page = await api(`/conversations/${conversation.id}/messages?order=desc&limit=50`);
+  if (state.current?.id !== conversation.id) return;
+  stats.pathReloads += 1;
+  clearMessages();
+  // Like a snapshot: a streaming reply's earlier deltas are not in this copy.
+  for (const message of (page.data || []).reverse()) upsertMessage(message, { fromSnapshot: true });
+}
+
+async function switchSibling(message, step) {
+  const id = state.current.id;
+  const list = await api(`/conversations/${id}/messages/${message.id}/siblings`);
+  const target = list.data[message.siblings.index - 1 + step];
+  if (!target) return;
+  await api(`/conversations/${id}/active-leaf`, { method: "PUT", body: { message_id: target.id } });
+  await reloadPath();
+}
+
+function startEditing(message) {
+  state.editing = message;
+  const input = $("composer-input");
+  input.value = message.content;
+  input.dataset.editing = "true";
+  input.placeholder = "Edit your message (Esc cancels)";
+  input.focus();
+}
+
+function stopEditing() {
+  state.editing = null;
+  const input = $("composer-input");
+  delete input.dataset.editing;
+  input.placeholder = "Write a message… (Enter to send, Shift+Enter for a new line)";
+}
+
+async function regenerate(message) {
+  await api(`/conversations/${state.current.id}/messages/${message.id}/regenerate`, { method: "POST" });
+  setAwaitingReply(true);
 }
 
 function insertInOrder(container, node, seq) {
@@ -659,7 +752,17 @@ function handleFrame(frame) {
       for (const message of data.messages) upsertMessage(message, { fromSnapshot: true });
       if (![...state.messages.values()].some((m) => m.status === "streaming")) setAwaitingReply(false);
       break;
-    case "message.created":
+    case "message.created": {
+      const leaf = shownLeaf();
+      const follows = !leaf || data.message.parent_id === leaf.id || state.messages.has(data.message.id);
+      if (follows) upsertMessage(data.message);
+      else reloadPath().catch(() => {});
+      if (data.message.role === "user") setAwaitingReply(true);
+      break;
+    }
+    case "conversation.branch_changed":
+      reloadPath().catch(() => {});
+      break;
     case "message.updated":
       upsertMessage(data.message);
       if (data.message.role === "user" && frame.type === "message.created") setAwaitingReply(true);
@@ -723,6 +826,7 @@ async function selectConversation(id) {
   state.current = conversation;
   history.replaceState(null, "", `#${id}`);
   clearMessages();
+  stopEditing();
   renderHeader();
   renderConversationList();
   renderSummary(null);
@@ -777,15 +881,23 @@ async function createConversation(agentId, title) {
 async function sendMessage(text) {
   const conversation = state.current;
   if (!conversation || !text.trim()) return;
+  const body = {
+    content: text,
+    metadata: { channel: "web", client: "chat-page", locale: navigator.language || "en" },
+  };
+  const edited = state.editing;
+  if (edited) body.parent_id = edited.parent_id; // null for the first message: a new root
   const message = await api(`/conversations/${conversation.id}/messages`, {
     method: "POST",
     headers: { "Idempotency-Key": crypto.randomUUID() },
-    body: {
-      content: text,
-      metadata: { channel: "web", client: "chat-page", locale: navigator.language || "en" },
-    },
+    body,
   });
-  upsertMessage(message);
+  if (edited) {
+    stopEditing();
+    await reloadPath();
+  } else {
+    upsertMessage(message);
+  }
   setAwaitingReply(true);
   if (!conversation.title) {
     const title = text.trim().replace(/\s+/g, " ").slice(0, 60);
@@ -822,6 +934,11 @@ function wireUi() {
     input.style.height = `${Math.min(input.scrollHeight, 160)}px`;
   });
   input.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && state.editing) {
+      stopEditing();
+      input.value = "";
+      return;
+    }
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       $("composer").requestSubmit();
@@ -876,4 +993,13 @@ const ready = start().catch((error) => {
   throw error;
 });
 
-window.chatApp = { state, stats, ready, dropConnection, createConversation, sendMessage, selectConversation };
+window.chatApp = {
+  state,
+  stats,
+  ready,
+  dropConnection,
+  createConversation,
+  sendMessage,
+  selectConversation,
+  reloadPath,
+};

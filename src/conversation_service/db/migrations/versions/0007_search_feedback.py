@@ -20,7 +20,7 @@ import conversation_service.db.types
 from conversation_service.services.search_text import index_values
 
 revision: str = "0007"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
