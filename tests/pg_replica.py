@@ -115,7 +115,10 @@ class Replica:
     def catch_up(self, timeout: float = 60.0) -> None:
         """Replay without delay, and wait until everything written so far is replayed."""
         self._set_delay("0")
-        target = self.primary_sql("SELECT pg_current_wal_insert_lsn()")
+        # The flush position, not the insert one: after a record that ends a WAL page, the insert
+        # position points past the next page's header, which no replica reaches until more WAL
+        # is written (on a quiet server, never). Every commit so far is at or before it.
+        target = self.primary_sql("SELECT pg_current_wal_flush_lsn()")
         deadline = time.monotonic() + timeout
         while self.sql(f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn") != "t":
             if time.monotonic() > deadline:
