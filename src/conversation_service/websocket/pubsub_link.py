@@ -15,6 +15,7 @@ connection to breaks the link, so the hub starts over on the new topology.
 """
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any, Final
@@ -174,17 +175,24 @@ class ClusterLink:
             self._replies.put_nowait(exc)
 
     async def close(self) -> None:
-        """Close every connection and stop their readers."""
+        """Stop the readers, then close every connection and client.
+
+        One that fails to close (its node was just killed) must not leave the others open or
+        their readers pending, so each is closed on its own.
+        """
         readers, self._readers = self._readers, []
-        for connection in self._connections.values():
-            await connection.disconnect(nowait=True)
-        self._connections.clear()
         for reader in readers:
             reader.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
+        connections = list(self._connections.values())
+        self._connections.clear()
         clients, self._clients = self._clients, []
+        for connection in connections:
+            with contextlib.suppress(Exception):
+                await connection.disconnect(nowait=True)
         for client in clients:
-            await client.aclose()
+            with contextlib.suppress(Exception):
+                await client.aclose()
 
 
 PubSubLink = StandaloneLink | ClusterLink
