@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -15,6 +15,19 @@ from pydantic import (
     RootModel,
     StringConstraints,
 )
+
+
+class ActiveLeafUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    message_id: Annotated[
+        UUID,
+        Field(
+            description="Any live message; the active leaf becomes the newest message under it.",
+            title="Message Id",
+        ),
+    ]
 
 
 class AgentChangedData(BaseModel):
@@ -74,7 +87,13 @@ class AgentMessageCreate(BaseModel):
             title="Metadata",
         ),
     ] = None
-    parent_id: Annotated[UUID | None, Field(title="Parent Id")] = None
+    parent_id: Annotated[
+        UUID | None,
+        Field(
+            description="The message this one follows. Left out: the conversation's active leaf (as before trees). Any other message starts a new branch; null starts a new root.",
+            title="Parent Id",
+        ),
+    ] = None
     agent_id: Annotated[
         AgentId | None,
         Field(
@@ -392,6 +411,39 @@ class ErasureOut(BaseModel):
     ]
 
 
+class Rating(IntEnum):
+    integer_1 = 1
+    integer__1 = -1
+
+
+class FeedbackComment(BaseModel):
+    conversation_id: Annotated[UUID, Field(title="Conversation Id")]
+    message_id: Annotated[UUID, Field(title="Message Id")]
+    rating: Annotated[Rating, Field(title="Rating")]
+    comment: Annotated[str, Field(title="Comment")]
+    tags: Annotated[list[str], Field(title="Tags")]
+    updated_at: Annotated[AwareDatetime, Field(title="Updated At")]
+
+
+class Comment(RootModel[str]):
+    root: Annotated[str, Field(max_length=2000, pattern="^[^\\x00]*$", title="Comment")]
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    rating: Annotated[Rating, Field(title="Rating")]
+    comment: Annotated[Comment | None, Field(title="Comment")] = None
+    tags: Annotated[list[Tag] | None, Field(max_length=16, title="Tags")] = None
+
+
+class FeedbackOut(BaseModel):
+    rating: Annotated[Rating, Field(title="Rating")]
+    comment: Annotated[str | None, Field(title="Comment")]
+    tags: Annotated[list[str], Field(title="Tags")]
+
+
 class FileCitation(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -415,6 +467,25 @@ class FilePath(BaseModel):
         str, Field(max_length=500, pattern="^[^\\x00]*$", title="File Id")
     ]
     index: Annotated[int, Field(ge=0, le=2147483647, title="Index")]
+
+
+class ForkCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    message_id: Annotated[
+        UUID | None,
+        Field(
+            description="The last message copied; default: the active leaf.",
+            title="Message Id",
+        ),
+    ] = None
+    title: Annotated[Title | None, Field(title="Title")] = None
+
+
+class ForkedFrom(BaseModel):
+    conversation_id: Annotated[UUID, Field(title="Conversation Id")]
+    message_id: Annotated[UUID, Field(title="Message Id")]
 
 
 class Status2(StrEnum):
@@ -500,6 +571,19 @@ class HandoffIn(BaseModel):
             title="Context",
         ),
     ] = None
+
+
+class ImportedOut(BaseModel):
+    source_conversation_id: Annotated[UUID, Field(title="Source Conversation Id")]
+    conversation_id: Annotated[UUID, Field(title="Conversation Id")]
+    created: Annotated[
+        bool,
+        Field(
+            description="False when an earlier import already created it.",
+            title="Created",
+        ),
+    ]
+    message_count: Annotated[int, Field(title="Message Count")]
 
 
 class FileId(RootModel[str]):
@@ -631,7 +715,31 @@ class MessageCreate(BaseModel):
             title="Metadata",
         ),
     ] = None
-    parent_id: Annotated[UUID | None, Field(title="Parent Id")] = None
+    parent_id: Annotated[
+        UUID | None,
+        Field(
+            description="The message this one follows. Left out: the conversation's active leaf (as before trees). Any other message starts a new branch; null starts a new root.",
+            title="Parent Id",
+        ),
+    ] = None
+
+
+class MessageFeedbackData(BaseModel):
+    tenant_id: Annotated[str, Field(title="Tenant Id")]
+    conversation_id: Annotated[str, Field(title="Conversation Id")]
+    message_id: Annotated[str, Field(title="Message Id")]
+    agent_id: Annotated[
+        str | None,
+        Field(description="The agent that wrote the reply.", title="Agent Id"),
+    ]
+    user_id: Annotated[str, Field(title="User Id")]
+    feedback: FeedbackOut | None
+
+
+class MessageFeedbackEvent(BaseModel):
+    type: Annotated[Literal["message.feedback"], Field(title="Type")]
+    timestamp: Annotated[AwareDatetime, Field(title="Timestamp")]
+    data: MessageFeedbackData
 
 
 class Role3(StrEnum):
@@ -836,6 +944,17 @@ class RefusalPart(BaseModel):
     ]
 
 
+class RegenerateAccepted(BaseModel):
+    conversation_id: Annotated[UUID, Field(title="Conversation Id")]
+    message_id: Annotated[
+        UUID,
+        Field(
+            description="The user message a new reply will answer.", title="Message Id"
+        ),
+    ]
+    status: Annotated[Literal["requested"], Field(title="Status")]
+
+
 class RoleModel(StrEnum):
     user = "user"
     assistant = "assistant"
@@ -883,11 +1002,15 @@ class SessionOut(BaseModel):
 
 
 class Channel(RootModel[str]):
-    root: Annotated[str, Field(max_length=64, min_length=1, title="Channel")]
+    root: Annotated[
+        str, Field(max_length=64, min_length=1, pattern="^[^\\x00]*$", title="Channel")
+    ]
 
 
 class Client(RootModel[str]):
-    root: Annotated[str, Field(max_length=256, min_length=1, title="Client")]
+    root: Annotated[
+        str, Field(max_length=256, min_length=1, pattern="^[^\\x00]*$", title="Client")
+    ]
 
 
 class Locale(RootModel[str]):
@@ -904,6 +1027,26 @@ class SessionStart(BaseModel):
     channel: Annotated[Channel | None, Field(title="Channel")] = None
     client: Annotated[Client | None, Field(title="Client")] = None
     locale: Annotated[Locale | None, Field(title="Locale")] = None
+
+
+class Siblings(BaseModel):
+    index: Annotated[int, Field(title="Index")]
+    count: Annotated[int, Field(title="Count")]
+
+
+class Highlight(RootModel[tuple[int, int]]):
+    root: Annotated[tuple[int, int], Field(max_length=2, min_length=2)]
+
+
+class Snippet(BaseModel):
+    text: Annotated[str, Field(title="Text")]
+    highlights: Annotated[
+        list[Highlight],
+        Field(
+            description="[start, end) offsets in characters of ``text``, one per match.",
+            title="Highlights",
+        ),
+    ]
 
 
 class Content2(RootModel[str]):
@@ -982,6 +1125,7 @@ class UntilSeq(RootModel[int]):
         Field(
             description="summary: cover history up to this seq (default: all).",
             ge=1,
+            le=4611686018427388000,
             title="Until Seq",
         ),
     ]
@@ -1146,6 +1290,18 @@ class WorkflowStepData(BaseModel):
     changed_by: Annotated[str, Field(title="Changed By")]
 
 
+class AgentFeedback(BaseModel):
+    up: Annotated[int, Field(title="Up")]
+    down: Annotated[int, Field(title="Down")]
+    latest_comments: Annotated[
+        list[FeedbackComment],
+        Field(
+            description="Up to 10 commented feedbacks, newest first.",
+            title="Latest Comments",
+        ),
+    ]
+
+
 class ConversationListOut(BaseModel):
     object: Annotated[Literal["list"], Field(title="Object")] = "list"
     data: Annotated[list[ConversationObject], Field(title="Data")]
@@ -1156,6 +1312,10 @@ class ConversationListOut(BaseModel):
 
 class HTTPValidationError(BaseModel):
     detail: Annotated[list[ValidationError] | None, Field(title="Detail")] = None
+
+
+class ImportOut(BaseModel):
+    data: Annotated[list[ImportedOut], Field(title="Data")]
 
 
 class InputFilePart1(BaseModel):
@@ -1301,9 +1461,26 @@ class MessageOut(BaseModel):
     token_count: Annotated[int | None, Field(title="Token Count")]
     language: Annotated[str | None, Field(title="Language")]
     sentiment: Sentiment | None
-    parent_id: Annotated[UUID | None, Field(title="Parent Id")]
+    parent_id: Annotated[
+        UUID | None,
+        Field(
+            description="The message it follows (null for a root).", title="Parent Id"
+        ),
+    ]
+    siblings: Annotated[
+        Siblings | None,
+        Field(
+            description="In history pages and sibling lists: its place among its parent's children, for a '‹ index/count ›' switch."
+        ),
+    ] = None
     created_at: Annotated[AwareDatetime, Field(title="Created At")]
     updated_at: Annotated[AwareDatetime, Field(title="Updated At")]
+    feedback: Annotated[
+        FeedbackOut | None,
+        Field(
+            description="Your own feedback on this reply (in history pages and single reads)."
+        ),
+    ] = None
 
 
 class OpenAIError(BaseModel):
@@ -1369,6 +1546,37 @@ class PageTrackedContextVersionOut(BaseModel):
             title="Next Cursor",
         ),
     ]
+
+
+class RegenerateRequestedData(BaseModel):
+    conversation_id: Annotated[str, Field(title="Conversation Id")]
+    message_id: Annotated[
+        str, Field(description="The user message to answer.", title="Message Id")
+    ]
+    message: MessageOut
+
+
+class RegenerateRequestedEvent(BaseModel):
+    type: Annotated[Literal["message.regenerate_requested"], Field(title="Type")]
+    timestamp: Annotated[AwareDatetime, Field(title="Timestamp")]
+    data: RegenerateRequestedData
+
+
+class SearchHit(BaseModel):
+    conversation_id: Annotated[UUID, Field(title="Conversation Id")]
+    conversation_title: Annotated[str | None, Field(title="Conversation Title")]
+    message_id: Annotated[UUID, Field(title="Message Id")]
+    seq: Annotated[int, Field(title="Seq")]
+    role: RoleModel
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+    score: Annotated[
+        float,
+        Field(
+            description="Relevance: higher is better (comparable within a search).",
+            title="Score",
+        ),
+    ]
+    snippet: Snippet
 
 
 class StreamResult(BaseModel):
@@ -1466,6 +1674,17 @@ class WorkflowConversationOut(BaseModel):
     created_at: Annotated[AwareDatetime, Field(title="Created At")]
     updated_at: Annotated[AwareDatetime, Field(title="Updated At")]
     last_message_at: Annotated[AwareDatetime | None, Field(title="Last Message At")]
+    active_leaf_id: Annotated[
+        UUID | None,
+        Field(
+            description="The newest message of the active branch (null while empty).",
+            title="Active Leaf Id",
+        ),
+    ] = None
+    forked_from: Annotated[
+        ForkedFrom | None,
+        Field(description="The conversation and message this one was forked from."),
+    ] = None
     messages: Annotated[list[MessageOut], Field(title="Messages")]
 
 
@@ -1555,6 +1774,17 @@ class ConversationOut(BaseModel):
     created_at: Annotated[AwareDatetime, Field(title="Created At")]
     updated_at: Annotated[AwareDatetime, Field(title="Updated At")]
     last_message_at: Annotated[AwareDatetime | None, Field(title="Last Message At")]
+    active_leaf_id: Annotated[
+        UUID | None,
+        Field(
+            description="The newest message of the active branch (null while empty).",
+            title="Active Leaf Id",
+        ),
+    ] = None
+    forked_from: Annotated[
+        ForkedFrom | None,
+        Field(description="The conversation and message this one was forked from."),
+    ] = None
 
 
 class ConversationUpdate(BaseModel):
@@ -1645,6 +1875,18 @@ class OutputMessageIn(BaseModel):
 
 class PageConversationOut(BaseModel):
     data: Annotated[list[ConversationOut], Field(title="Data")]
+    has_more: Annotated[bool, Field(title="Has More")]
+    next_cursor: Annotated[
+        str | None,
+        Field(
+            description="Opaque cursor for the next page; null on the last page.",
+            title="Next Cursor",
+        ),
+    ]
+
+
+class PageSearchHit(BaseModel):
+    data: Annotated[list[SearchHit], Field(title="Data")]
     has_more: Annotated[bool, Field(title="Has More")]
     next_cursor: Annotated[
         str | None,
