@@ -36,6 +36,7 @@ from bench.report import RESULTS_DIR
 from bench.server import ServiceConfig, ServiceProcess, migrate
 from tests.nginx_proxy import nginx
 from tests.pg_replica import streaming_replica
+from tests.redis_cluster import local_cluster
 
 DATABASE = "conversation_load"
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -79,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_identifier,
         help="PostgreSQL database created for the run and dropped after (%(default)s); "
         "give each concurrent run its own",
+    )
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="run the service in cluster mode on a Redis Cluster made for the run (three "
+        "primaries, one replica each; tests/redis_cluster.py), with RQ on --redis-url",
     )
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "load-latest.json")
@@ -142,6 +149,13 @@ async def run_backend(backend: str, config: LoadConfig, args: argparse.Namespace
             if args.read_replica and backend == "postgres":
                 replica = stack.enter_context(streaming_replica(database_url))
                 extra_env["CONVERSATION_DATABASE_READ_URL"] = replica.url
+            if args.redis_cluster:
+                # The cluster carries everything but RQ, which stays on the run's standalone
+                # Redis (flushed before and after), as cluster mode requires.
+                cluster = stack.enter_context(local_cluster(workdir / "redis-cluster"))
+                extra_env["CONVERSATION_REDIS_MODE"] = "cluster"
+                extra_env["CONVERSATION_QUEUE_REDIS_URL"] = redis_url
+                redis_url = cluster.url
             service = ServiceConfig(
                 database_url=database_url,
                 redis_url=redis_url,
@@ -167,6 +181,7 @@ async def run_backend(backend: str, config: LoadConfig, args: argparse.Namespace
                 f"load: {backend}: {config.users} users for {config.duration:.0f} s, "
                 f"{len(processes)} API process(es)"
                 + (", read replica" if "CONVERSATION_DATABASE_READ_URL" in extra_env else "")
+                + (", Redis Cluster" if args.redis_cluster else "")
             )
             outcome = await simulate(endpoint, config)
             cpu_server = sum(p.cpu_seconds() for p in processes) - cpu_server
@@ -181,6 +196,7 @@ async def run_backend(backend: str, config: LoadConfig, args: argparse.Namespace
         "backend": backend,
         "api_replicas": args.api_replicas,
         "read_replica": bool(args.read_replica and backend == "postgres"),
+        "redis_cluster": bool(args.redis_cluster),
         "users": config.users,
         "duration_s": config.duration,
         "elapsed_s": round(outcome.elapsed, 1),

@@ -12,8 +12,8 @@ from redis.asyncio.cluster import RedisCluster
 
 from conversation_service.events.log import live_channel
 from conversation_service.websocket.connection_manager import ConnectionManager
-from tests.cluster.conftest import LocalCluster
 from tests.conftest import Caller, create_conversation
+from tests.redis_cluster import LocalCluster
 from tests.websocket.helpers import ws_client
 
 

@@ -20,8 +20,8 @@ from fastapi import FastAPI
 from websockets.exceptions import ConnectionClosed
 
 from conversation_service.events.log import events_key
-from tests.cluster.conftest import LocalCluster
 from tests.conftest import Caller, create_conversation
+from tests.redis_cluster import LocalCluster
 from tests.websocket.helpers import SERVICE, post_deltas, serve, start_reply, ws_client
 
 pytestmark = pytest.mark.slow
