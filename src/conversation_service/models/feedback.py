@@ -4,9 +4,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 
-from conversation_service.models.common import Tag
+from conversation_service.models.common import InputModel, Tag
 
 MAX_FEEDBACK_COMMENT_CHARS = 2000
 MAX_FEEDBACK_TAGS = 16
@@ -17,10 +17,8 @@ Comment = Annotated[
 ]
 
 
-class FeedbackIn(BaseModel):
+class FeedbackIn(InputModel):
     """Thumbs up (``1``) or down (``-1``) on a reply, with an optional comment and tags."""
-
-    model_config = ConfigDict(extra="forbid")
 
     rating: Literal[1, -1]
     comment: Comment | None = None
