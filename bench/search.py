@@ -47,12 +47,16 @@ QUERIES = {
 }
 
 
-class _NoJobs:
+class NoJobs:
+    """No job queue: the bench runs use cases without their side jobs."""
+
     def submit(self, specs: Any) -> None:
         return None
 
 
-class _NoEvents:
+class NoEvents:
+    """No event bus: nothing subscribes during a bench."""
+
     async def publish_safely(self, conversation_id: Any, event_type: str, data: Any) -> None:
         return None
 
@@ -164,7 +168,7 @@ async def main() -> None:
         await conn.run_sync(Base.metadata.drop_all)
         await conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
     await upgrade_async(engine)
-    units = Units(engine, _NoJobs(), _NoEvents(), reader=read_engine(engine))
+    units = Units(engine, NoJobs(), NoEvents(), reader=read_engine(engine))
     principal = Principal(tenant_id="bench", user_id=f"u-{uuid.uuid4().hex[:8]}")
     done = 0
     print(f"backend={args.backend}")
