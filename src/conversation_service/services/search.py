@@ -275,7 +275,7 @@ def _pg_content(shape: _Shape, ts: ColumnElement[Any]) -> Select[Any]:
 def _sqlite_content(shape: _Shape) -> Select[Any]:
     """The newest ``p_window`` content matches (highest rowids), with their ``-bm25``."""
     fts = table("messages_fts")
-    rowid = literal_column("messages_fts.rowid")
+    rowid: ColumnElement[Any] = literal_column("messages_fts.rowid")
     # The FTS5 table is walked first, newest rowid first, and stops after ``p_window`` rows
     # in scope: ``bm25`` is only computed for those (it was computed for every match).
     candidates = (
