@@ -78,7 +78,12 @@ async def main() -> None:
     parser.add_argument("--redis-url")
     parser.add_argument("--messages", type=int, nargs="+", default=[10_000, 200_000])
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="conversation-bench-export-"))
+    with tempfile.TemporaryDirectory(prefix="conversation-bench-export-") as workdir:
+        await run(args, Path(workdir))
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> None:
+    """Seed each size in turn and export it from a fresh service process."""
     url = args.database_url or f"sqlite+aiosqlite:///{workdir / 'export.db'}"
     engine = create_engine(ConversationSettings(database_url=url))
     async with engine.begin() as conn:
