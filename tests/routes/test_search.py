@@ -12,6 +12,7 @@ from sqlalchemy import RowMapping, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conversation_service.db.tables import feedback_table
+from conversation_service.services import search as search_service
 from conversation_service.services.job_context import JobContext
 from conversation_service.services.processing import process_message
 from tests.conftest import Caller, create_conversation, new_caller
@@ -319,3 +320,26 @@ async def test_deleted_edited_and_erased_messages_leave_the_index_in_step(
         headers=SERVICE,
     )
     assert internal.json()["data"] == []
+
+
+async def test_only_the_newest_matches_of_the_callers_history_are_ranked(
+    app: FastAPI, client: httpx.AsyncClient, caller: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The window is the service's own bound (1,000 in production); 3 keeps the test small.
+    monkeypatch.setattr(search_service, "RANK_WINDOW", 3)
+    cid = (await create_conversation(client))["id"]
+    # The oldest match scores best (the word three times) but is outside the newest three.
+    best = await _say(client, cid, "lisbon lisbon lisbon")
+    newest = [(await _say(client, cid, f"lisbon trip {i}"))["id"] for i in range(3)]
+    neighbour = new_caller(tenant=caller.tenant)
+    async with _as(app, neighbour) as them:
+        theirs = (await create_conversation(them))["id"]
+        for _ in range(4):  # newer matches of another user do not take the window
+            await _say(them, theirs, "lisbon")
+    weather = (await _say(client, cid, "lisbon weather"))["id"]
+
+    assert set(await _found(client, "lisbon")) == {newest[1], newest[2], weather}
+    assert best["id"] not in await _found(client, "lisbon", limit=50)
+    # The window holds the newest matches of the query, not of each word: all three trips.
+    assert set(await _found(client, "lisbon trip")) == set(newest)
+    assert await _found(client, "weather") == [weather]

@@ -54,6 +54,9 @@ from conversation_service.services.unit_of_work import UnitOfWork
 from conversation_service.utils.cursors import CursorCodec, CursorError
 
 _CURSOR_KIND: Final = "search"
+# Content matches ranked per search: the newest this many in the caller's scope. Scoring every
+# match made a query of common words cost in proportion to the history (docs/ARCHITECTURE.md).
+RANK_WINDOW: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +179,7 @@ def _params(
         # Each branch's best ``offset + limit`` hold every hit of the page, even after a
         # message found both ways is counted once.
         "p_top": offset + limit,
+        "p_window": RANK_WINDOW,
         "p_limit": limit,
         "p_offset": offset,
         "mq": fts5_match(query),
@@ -241,37 +245,82 @@ def _fts_hits(fts: str, match: Any) -> Any:
     )
 
 
+def _pg_content(shape: _Shape, ts: ColumnElement[Any]) -> Select[Any]:
+    """The newest ``p_window`` content matches, then their score (``ts_rank``)."""
+    joined = messages.join(conversations, conversations.c.id == messages.c.conversation_id)
+    candidates = (
+        select(
+            messages.c.id,
+            messages.c.created_at,
+            messages.c.search_stems,
+            messages.c.search_words,
+        )
+        .select_from(joined)
+        .where(
+            _pg_vector(messages).op("@@")(ts),
+            *_conversation_scope(shape),
+            *_message_scope(messages, shape),
+        )
+        .order_by(messages.c.created_at.desc())
+        .limit(bindparam("p_window", type_=Integer()))
+        .subquery("candidates")
+    )
+    return select(
+        candidates.c.id.label("message_id"),
+        func.ts_rank(_pg_vector(candidates), ts).label("score"),
+        candidates.c.created_at.label("created_at"),
+    )
+
+
+def _sqlite_content(shape: _Shape) -> Select[Any]:
+    """The newest ``p_window`` content matches (highest rowids), with their ``-bm25``."""
+    fts = table("messages_fts")
+    rowid: ColumnElement[Any] = literal_column("messages_fts.rowid")
+    # The FTS5 table is walked first, newest rowid first, and stops after ``p_window`` rows
+    # in scope: ``bm25`` is only computed for those (it was computed for every match).
+    candidates = (
+        select(
+            messages.c.id,
+            messages.c.created_at,
+            (-func.bm25(literal_column("messages_fts"), 2.0, 1.0)).label("score"),
+        )
+        .select_from(
+            fts.join(messages, literal_column("messages.rowid") == rowid).join(
+                conversations, conversations.c.id == messages.c.conversation_id
+            )
+        )
+        .where(
+            text("messages_fts MATCH :mq").bindparams(bindparam("mq", type_=String())),
+            *_conversation_scope(shape),
+            *_message_scope(messages, shape),
+        )
+        .order_by(rowid.desc())
+        .limit(bindparam("p_window", type_=Integer()))
+        .subquery("candidates")
+    )
+    return select(
+        candidates.c.id.label("message_id"),
+        candidates.c.score,
+        candidates.c.created_at.label("created_at"),
+    )
+
+
 def _branches(shape: _Shape) -> list[Select[Any]]:
     """The message-content and the title match, each its ``p_top`` best (message id, score)."""
     scope = _conversation_scope(shape)
     top = bindparam("p_top", type_=Integer())
     if shape.dialect == "postgresql":
-        joined = messages.join(conversations, conversations.c.id == messages.c.conversation_id)
         ts = func.to_tsquery(literal_column("'simple'::regconfig"), bindparam("tq", type_=String()))
-        m_vector, c_vector = _pg_vector(messages), _pg_vector(conversations)
-        content = select(
-            messages.c.id.label("message_id"),
-            func.ts_rank(m_vector, ts).label("score"),
-            messages.c.created_at.label("created_at"),
-        ).where(m_vector.op("@@")(ts))
+        c_vector = _pg_vector(conversations)
+        content = _pg_content(shape, ts)
         title = select(
             _first_message(shape).label("message_id"),
             func.ts_rank(c_vector, ts).label("score"),
         ).where(c_vector.op("@@")(ts), *scope)
     else:
         match = bindparam("mq", type_=String())
-        # The full-text match runs first, materialized: left to itself SQLite may walk the
-        # owner's messages and probe the FTS index row by row, which grows with the history.
-        m_hits = _fts_hits("messages_fts", match)
         c_hits = _fts_hits("conversations_fts", match)
-        joined = messages.join(m_hits, m_hits.c.rid == literal_column("messages.rowid")).join(
-            conversations, conversations.c.id == messages.c.conversation_id
-        )
-        content = select(
-            messages.c.id.label("message_id"),
-            m_hits.c.score,
-            messages.c.created_at.label("created_at"),
-        )
+        content = _sqlite_content(shape)
         title = (
             select(_first_message(shape).label("message_id"), c_hits.c.score)
             .select_from(
@@ -279,12 +328,9 @@ def _branches(shape: _Shape) -> list[Select[Any]]:
             )
             .where(*scope)
         )
-    content = (
-        content.select_from(joined)
-        .where(*scope, *_message_scope(messages, shape))
-        .order_by(literal_column("score").desc(), messages.c.created_at.desc())
-        .limit(top)
-    )
+    content = content.order_by(
+        literal_column("score").desc(), literal_column("created_at").desc()
+    ).limit(top)
     titled = title.subquery("titled")
     first = messages.alias("title_message")
     title_hits = (
