@@ -25,6 +25,7 @@ from conversation_service.services.auth import issue_token
 from tests.conftest import INTERNAL_KEY, JWT_SECRET, Caller, create_conversation
 
 SERVICE = {"Authorization": f"Bearer {INTERNAL_KEY}"}
+NDJSON = "application/x-ndjson"
 
 # A valid body per operation (``METHOD path``), for the checks that must reach the handler.
 BODIES: dict[str, Any] = {
@@ -36,6 +37,9 @@ BODIES: dict[str, Any] = {
     },
     "POST /api/v1/conversations/{conversation_id}/sessions": {"channel": "hijack"},
     "PUT /api/v1/conversations/{conversation_id}/messages/{message_id}/feedback": {"rating": -1},
+    "PUT /api/v1/conversations/{conversation_id}/active-leaf": {
+        "message_id": "00000000-0000-7000-8000-000000000001"
+    },
     "PATCH /internal/v1/sessions/{session_id}/context": {"variables": {"hijacked": True}},
     "PATCH /internal/v1/conversations/{conversation_id}/tracked-context": {"hijacked": True},
     "POST /internal/v1/conversations/{conversation_id}/messages": {
@@ -83,6 +87,7 @@ class Operation:
     method: str
     path: str
     scheme: str  # HTTPBearer (user JWT), ApiKey (/v1) or ServiceKey (internal)
+    media_type: str = "application/json"  # of the request body
 
     @property
     def name(self) -> str:
@@ -106,7 +111,9 @@ def operations(app: FastAPI) -> list[Operation]:
         for method, operation in item.items():
             security = operation.get("security")
             if security:
-                found.append(Operation(method.upper(), path, next(iter(security[0]))))
+                content = operation.get("requestBody", {}).get("content", {"application/json": {}})
+                scheme = next(iter(security[0]))
+                found.append(Operation(method.upper(), path, scheme, next(iter(content))))
     return found
 
 
@@ -114,12 +121,17 @@ async def send(
     client: httpx.AsyncClient, operation: Operation, ids: dict[str, str], headers: dict[str, str]
 ) -> httpx.Response:
     """Call ``operation`` on the objects ``ids`` name, with a valid body when it takes one."""
-    body = operation.body()
+    if operation.media_type == NDJSON:
+        # The import: one line is a valid body (the media type is checked before credentials).
+        line = b'{"type": "conversation", "data": {"id": "' + uuid.uuid4().hex.encode() + b'"}}\n'
+        return await client.request(
+            operation.method,
+            operation.url(ids),
+            content=line,
+            headers={**headers, "Content-Type": NDJSON},
+        )
     return await client.request(
-        operation.method,
-        operation.url(ids),
-        json=body,
-        headers=headers,
+        operation.method, operation.url(ids), json=operation.body(), headers=headers
     )
 
 
@@ -192,6 +204,9 @@ async def victim(client: httpx.AsyncClient, caller: Caller) -> Victim:
         "key_id": key.json()["id"],
         "tenant_id": caller.tenant,
         "user_id": caller.user,
+        "agent_id": conversation["agent_id"],
+        "tenant": caller.tenant,
+        "user": caller.user,
     }
     return Victim(caller=caller, api_key=key.json()["key"], ids=ids, title=title)
 
