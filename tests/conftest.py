@@ -8,6 +8,7 @@ writes is visible to another, and the schema is rebuilt once per session.
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,13 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conversation_service.config.settings import ConversationSettings, Environment
 from conversation_service.db.engine import create_engine
 from conversation_service.db.migrate import upgrade_async
-from conversation_service.db.tables import Base
+from conversation_service.db.tables import Base, jobs_table
 from conversation_service.main import create_app
 from conversation_service.services.auth import issue_token
 
@@ -63,6 +64,34 @@ def make_settings(database_url: str, redis_url: str, **overrides: Any) -> Conver
     }
     values.update(overrides)
     return ConversationSettings(**values)
+
+
+# Where apps that record orchestrator callbacks send them: nothing listens, so they are recorded
+# (delivery rows, jobs) and never delivered.
+CALLBACK_URL = "http://127.0.0.1:9/hooks"
+
+
+@asynccontextmanager
+async def app_recording_callbacks(settings: ConversationSettings) -> AsyncIterator[FastAPI]:
+    """The app of ``settings`` with an orchestrator callback URL, its lifespan running."""
+    configured = make_settings(
+        settings.database_url,
+        settings.effective_redis_url(),
+        orchestrator_callback_url=CALLBACK_URL,
+    )
+    app = create_app(configured)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+async def cancel_open_jobs(engine: AsyncEngine) -> None:
+    """Cancel every job no worker has finished: work one test left must not run in another."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(jobs_table)
+            .where(jobs_table.c.status.in_(("pending", "queued", "started")))
+            .values(status="cancelled")
+        )
 
 
 async def reset_schema(engine: AsyncEngine) -> None:

@@ -15,14 +15,20 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from redis import Redis as SyncRedis
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import select
 
 from conversation_service.config.settings import DEV_WEBHOOK_SECRET, ConversationSettings
 from conversation_service.db.engine import create_engine
 from conversation_service.db.tables import jobs_table
 from conversation_service.main import create_app
-from tests.conftest import INTERNAL_KEY, JWT_SECRET, Caller, make_settings, new_caller
+from tests.conftest import (
+    INTERNAL_KEY,
+    JWT_SECRET,
+    Caller,
+    cancel_open_jobs,
+    make_settings,
+    new_caller,
+)
 from tests.live_server import cli_command, service_env
 from tests.receiver import Receiver, run_receiver
 
@@ -204,7 +210,11 @@ async def queue_env(
     queue = queue_settings(settings.database_url, url, receiver)
     # Work other tests left in the shared database (live servers' appends) is not this test's:
     # this app's sweep would re-dispatch it and its figures would count it.
-    await _cancel_open_jobs(create_engine(queue, null_pool=True), dispose=True)
+    engine = create_engine(queue, null_pool=True)
+    try:
+        await cancel_open_jobs(engine)
+    finally:
+        await engine.dispose()
     app = create_app(queue)
     caller = new_caller()
     async with app.router.lifespan_context(app):
@@ -219,17 +229,4 @@ async def queue_env(
                 for process in env.workers:
                     kill_tree(process)
                 # Work this test left behind must not run in the next one.
-                await _cancel_open_jobs(app.state.resources.engine)
-
-
-async def _cancel_open_jobs(engine: AsyncEngine, *, dispose: bool = False) -> None:
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                update(jobs_table)
-                .where(jobs_table.c.status.in_(("pending", "queued", "started")))
-                .values(status="cancelled")
-            )
-    finally:
-        if dispose:
-            await engine.dispose()
+                await cancel_open_jobs(app.state.resources.engine)

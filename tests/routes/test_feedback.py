@@ -17,23 +17,19 @@ from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import callback_deliveries_table as deliveries
 from conversation_service.db.tables import feedback_table
 from conversation_service.events.log import read_after
-from conversation_service.main import create_app
-from tests.conftest import Caller, create_conversation, make_settings, new_caller
+from tests.conftest import (
+    Caller,
+    app_recording_callbacks,
+    create_conversation,
+    new_caller,
+)
 from tests.websocket.helpers import SERVICE
-
-CALLBACK_URL = "http://127.0.0.1:9/hooks"
 
 
 @pytest.fixture(scope="module")
 async def app(settings: ConversationSettings) -> AsyncIterator[FastAPI]:
     """The app recording orchestrator callbacks (never delivered: nothing listens there)."""
-    configured = make_settings(
-        settings.database_url,
-        settings.effective_redis_url(),
-        orchestrator_callback_url=CALLBACK_URL,
-    )
-    app = create_app(configured)
-    async with app.router.lifespan_context(app):
+    async with app_recording_callbacks(settings) as app:
         yield app
 
 

@@ -14,24 +14,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.tables import callback_deliveries_table as deliveries
 from conversation_service.db.tables import jobs_table
-from conversation_service.main import create_app
-from tests.conftest import Caller, create_conversation, make_settings, new_caller
+from tests.conftest import (
+    Caller,
+    app_recording_callbacks,
+    create_conversation,
+    new_caller,
+)
 from tests.routes.test_branches import _state, contents, edited_conversation, history, say
 from tests.websocket.helpers import SERVICE, start_reply
-
-CALLBACK_URL = "http://127.0.0.1:9/hooks"
 
 
 @pytest.fixture
 async def hooked(settings: ConversationSettings) -> AsyncIterator[FastAPI]:
     """The app with an orchestrator callback URL, so callbacks are recorded."""
-    configured = make_settings(
-        settings.database_url,
-        settings.effective_redis_url(),
-        orchestrator_callback_url=CALLBACK_URL,
-    )
-    app = create_app(configured)
-    async with app.router.lifespan_context(app):
+    async with app_recording_callbacks(settings) as app:
         yield app
 
 

@@ -16,13 +16,11 @@ import httpx
 import jwt
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import update
 
 from conversation_service.config.settings import ConversationSettings
 from conversation_service.db.engine import create_engine
-from conversation_service.db.tables import jobs_table
 from conversation_service.services.auth import issue_token
-from tests.conftest import INTERNAL_KEY, JWT_SECRET, Caller, create_conversation
+from tests.conftest import INTERNAL_KEY, JWT_SECRET, Caller, cancel_open_jobs, create_conversation
 
 SERVICE = {"Authorization": f"Bearer {INTERNAL_KEY}"}
 NDJSON = "application/x-ndjson"
@@ -70,12 +68,7 @@ async def no_leftover_jobs(settings: ConversationSettings) -> AsyncIterator[None
     yield
     engine = create_engine(settings, null_pool=True)
     try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                update(jobs_table)
-                .where(jobs_table.c.status.in_(("pending", "queued", "started")))
-                .values(status="cancelled")
-            )
+        await cancel_open_jobs(engine)
     finally:
         await engine.dispose()
 

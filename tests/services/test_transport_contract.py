@@ -29,23 +29,18 @@ from conversation_service.db.tables import (
     messages_table,
 )
 from conversation_service.events.log import events_key
-from conversation_service.main import create_app
-from tests.conftest import Caller, create_conversation, make_settings
+from tests.conftest import (
+    Caller,
+    app_recording_callbacks,
+    create_conversation,
+)
 from tests.websocket.helpers import SERVICE, TIMEOUT, serve, ws_url
-
-CALLBACK_URL = "http://127.0.0.1:9/hooks"
 
 
 @pytest.fixture
 async def app(settings: ConversationSettings) -> AsyncIterator[FastAPI]:
     """The app with an orchestrator callback URL, so callbacks are recorded too."""
-    configured = make_settings(
-        settings.database_url,
-        settings.effective_redis_url(),
-        orchestrator_callback_url=CALLBACK_URL,
-    )
-    app = create_app(configured)
-    async with app.router.lifespan_context(app):
+    async with app_recording_callbacks(settings) as app:
         yield app
 
 
