@@ -59,9 +59,6 @@ class ConnectionManager:
         self._channels: dict[bytes, set[Subscription]] = {}
         self._confirmations: dict[bytes, deque[asyncio.Future[None]]] = {}
         self._link: PubSubLink | None = None
-        # The newest link made, until the next one (or stop) closes it: whichever path dropped
-        # it, no link is let go with its connections and readers still open.
-        self._last_link: PubSubLink | None = None
         self._connected = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -92,7 +89,6 @@ class ConnectionManager:
         # cancellation until the connection goes away, and shutdown must never hang on it.
         await self._drop_connection()
         await stop_tasks(*tasks)
-        await self._close_last_link()
         await self._links.aclose()
 
     def register(self, outbox: Outbox) -> None:
@@ -280,16 +276,8 @@ class ConnectionManager:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX)
 
-    async def _close_last_link(self) -> None:
-        link, self._last_link = self._last_link, None
-        if link is not None:
-            with contextlib.suppress(Exception):
-                await link.close()
-
     async def _connect_and_read(self) -> None:
-        await self._close_last_link()
-        link = self._links.new()
-        self._last_link = link
+        link = await self._links.new()
         channels = [*link.extra_channels, *self._channels]
         futures = []
         for channel in channels:

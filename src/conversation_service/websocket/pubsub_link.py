@@ -208,14 +208,28 @@ class Links:
         self._client = async_redis(
             url, cluster=cluster, socket_connect_timeout=CONNECT_TIMEOUT, client_name=CLIENT_NAME
         )
+        self._last: PubSubLink | None = None
 
-    def new(self) -> PubSubLink:
-        """A link not yet open."""
+    async def new(self) -> PubSubLink:
+        """A link not yet open. The one made before is closed first: whichever path let it go
+        (a stop that cancelled its ``open``, a reconnect), its connections and readers end."""
+        await self._close_last()
         cluster = as_cluster(self._client)
-        if cluster is not None:
-            return ClusterLink(cluster, self._url)
-        return StandaloneLink(self._client, CONTROL_CHANNEL)
+        link: PubSubLink = (
+            ClusterLink(cluster, self._url)
+            if cluster is not None
+            else StandaloneLink(self._client, CONTROL_CHANNEL)
+        )
+        self._last = link
+        return link
+
+    async def _close_last(self) -> None:
+        link, self._last = self._last, None
+        if link is not None:
+            with contextlib.suppress(Exception):
+                await link.close()
 
     async def aclose(self) -> None:
-        """Close the client (after every link)."""
+        """Close the last link and the client."""
+        await self._close_last()
         await self._client.aclose()
