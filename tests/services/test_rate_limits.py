@@ -32,6 +32,7 @@ from conversation_service.services.auth import Principal
 from conversation_service.services.rate_limits import (
     CLOSE_TOO_MANY_CONNECTIONS,
     DEGRADED,
+    RETRY_SECONDS,
     RateLimitedError,
     RateLimiter,
     RateLimitMetrics,
@@ -464,12 +465,26 @@ async def test_a_redis_that_never_answers_fails_open_after_the_check_timeout(
         server.close()
 
 
+async def _until_answering(replicas: list[RateLimiter]) -> None:
+    """Make each limiter's first Redis round trip (on a cluster: discovery, connections,
+    script loads) on a key of its own, until it answers: a fresh client's first call on a cluster
+    just healed from a failover has once failed open."""
+    for replica in replicas:
+        async with asyncio.timeout(30):
+            while True:
+                await replica.check_internal(f"warm-up-{uuid.uuid4().hex}")
+                if replica.status() == "ok":
+                    break
+                await asyncio.sleep(RETRY_SECONDS)
+
+
 async def test_blocks_taken_by_two_replicas_never_exceed_the_limit(
     settings: ConversationSettings,
 ) -> None:
     """High limits are spent from local blocks; across replicas the limit still holds."""
     async with limiter_redis(settings, rate_limit_internal="300/hour") as (limited, redis):
         replicas = [RateLimiter(limited, redis), RateLimiter(limited, redis)]
+        await _until_answering(replicas)
         key = f"key-{uuid.uuid4().hex}"
         allowed = refused = 0
         for turn in range(400):
@@ -478,6 +493,8 @@ async def test_blocks_taken_by_two_replicas_never_exceed_the_limit(
                 allowed += 1
             except RateLimitedError:
                 refused += 1
+        # A check Redis did not answer fails open (its own test above): that is not this test.
+        assert [r.status() for r in replicas] == ["ok", "ok"], "Redis failed during the test"
         # Blocks of 3: each replica may hold at most 2 unspent hits when the window fills.
         assert 296 <= allowed <= 300
         assert refused == 400 - allowed

@@ -204,10 +204,12 @@ class RateLimiter:
             self.metrics.fail_open.inc()
         if not self._degraded or now - self._logged_at >= LOG_INTERVAL:
             self._logged_at = now
+            error = f"{type(exc).__name__}: {exc}"[:200]
             log.warning(
-                "rate limiter unavailable: requests are not limited until Redis answers "
+                "rate limiter unavailable (%s): requests are not limited until Redis answers "
                 "(fail-open)",
-                extra={"error": f"{type(exc).__name__}: {exc}"[:200]},
+                error,
+                extra={"error": error},
             )
         self._degraded = True
 
