@@ -16,6 +16,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, text
@@ -30,7 +31,7 @@ from conversation_service.services.auth import Principal
 from conversation_service.services.search import SearchFilters, search
 from conversation_service.services.search_text import index_values
 from conversation_service.services.unit_of_work import Units
-from conversation_service.utils.clock import new_id, utcnow
+from conversation_service.utils.clock import new_id
 from conversation_service.utils.cursors import CursorCodec
 
 PER_CONVERSATION = 1000
@@ -40,6 +41,9 @@ VOCABULARY = [f"w{i:04d}" for i in range(3000)]
 CUMULATIVE = list(itertools.accumulate(1 / (i + 1) for i in range(len(VOCABULARY))))
 # Words of the selective query: only in the first 10,000 messages, a few times.
 RARE = ("zephyr", "quokka")
+# Messages a millisecond apart, the newest last: searches read newest first, and a history
+# written in one instant is not one a user has.
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 QUERIES = {
     "selective": "zephyr quokka",
     "two ~1% words": "w0100 w0101",
@@ -70,7 +74,6 @@ def _content(rng: random.Random, index: int) -> str:
 
 async def seed(units: Units, principal: Principal, total: int, done: int) -> None:
     rng = random.Random(done)
-    now = utcnow()
     index = done
     while index < total:
         async with units.engine.begin() as conn:
@@ -90,14 +93,15 @@ async def seed(units: Units, principal: Principal, total: int, done: int) -> Non
                     last_seq=PER_CONVERSATION,
                     message_count=PER_CONVERSATION,
                     token_count=0,
-                    created_at=now,
-                    updated_at=now,
+                    created_at=EPOCH + timedelta(milliseconds=index),
+                    updated_at=EPOCH + timedelta(milliseconds=index),
                     **index_values("", None),
                 )
             )
             rows = []
             for seq in range(1, PER_CONVERSATION + 1):
                 content = _content(rng, index)
+                at = EPOCH + timedelta(milliseconds=index)
                 rows.append(
                     {
                         "id": new_id(),
@@ -113,8 +117,8 @@ async def seed(units: Units, principal: Principal, total: int, done: int) -> Non
                         "tokens_o200k": 16,
                         "always_include": False,
                         "language": "en",
-                        "created_at": now,
-                        "updated_at": now,
+                        "created_at": at,
+                        "updated_at": at,
                         **index_values(content, "en"),
                     }
                 )

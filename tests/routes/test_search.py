@@ -8,13 +8,16 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
-from sqlalchemy import RowMapping, func, select, text
+from sqlalchemy import RowMapping, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conversation_service.db.tables import feedback_table
 from conversation_service.services import search as search_service
+from conversation_service.services.auth import Principal
 from conversation_service.services.job_context import JobContext
 from conversation_service.services.processing import process_message
+from conversation_service.services.search import SearchFilters
+from conversation_service.services.unit_of_work import UnitOfWork
 from tests.conftest import Caller, create_conversation, new_caller
 from tests.websocket.helpers import SERVICE, complete, post_deltas, start_reply
 
@@ -343,3 +346,65 @@ async def test_only_the_newest_matches_of_the_callers_history_are_ranked(
     # The window holds the newest matches of the query, not of each word: all three trips.
     assert set(await _found(client, "lisbon trip")) == set(newest)
     assert await _found(client, "weather") == [weather]
+
+
+# How PostgreSQL may find the newest matches: every match (from an index bitmap: the GIN index
+# when the words are rare), sorted; or the tenant's messages newest first, stopping at the
+# window (common words). The planner picks by the words' statistics; each setting here leaves it
+# one way, and the test reads the plan to be sure it took that way.
+_PLANS = {
+    "Bitmap Heap Scan on messages": ("enable_indexscan", "enable_seqscan"),
+    "Index Scan Backward using ix_messages_tenant_created": (
+        "enable_bitmapscan",
+        "enable_seqscan",
+        "enable_sort",
+    ),
+}
+
+
+async def test_both_ways_postgresql_finds_the_newest_matches_give_the_same_hits(
+    client: httpx.AsyncClient,
+    caller: Caller,
+    engine: AsyncEngine,
+    app: FastAPI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the stored search vector and its plans are PostgreSQL's")
+    monkeypatch.setattr(search_service, "RANK_WINDOW", 3)
+    cid = (await create_conversation(client))["id"]
+    await _say(client, cid, "porto porto porto")  # best score, but not among the newest three
+    newest = [(await _say(client, cid, f"porto wine {i}"))["id"] for i in range(3)]
+    gone = (await _say(client, cid, "porto wine tasting"))["id"]
+    assert (await client.delete(f"/api/v1/conversations/{cid}/messages/{gone}")).status_code == 204
+    neighbour = new_caller(tenant=caller.tenant)
+    async with _as(app, neighbour) as them:
+        theirs = (await create_conversation(them))["id"]
+        await _say(them, theirs, "porto wine")  # the tenant's newest match is not the caller's
+    principal = Principal(tenant_id=caller.tenant, user_id=caller.user)
+    statements: list[tuple[str, Any]] = []
+
+    def capture(*args: Any) -> None:
+        statements.append((args[2], args[3]))  # statement, parameters
+
+    found: dict[str, list[str]] = {}
+    for way, settings in _PLANS.items():
+        statements.clear()
+        async with engine.connect() as conn:
+            for setting in settings:
+                await conn.exec_driver_sql(f"SET {setting} = off")
+            event.listen(conn.sync_connection, "before_cursor_execute", capture)
+            page = await search_service.search(
+                UnitOfWork(conn), principal, "porto wine", SearchFilters(), limit=10,
+                cursor=None, codec=app.state.resources.cursors,
+            )  # fmt: skip
+            event.remove(conn.sync_connection, "before_cursor_execute", capture)
+            [(statement, parameters)] = [s for s in statements if "ts_rank" in s[0]]
+            plan = await conn.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+            shown = "\n".join(row[0] for row in plan)
+            assert way in shown, shown
+        found[way] = [str(hit["message_id"]) for hit in page["data"]]
+
+    [every_match, newest_first] = found.values()
+    assert set(newest_first) == set(newest)
+    assert newest_first == every_match

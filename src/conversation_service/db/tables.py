@@ -160,6 +160,10 @@ class Message(Base):
         Index("ix_messages_branch", "conversation_id", "branch_id", "seq"),
         # Siblings: the children of one parent in creation order.
         Index("ix_messages_parent", "conversation_id", "parent_id", "seq"),
+        # Search reads a tenant's messages newest first when matches are common (migration
+        # 0008; on PostgreSQL the stored ``search_vector`` column it filters lives outside the
+        # ORM, as a generated column only that engine has).
+        Index("ix_messages_tenant_created", "tenant_id", "created_at"),
         Index(
             "ix_messages_branch_heads",
             "conversation_id",

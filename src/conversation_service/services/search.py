@@ -35,6 +35,7 @@ from sqlalchemy import (
     text,
     union_all,
 )
+from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conversation_service.db.tables import conversations_table as conversations
@@ -211,8 +212,13 @@ def _message_scope(m: Any, shape: _Shape) -> list[ColumnElement[bool]]:
     return where
 
 
+# The stored vector of a message (migration 0008): the same expression, computed on write.
+_MESSAGE_VECTOR: Final = literal_column("messages.search_vector", type_=TSVECTOR())
+
+
 def _pg_vector(t: FromClause) -> ColumnElement[Any]:
-    # Exactly the expression of the GIN indexes (migration 0007), or they would not be used.
+    # Exactly the expression of the conversations' GIN index (migration 0007), or it would not
+    # be used.
     simple: ColumnElement[Any] = literal_column("'simple'::regconfig")
     stems = func.setweight(func.to_tsvector(simple, t.c.search_stems), literal_column("'A'"))
     words = func.setweight(func.to_tsvector(simple, t.c.search_words), literal_column("'B'"))
@@ -246,28 +252,29 @@ def _fts_hits(fts: str, match: Any) -> Any:
 
 
 def _pg_content(shape: _Shape, ts: ColumnElement[Any]) -> Select[Any]:
-    """The newest ``p_window`` content matches, then their score (``ts_rank``)."""
+    """The newest ``p_window`` content matches, then their score (``ts_rank``).
+
+    The planner picks how to find them from the query's words (hence custom plans, see
+    ``_hits``): the GIN index when they are rare, or the tenant's messages newest first
+    (``ix_messages_tenant_created``), stopping at the window, when they are common.
+    """
     joined = messages.join(conversations, conversations.c.id == messages.c.conversation_id)
     candidates = (
-        select(
-            messages.c.id,
-            messages.c.created_at,
-            messages.c.search_stems,
-            messages.c.search_words,
-        )
+        select(messages.c.id, messages.c.created_at, _MESSAGE_VECTOR.label("vector"))
         .select_from(joined)
         .where(
-            _pg_vector(messages).op("@@")(ts),
+            _MESSAGE_VECTOR.op("@@")(ts),
+            messages.c.tenant_id == bindparam("p_tenant"),
             *_conversation_scope(shape),
             *_message_scope(messages, shape),
         )
-        .order_by(messages.c.created_at.desc())
+        .order_by(messages.c.created_at.desc(), messages.c.id.desc())
         .limit(bindparam("p_window", type_=Integer()))
         .subquery("candidates")
     )
     return select(
         candidates.c.id.label("message_id"),
-        func.ts_rank(_pg_vector(candidates), ts).label("score"),
+        func.ts_rank(candidates.c.vector, ts).label("score"),
         candidates.c.created_at.label("created_at"),
     )
 
@@ -386,7 +393,15 @@ async def _hits(
 ) -> list[Any]:
     stmt = _statement(_Shape.of(conn.dialect.name, filters))
     params = _params(principal, query, filters, limit, offset)
-    return list((await conn.execute(stmt, params)).all())
+    if conn.dialect.name != "postgresql":
+        return list((await conn.execute(stmt, params)).all())
+    # Which index serves a search depends on how common its words are, which a generic plan
+    # of the prepared statement cannot know: plan each search for its own words.
+    await conn.exec_driver_sql("SET plan_cache_mode = force_custom_plan")
+    try:
+        return list((await conn.execute(stmt, params)).all())
+    finally:
+        await conn.exec_driver_sql("RESET plan_cache_mode")
 
 
 __all__ = ["SearchFilters", "search"]
