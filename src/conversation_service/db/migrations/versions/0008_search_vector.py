@@ -33,8 +33,8 @@ PG_VECTOR = (
 
 def upgrade() -> None:
     """Apply this revision."""
-    with op.batch_alter_table("messages", schema=None) as batch_op:
-        batch_op.create_index("ix_messages_tenant_created", ["tenant_id", "created_at"])
+    # Not in a batch: on SQLite a batch may copy the table, renumbering the rowids FTS5 maps.
+    op.create_index("ix_messages_tenant_created", "messages", ["tenant_id", "created_at"])
     if op.get_bind().dialect.name != "postgresql":
         return
     op.execute(
@@ -51,5 +51,4 @@ def downgrade() -> None:
         op.execute("DROP INDEX IF EXISTS ix_messages_search_vector_gin")
         op.execute("ALTER TABLE messages DROP COLUMN IF EXISTS search_vector")
         op.execute(f"CREATE INDEX ix_messages_search_gin ON messages USING gin ({PG_VECTOR})")
-    with op.batch_alter_table("messages", schema=None) as batch_op:
-        batch_op.drop_index("ix_messages_tenant_created")
+    op.drop_index("ix_messages_tenant_created", table_name="messages")
