@@ -6,7 +6,9 @@ title match opens the chat where it starts). Hits are ordered by score (higher i
 newest first; a message that matched both ways appears once, with its better score.
 
 PostgreSQL matches ``to_tsquery('simple', …)`` against a GIN expression index over the search
-columns and scores with ``ts_rank``; SQLite matches FTS5 tables and scores with ``-bm25``. The
+columns and scores with ``ts_rank``; SQLite matches FTS5 tables and scores with
+``search_query.rank``, BM25 without the corpus-wide document counts (from the row alone, as
+``ts_rank`` scores). The
 two engines index the same tokens (``services.search_text``), so they find the same messages;
 their scores are on different scales. Snippets and highlights are computed here, from the
 stored text, identically for both.
@@ -48,6 +50,7 @@ from conversation_service.services.search_query import (
     fts5_match,
     highlights,
     parse,
+    rank_terms,
     snippet,
     tsquery,
 )
@@ -185,6 +188,7 @@ def _params(
         "p_offset": offset,
         "mq": fts5_match(query),
         "tq": tsquery(query),
+        "rq": rank_terms(query),
     }
 
 
@@ -237,13 +241,16 @@ def _first_message(shape: _Shape) -> Any:
     )
 
 
+def _sqlite_rank(t: FromClause) -> ColumnElement[Any]:
+    """SQLite's score of a row (``search_query.rank``, registered by ``db.engine``)."""
+    terms = bindparam("rq", type_=String())
+    return func.search_rank(t.c.search_stems, t.c.search_words, terms, type_=Float())
+
+
 def _fts_hits(fts: str, match: Any) -> Any:
-    """Rowids and scores (``-bm25``: higher is better) of one FTS5 table's matches."""
+    """Rowids of one FTS5 table's matches."""
     return (
-        select(
-            literal_column(f"{fts}.rowid").label("rid"),
-            (-func.bm25(literal_column(fts), 2.0, 1.0)).label("score"),
-        )
+        select(literal_column(f"{fts}.rowid").label("rid"))
         .select_from(table(fts))
         .where(text(f"{fts} MATCH :mq").bindparams(match))
         .cte(f"{fts}_hits")
@@ -280,17 +287,13 @@ def _pg_content(shape: _Shape, ts: ColumnElement[Any]) -> Select[Any]:
 
 
 def _sqlite_content(shape: _Shape) -> Select[Any]:
-    """The newest ``p_window`` content matches (highest rowids), with their ``-bm25``."""
+    """The newest ``p_window`` content matches (highest rowids), with their score."""
     fts = table("messages_fts")
     rowid: ColumnElement[Any] = literal_column("messages_fts.rowid")
     # The FTS5 table is walked first, newest rowid first, and stops after ``p_window`` rows
-    # in scope: ``bm25`` is only computed for those (it was computed for every match).
+    # in scope: the score is only computed for those.
     candidates = (
-        select(
-            messages.c.id,
-            messages.c.created_at,
-            (-func.bm25(literal_column("messages_fts"), 2.0, 1.0)).label("score"),
-        )
+        select(messages.c.id, messages.c.created_at, _sqlite_rank(messages).label("score"))
         .select_from(
             fts.join(messages, literal_column("messages.rowid") == rowid).join(
                 conversations, conversations.c.id == messages.c.conversation_id
@@ -329,7 +332,10 @@ def _branches(shape: _Shape) -> list[Select[Any]]:
         c_hits = _fts_hits("conversations_fts", match)
         content = _sqlite_content(shape)
         title = (
-            select(_first_message(shape).label("message_id"), c_hits.c.score)
+            select(
+                _first_message(shape).label("message_id"),
+                _sqlite_rank(conversations).label("score"),
+            )
             .select_from(
                 conversations.join(c_hits, c_hits.c.rid == literal_column("conversations.rowid"))
             )
