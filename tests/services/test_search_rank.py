@@ -1,6 +1,7 @@
-"""SQLite's search score (``search_query.rank``): from the row alone, higher is better."""
+"""SQLite's search score (``db.search_rank``): from the row alone, higher is better."""
 
-from conversation_service.services.search_query import parse, rank, rank_terms
+from conversation_service.db.search_rank import rank
+from conversation_service.services.search_query import parse, rank_terms
 from conversation_service.services.search_text import index_values
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from conversation_service.config.settings import ConversationSettings
-from conversation_service.services.search_query import rank
+from conversation_service.db.search_rank import rank
 from conversation_service.utils import jsonio
 
 
@@ -80,7 +80,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
-    # Search's score on SQLite (services.search_query.rank).
+    # Search's score on SQLite (db.search_rank).
     dbapi_connection.create_function("search_rank", 3, rank, deterministic=True)
 
 

@@ -1,17 +1,12 @@
 """Search over a user's history: ``GET /api/v1/search`` and ``GET /internal/v1/search``.
 
-Both transports call ``search``. A hit is a message: its content matched, or its conversation's
-title did, in which case the hit is the conversation's first message the filters admit (so a
-title match opens the chat where it starts). Hits are ordered by score (higher is better), then
-newest first; a message that matched both ways appears once, with its better score.
-
-PostgreSQL matches ``to_tsquery('simple', …)`` against a GIN expression index over the search
-columns and scores with ``ts_rank``; SQLite matches FTS5 tables and scores with
-``search_query.rank``, BM25 without the corpus-wide document counts (from the row alone, as
-``ts_rank`` scores). The
-two engines index the same tokens (``services.search_text``), so they find the same messages;
-their scores are on different scales. Snippets and highlights are computed here, from the
-stored text, identically for both.
+Both transports call ``search``. A hit is a message whose content matched, or the first message
+the filters admit of a conversation whose title matched. Hits are ordered by score (higher is
+better), then newest first; a message found both ways appears once, with its better score.
+PostgreSQL matches ``to_tsquery('simple', …)`` with GIN and scores with ``ts_rank``; SQLite
+matches FTS5 and scores with ``db.search_rank``. Both index the same tokens
+(``services.search_text``) and score from the row alone, on different scales. Snippets and
+highlights are computed here from the stored text.
 """
 
 import functools
@@ -242,7 +237,7 @@ def _first_message(shape: _Shape) -> Any:
 
 
 def _sqlite_rank(t: FromClause) -> ColumnElement[Any]:
-    """SQLite's score of a row (``search_query.rank``, registered by ``db.engine``)."""
+    """SQLite's score of a row (``db.search_rank``, registered by ``db.engine``)."""
     terms = bindparam("rq", type_=String())
     return func.search_rank(t.c.search_stems, t.c.search_words, terms, type_=Float())
 
@@ -259,12 +254,9 @@ def _fts_hits(fts: str, match: Any) -> Any:
 
 
 def _pg_content(shape: _Shape, ts: ColumnElement[Any]) -> Select[Any]:
-    """The newest ``p_window`` content matches, then their score (``ts_rank``).
-
-    The planner picks how to find them from the query's words (hence custom plans, see
-    ``_hits``): the GIN index when they are rare, or the tenant's messages newest first
-    (``ix_messages_tenant_created``), stopping at the window, when they are common.
-    """
+    """The newest ``p_window`` content matches, then their ``ts_rank``. The planner finds them
+    through GIN (rare words) or the tenant's messages newest first (common words; custom plans,
+    see ``_hits``)."""
     joined = messages.join(conversations, conversations.c.id == messages.c.conversation_id)
     candidates = (
         select(messages.c.id, messages.c.created_at, _MESSAGE_VECTOR.label("vector"))

@@ -9,7 +9,6 @@ matches nothing. Words match stems (see ``services.search_text``); phrases and p
 the folded words as written.
 """
 
-import functools
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -116,20 +115,9 @@ def tsquery(query: ParsedQuery) -> str:
     return text
 
 
-# SQLite's score (``rank``): BM25's saturation and length normalisation without its inverse
-# document frequency, whose corpus-wide count FTS5's ``bm25`` makes for every query (35 ms for a
-# common word at 1,000,000 messages). Like PostgreSQL's ``ts_rank`` it scores a row from the row
-# alone; a word (matched by its stems) weighs 1, a phrase or prefix 0.4 (``ts_rank``'s A and B).
-_K1: Final = 1.2
-_B: Final = 0.75
-_TYPICAL_WORDS: Final = 20.0
-_WEIGHT_WORD: Final = 1.0
-_WEIGHT_PHRASE: Final = 0.4
-
-
 def rank_terms(query: ParsedQuery) -> str:
-    """The positive terms of ``query`` for ``rank``, as one bind parameter (tab-separated terms:
-    ``w`` and the stems of a word, or ``p``/``*`` and the folded words of a phrase/prefix)."""
+    """The positive terms of ``query`` for SQLite's ``search_rank`` (``db.search_rank``), as
+    one bind parameter."""
     terms = []
     for term in query.positive:
         if term.is_word:
@@ -137,38 +125,6 @@ def rank_terms(query: ParsedQuery) -> str:
         else:
             terms.append(" ".join(["*" if term.prefix else "p", *(fold(w) for w in term.words)]))
     return "\t".join(terms)
-
-
-@functools.lru_cache(maxsize=256)
-def _rank_terms(spec: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    return tuple((kind, tuple(forms)) for kind, *forms in (t.split(" ") for t in spec.split("\t")))
-
-
-def _occurrences(tokens: list[str], phrase: tuple[str, ...], prefix: bool) -> int:
-    n = len(phrase)
-    count = 0
-    for i in range(len(tokens) - n + 1):
-        last = tokens[i + n - 1]
-        if tokens[i : i + n - 1] == list(phrase[:-1]) and (
-            last.startswith(phrase[-1]) if prefix else last == phrase[-1]
-        ):
-            count += 1
-    return count
-
-
-def rank(stems: str, words: str, spec: str) -> float:
-    """The score of one row (its search columns) for the terms ``rank_terms`` made; higher is
-    better. Registered as ``search_rank`` on every SQLite connection (``db.engine``)."""
-    stem_tokens, word_tokens = stems.split(), words.split()
-    norm = _K1 * (1 - _B + _B * max(len(word_tokens), 1) / _TYPICAL_WORDS)
-    score = 0.0
-    for kind, forms in _rank_terms(spec):
-        if kind == "w":
-            tf, weight = sum(stem_tokens.count(f) for f in forms), _WEIGHT_WORD
-        else:
-            tf, weight = _occurrences(word_tokens, forms, kind == "*"), _WEIGHT_PHRASE
-        score += weight * tf * (_K1 + 1) / (tf + norm)
-    return score
 
 
 def highlights(content: str, language: str | None, query: ParsedQuery) -> list[tuple[int, int]]:
