@@ -12,6 +12,7 @@ between.
 """
 
 import functools
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 _K1: Final = 1.2
@@ -26,16 +27,14 @@ def _terms(spec: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple((kind, tuple(forms)) for kind, *forms in (t.split(" ") for t in spec.split("\t")))
 
 
-def _occurrences(tokens: list[str], phrase: tuple[str, ...], prefix: bool) -> int:
-    n = len(phrase)
-    count = 0
+def phrase_starts(tokens: list[str], phrase: Sequence[str], prefix: bool) -> Iterator[int]:
+    """Indexes of ``tokens`` where ``phrase`` starts (its last word as a prefix when ``prefix``);
+    search highlights find phrases the same way."""
+    head, last, n = list(phrase[:-1]), phrase[-1], len(phrase)
     for i in range(len(tokens) - n + 1):
-        last = tokens[i + n - 1]
-        if tokens[i : i + n - 1] == list(phrase[:-1]) and (
-            last.startswith(phrase[-1]) if prefix else last == phrase[-1]
-        ):
-            count += 1
-    return count
+        word = tokens[i + n - 1]
+        if tokens[i : i + n - 1] == head and (word.startswith(last) if prefix else word == last):
+            yield i
 
 
 def rank(stems: str, words: str, spec: str) -> float:
@@ -47,9 +46,10 @@ def rank(stems: str, words: str, spec: str) -> float:
         if kind == "w":
             tf, weight = sum(stem_tokens.count(f) for f in forms), _WEIGHT_WORD
         else:
-            tf, weight = _occurrences(word_tokens, forms, kind == "*"), _WEIGHT_PHRASE
+            tf = sum(1 for _ in phrase_starts(word_tokens, forms, kind == "*"))
+            weight = _WEIGHT_PHRASE
         score += weight * tf * (_K1 + 1) / (tf + norm)
     return score
 
 
-__all__ = ["rank"]
+__all__ = ["phrase_starts", "rank"]

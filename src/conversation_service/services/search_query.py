@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from conversation_service.db.search_rank import phrase_starts
 from conversation_service.services.search_text import fold, stem, stems_everywhere, words
 
 # Bounds the engine query whatever the input: terms beyond these are ignored.
@@ -143,13 +144,8 @@ def highlights(content: str, language: str | None, query: ParsedQuery) -> list[t
         if term.is_word:
             continue
         want = [fold(w) for w in term.words]
-        n = len(want)
-        for i in range(len(found) - n + 1):
-            head_ok = folded[i : i + n - 1] == want[:-1]
-            last = folded[i + n - 1]
-            last_ok = last.startswith(want[-1]) if term.prefix else last == want[-1]
-            if head_ok and last_ok:
-                spans.append((found[i].start(), found[i + n - 1].end()))
+        for i in phrase_starts(folded, want, term.prefix):
+            spans.append((found[i].start(), found[i + len(want) - 1].end()))
     return _merge(spans)
 
 
