@@ -78,6 +78,7 @@ async def seed(units: Units, principal: Principal, total: int, done: int) -> Non
     while index < total:
         async with units.engine.begin() as conn:
             cid = new_id()
+            started = EPOCH + timedelta(milliseconds=index)
             await conn.execute(
                 insert(conversations).values(
                     id=cid,
@@ -93,8 +94,8 @@ async def seed(units: Units, principal: Principal, total: int, done: int) -> Non
                     last_seq=PER_CONVERSATION,
                     message_count=PER_CONVERSATION,
                     token_count=0,
-                    created_at=EPOCH + timedelta(milliseconds=index),
-                    updated_at=EPOCH + timedelta(milliseconds=index),
+                    created_at=started,
+                    updated_at=started,
                     **index_values("", None),
                 )
             )

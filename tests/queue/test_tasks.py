@@ -5,6 +5,20 @@ import uuid
 from tests.conftest import create_conversation, new_caller
 from tests.queue.conftest import QueueEnv, kill_tree
 
+# Ten user messages long enough that a summary_buffer window of 120 tokens must summarise.
+TRIP_FACTS = [
+    "I am planning a trip to Japan in April with my wife.",
+    "We want to visit Kyoto temples and see the cherry blossoms.",
+    "Our budget is about four thousand dollars for two weeks.",
+    "We prefer traditional ryokan hotels over modern chains.",
+    "My wife is vegetarian, so restaurants need vegetarian options.",
+    "We land in Tokyo Narita airport on April third in the morning.",
+    "I would like one night in a capsule hotel just for the experience.",
+    "We both enjoy hiking, so a mountain trail near Kyoto would be great.",
+    "Please avoid very early trains, we are not morning people.",
+    "Our anniversary is on April tenth, so a special dinner that night.",
+]
+
 
 async def test_task_request_runs_and_notifies_its_callback(queue_env: QueueEnv) -> None:
     cid = (await create_conversation(queue_env.client))["id"]
@@ -109,18 +123,7 @@ async def test_summary_is_generated_incrementally_and_versions_are_kept(
             queue_env.client, memory_policy={"strategy": "summary_buffer", "max_tokens": 120}
         )
     )["id"]
-    facts = [
-        "I am planning a trip to Japan in April with my wife.",
-        "We want to visit Kyoto temples and see the cherry blossoms.",
-        "Our budget is about four thousand dollars for two weeks.",
-        "We prefer traditional ryokan hotels over modern chains.",
-        "My wife is vegetarian, so restaurants need vegetarian options.",
-        "We land in Tokyo Narita airport on April third in the morning.",
-        "I would like one night in a capsule hotel just for the experience.",
-        "We both enjoy hiking, so a mountain trail near Kyoto would be great.",
-        "Please avoid very early trains, we are not morning people.",
-        "Our anniversary is on April tenth, so a special dinner that night.",
-    ]
+    facts = TRIP_FACTS
     for fact in facts:
         await queue_env.client.post(f"/api/v1/conversations/{cid}/messages", json={"content": fact})
     await queue_env.run_worker(CONVERSATION_SUMMARY_TRIGGER_TOKENS="40")
@@ -161,18 +164,7 @@ async def test_a_branch_gets_a_summary_of_its_own_path(queue_env: QueueEnv) -> N
         )
     )["id"]
     url = f"/api/v1/conversations/{cid}/messages"
-    line = [
-        "I am planning a trip to Japan in April with my wife.",
-        "We want to visit Kyoto temples and see the cherry blossoms.",
-        "Our budget is about four thousand dollars for two weeks.",
-        "We prefer traditional ryokan hotels over modern chains.",
-        "My wife is vegetarian, so restaurants need vegetarian options.",
-        "We land in Tokyo Narita airport on April third in the morning.",
-        "I would like one night in a capsule hotel just for the experience.",
-        "We both enjoy hiking, so a mountain trail near Kyoto would be great.",
-        "Please avoid very early trains, we are not morning people.",
-        "Our anniversary is on April tenth, so a special dinner that night.",
-    ]
+    line = TRIP_FACTS
     sent = [(await queue_env.client.post(url, json={"content": text})).json() for text in line]
     await queue_env.run_worker(CONVERSATION_SUMMARY_TRIGGER_TOKENS="40")
     first = await queue_env.client.get(f"/api/v1/conversations/{cid}/summary")
