@@ -88,11 +88,17 @@ def stored(stack: DevStackProcess, message_id: str) -> tuple[str, str, str, str]
     return row[0], row[1], row[2], uuid.UUID(row[3]).hex
 
 
-def test_reply_streams_token_by_token_and_lands_completed(stack: DevStackProcess) -> None:
-    token = stack.token()
+def _new_conversation(stack: DevStackProcess) -> str:
+    """A conversation of the demo assistant, created through the stack's API."""
     with stack.client() as client:
         created = client.post("/api/v1/conversations", json={"agent_id": "demo-assistant"})
-    conversation_id = created.json()["id"]
+    conversation_id: str = created.json()["id"]
+    return conversation_id
+
+
+def test_reply_streams_token_by_token_and_lands_completed(stack: DevStackProcess) -> None:
+    token = stack.token()
+    conversation_id = _new_conversation(stack)
     with subscribe(stack, token, conversation_id) as socket:
         turn = converse(stack, socket, conversation_id, "Hi! My name is Ana and I love Lisbon.")
 
@@ -141,9 +147,7 @@ def test_a_support_request_is_handed_to_the_support_agent_who_greets_by_name(
     stack: DevStackProcess,
 ) -> None:
     token = stack.token()
-    with stack.client() as client:
-        created = client.post("/api/v1/conversations", json={"agent_id": "demo-assistant"})
-    conversation_id = created.json()["id"]
+    conversation_id = _new_conversation(stack)
     with subscribe(stack, token, conversation_id) as socket:
         converse(stack, socket, conversation_id, "Hi! My name is Ana.")
         asked = converse(stack, socket, conversation_id, "I need support with my invoice.")
@@ -178,9 +182,7 @@ def test_a_support_request_is_handed_to_the_support_agent_who_greets_by_name(
 
 def test_a_regenerated_reply_streams_back_as_a_sibling(stack: DevStackProcess) -> None:
     token = stack.token()
-    with stack.client() as client:
-        created = client.post("/api/v1/conversations", json={"agent_id": "demo-assistant"})
-    conversation_id = created.json()["id"]
+    conversation_id = _new_conversation(stack)
     with subscribe(stack, token, conversation_id) as socket:
         turn = converse(stack, socket, conversation_id, "Hi! My name is Ana and I love Lisbon.")
         with stack.client() as client:
