@@ -59,6 +59,18 @@ async def send(page: Page, text: str) -> None:
     await page.get_by_test_id("composer-input").press("Enter")
 
 
+async def open_new_conversation(page: Page, stack: DevStackProcess, title: str) -> None:
+    """Open the chat page, wait until it is live, and start a demo-assistant conversation."""
+    await page.goto(stack.base_url + "/")
+    await page.evaluate("() => window.chatApp.ready")
+    await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live")
+    await page.get_by_test_id("new-conversation").click()
+    await page.get_by_test_id("new-agent").fill("demo-assistant")
+    await page.get_by_test_id("new-title").fill(title)
+    await page.get_by_test_id("new-submit").click()
+    await expect(page.get_by_test_id("conversation-title")).to_have_text(title)
+
+
 async def stats(page: Page) -> dict[str, Any]:
     result: dict[str, Any] = await page.evaluate("() => ({...window.chatApp.stats})")
     return result
@@ -71,15 +83,7 @@ async def test_chat_in_english_and_spanish_with_a_reconnect(
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     try:
-        await page.goto(stack.base_url + "/")
-        await page.evaluate("() => window.chatApp.ready")
-        await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live")
-
-        await page.get_by_test_id("new-conversation").click()
-        await page.get_by_test_id("new-agent").fill("demo-assistant")
-        await page.get_by_test_id("new-title").fill("Weekend in Lisbon")
-        await page.get_by_test_id("new-submit").click()
-        await expect(page.get_by_test_id("conversation-title")).to_have_text("Weekend in Lisbon")
+        await open_new_conversation(page, stack, "Weekend in Lisbon")
 
         replies = page.locator('[data-testid="message"][data-role="assistant"]')
 
@@ -161,14 +165,7 @@ async def test_a_handoff_shows_who_spoke_and_a_line_between_the_agents(
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     try:
-        await page.goto(stack.base_url + "/")
-        await page.evaluate("() => window.chatApp.ready")
-        await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live")
-        await page.get_by_test_id("new-conversation").click()
-        await page.get_by_test_id("new-agent").fill("demo-assistant")
-        await page.get_by_test_id("new-title").fill("Invoice trouble")
-        await page.get_by_test_id("new-submit").click()
-        await expect(page.get_by_test_id("conversation-title")).to_have_text("Invoice trouble")
+        await open_new_conversation(page, stack, "Invoice trouble")
         replies = page.locator('[data-testid="message"][data-role="assistant"]')
 
         await send(page, "Hi! My name is Ana.")
@@ -228,14 +225,7 @@ async def test_edit_regenerate_and_switch_between_versions(
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     try:
-        await page.goto(stack.base_url + "/")
-        await page.evaluate("() => window.chatApp.ready")
-        await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live")
-        await page.get_by_test_id("new-conversation").click()
-        await page.get_by_test_id("new-agent").fill("demo-assistant")
-        await page.get_by_test_id("new-title").fill("Branches")
-        await page.get_by_test_id("new-submit").click()
-        await expect(page.get_by_test_id("conversation-title")).to_have_text("Branches")
+        await open_new_conversation(page, stack, "Branches")
         users = page.locator('[data-testid="message"][data-role="user"]')
         replies = page.locator('[data-testid="message"][data-role="assistant"]')
 
