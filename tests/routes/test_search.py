@@ -408,3 +408,26 @@ async def test_both_ways_postgresql_finds_the_newest_matches_give_the_same_hits(
     [every_match, newest_first] = found.values()
     assert set(newest_first) == set(newest)
     assert newest_first == every_match
+
+
+async def test_the_public_and_internal_search_answer_the_same_pages(
+    client: httpx.AsyncClient, caller: Caller
+) -> None:
+    """One use case behind both transports: same hits, snippets, scores and cursor paging."""
+    cid = (await create_conversation(client, title="Porto trip"))["id"]
+    for text_ in ("porto wine cellars", "a cheap flight to porto", "porto in the rain", "oslo"):
+        await _say(client, cid, text_)
+    params = {"q": "porto", "limit": 2, "role": "user"}
+    internal_params = {"tenant": caller.tenant, "user": caller.user, **params}
+    public = await _search(client, **params)
+    internal = await client.get("/internal/v1/search", params=internal_params, headers=SERVICE)
+    assert internal.status_code == 200, internal.text
+    assert internal.json()["data"] == public["data"]
+    assert public["has_more"] is internal.json()["has_more"] is True
+    rest = await _search(client, **params, cursor=public["next_cursor"])
+    internal_rest = await client.get(
+        "/internal/v1/search",
+        params={**internal_params, "cursor": internal.json()["next_cursor"]},
+        headers=SERVICE,
+    )
+    assert internal_rest.json()["data"] == rest["data"]
